@@ -1,0 +1,59 @@
+"""
+Running blocking work (disk I/O, hashing, encryption) off the reactor thread.
+
+Code that must block takes a L{BlockingRunner}: a callable that runs
+C{f(*args)} somewhere and returns a Deferred of its result.  Services use a
+L{ThreadWorker} (a bounded thread pool of their own); unit tests pass
+L{run_inline}, so they stay synchronous and deterministic.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+__all__ = ["BlockingRunner", "ThreadWorker", "run_inline"]
+
+_T = TypeVar("_T")
+
+
+class BlockingRunner(Protocol):
+    def __call__(
+        self, f: Callable[..., _T], *args: Any, **kwargs: Any
+    ) -> Deferred[_T]: ...
+
+
+def run_inline(f: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
+    """
+    Run C{f} right away in the calling thread (for tests and tools that have
+    nothing else to do meanwhile).
+    """
+    return maybeDeferred(f, *args, **kwargs)
+
+
+class ThreadWorker:
+    """
+    A bounded pool of threads for blocking work, started and stopped with the
+    service that owns it.
+    """
+
+    def __init__(
+        self, reactor: IReactorThreads, name: str, max_threads: int = 4
+    ) -> None:
+        self._reactor = reactor
+        self._pool = ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> None:
+        self._pool.stop()
+
+    def __call__(
+        self, f: Callable[..., _T], *args: Any, **kwargs: Any
+    ) -> Deferred[_T]:
+        return deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)

@@ -1,0 +1,3 @@
+"""
+Blobs: byte strings of at most 2 MiB named by the sha384 of their contents.
+"""

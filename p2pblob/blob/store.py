@@ -1,0 +1,389 @@
+"""
+The blob store: verified blobs as files in one directory, indexed in SQLite.
+
+Only verified blobs are ever visible.  At start the store reconciles the
+directory with the index (L{p2pblob.blob._files.scan_blob_dir}); while running
+it keeps a map of verified blobs in memory so that C{has_blob} is cheap, and it
+keeps disk use under C{disk_limit} by evicting blobs of finished, unpinned
+downloads, oldest first.  Blobs of published streams are never evicted: when
+nothing else can go, the write fails with L{DiskLimitError}.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import BinaryIO, Iterable
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from p2pblob._threads import BlockingRunner
+from p2pblob.blob import _files
+from p2pblob.blob._index import ROLE_DOWNLOADED, ROLE_PUBLISHED, BlobIndex
+from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
+from p2pblob.blob.writer import BlobWriter
+from p2pblob.errors import (
+    BlobNotFoundError,
+    BlobTooLargeError,
+    BlobWriteCancelledError,
+    DiskLimitError,
+    P2PBlobError,
+    StorageError,
+)
+from p2pblob.interfaces import IBlob, IBlobStore
+
+__all__ = ["Blob", "BlobStore", "ROLE_PUBLISHED", "ROLE_DOWNLOADED"]
+
+_log = Logger()
+
+
+@implementer(IBlob)
+class Blob:
+    """
+    A verified blob in a L{BlobStore}.
+    """
+
+    def __init__(self, store: BlobStore, blob_hash: str, length: int) -> None:
+        self.blob_hash = blob_hash
+        self.length = length
+        self._store = store
+
+    def __repr__(self) -> str:
+        return f"<Blob {self.blob_hash[:16]} {self.length} bytes>"
+
+    def open_for_reading(self) -> BinaryIO:
+        try:
+            return open(self._store.path_of(self.blob_hash), "rb")
+        except FileNotFoundError:
+            raise BlobNotFoundError(self.blob_hash) from None
+
+    def read(self) -> Deferred[bytes]:
+        return self._store.read_blob(self.blob_hash)
+
+
+@implementer(IBlobStore)
+class BlobStore:
+    """
+    Blobs on the local disk.
+
+    @param clock: source of the time stamps that order eviction.
+    @param run: runs blocking file work off the reactor thread.
+    @param blob_dir: where blob files live (created if missing).
+    @param index_path: the SQLite index file.
+    @param disk_limit: bytes of blobs allowed, or L{None} for no limit.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        run: BlockingRunner,
+        blob_dir: Path,
+        index_path: Path,
+        disk_limit: int | None = None,
+    ) -> None:
+        self.disk_limit = disk_limit
+        self._clock = clock
+        self._run = run
+        self._blob_dir = blob_dir
+        self._index_path = index_path
+        self._index: BlobIndex | None = None
+        self._lengths: dict[str, int] = {}
+        self._stored = 0
+        self._reserved = 0
+        self._writers: dict[str, set[BlobWriter]] = {}
+        # blob hash -> the writer whose file is being made durable, and the
+        # writers that verified meanwhile and wait for its outcome
+        self._committing: dict[str, tuple[BlobWriter, list[BlobWriter]]] = {}
+
+    # life cycle
+
+    async def start(self) -> _files.ScanResult:
+        """
+        Open the index and reconcile it with the blob directory.
+
+        @return: what reconciliation found.
+        """
+        self._blob_dir.mkdir(parents=True, exist_ok=True)
+        index = BlobIndex(self._index_path)
+        try:
+            result = await self._run(_files.scan_blob_dir, self._blob_dir, index.blobs())
+        except BaseException:
+            index.close()
+            raise
+        now = self._clock.seconds()
+        index.remove_blobs(result.dropped)
+        for blob_hash, length in result.adopted.items():
+            index.add_blob(blob_hash, length, now)
+        self._index = index
+        self._lengths = dict(result.present)
+        self._stored = sum(self._lengths.values())
+        for name, reason in result.removed:
+            _log.warn("Removed {name} from the blob store: {reason}", name=name, reason=reason)
+        if result.dropped:
+            _log.warn(
+                "{count} indexed blobs were missing or damaged and are no longer "
+                "served", count=len(result.dropped)
+            )
+        if result.adopted:
+            _log.info(
+                "Adopted {count} verified blob files the index did not list",
+                count=len(result.adopted),
+            )
+        _log.info(
+            "Blob store at {dir}: {count} blobs, {size} bytes",
+            dir=str(self._blob_dir), count=len(self._lengths), size=self._stored,
+        )
+        return result
+
+    def stop(self) -> None:
+        for writers in list(self._writers.values()):
+            for writer in list(writers):
+                writer.cancel()
+        if self._index is not None:
+            self._index.close()
+            self._index = None
+
+    @property
+    def index(self) -> BlobIndex:
+        if self._index is None:
+            raise StorageError("the blob store is not started")
+        return self._index
+
+    # reading
+
+    def path_of(self, blob_hash: str) -> Path:
+        return self._blob_dir / check_blob_hash(blob_hash)
+
+    def has_blob(self, blob_hash: str) -> bool:
+        return blob_hash in self._lengths
+
+    def get_blob(self, blob_hash: str) -> Blob:
+        length = self._lengths.get(blob_hash)
+        if length is None:
+            raise BlobNotFoundError(blob_hash)
+        return Blob(self, blob_hash, length)
+
+    def read_blob(self, blob_hash: str) -> Deferred[bytes]:
+        if blob_hash not in self._lengths:
+            return fail(BlobNotFoundError(blob_hash))
+        d = self._run(self.path_of(blob_hash).read_bytes)
+
+        def missing(failure: Failure) -> Failure:
+            if failure.check(FileNotFoundError):
+                self._forget([blob_hash])
+                return Failure(BlobNotFoundError(blob_hash))
+            return failure
+
+        return d.addErrback(missing)
+
+    def verified_blobs(self) -> Deferred[list[str]]:
+        return succeed(list(self._lengths))
+
+    def used_bytes(self) -> int:
+        return self._stored + self._reserved
+
+    def check_blob(self, blob_hash: str) -> Deferred[str]:
+        async def check() -> str:
+            length = self._lengths.get(blob_hash)
+            if length is None:
+                return "missing"
+            try:
+                digest, size = await self._run(_files.hash_file, self.path_of(blob_hash))
+            except FileNotFoundError:
+                self._forget([blob_hash])
+                return "missing"
+            if digest == blob_hash and size == length:
+                return "ok"
+            _log.warn(
+                "Blob {blob} is corrupt on disk (size {size}, expected {length}); "
+                "removed", blob=blob_hash, size=size, length=length,
+            )
+            await self.delete_blobs([blob_hash])
+            return "corrupt"
+
+        return Deferred.fromCoroutine(check())
+
+    # writing
+
+    def open_writer(self, blob_hash: str, length: int) -> BlobWriter:
+        check_blob_hash(blob_hash)
+        if not 0 <= length <= MAX_BLOB_SIZE:
+            raise BlobTooLargeError(blob_hash, length, MAX_BLOB_SIZE)
+        temp, file = _files.new_temp_file(self._blob_dir, blob_hash)
+        if blob_hash in self._lengths:
+            writer = BlobWriter(self, blob_hash, length, temp, file)
+            writer.cancel()
+            return writer
+        try:
+            self._reserve(length)
+        except DiskLimitError:
+            file.close()
+            _files.remove_quietly(temp)
+            raise
+        self._writers.setdefault(blob_hash, set())
+        writer = BlobWriter(self, blob_hash, length, temp, file)
+        self._writers[blob_hash].add(writer)
+        if length == 0:
+            writer._verify()
+        return writer
+
+    def put_blob(self, data: bytes) -> Deferred[IBlob]:
+        if len(data) > MAX_BLOB_SIZE:
+            return fail(BlobTooLargeError("(unhashed)", len(data), MAX_BLOB_SIZE))
+        try:
+            self._reserve(len(data))
+        except DiskLimitError as e:
+            return fail(e)
+
+        def stored(blob_hash: str) -> IBlob:
+            self._reserved -= len(data)
+            self._verified(blob_hash, len(data))
+            return self.get_blob(blob_hash)
+
+        def failed(failure: Failure) -> Failure:
+            self._reserved -= len(data)
+            return _storage_failure(failure)
+
+        d = self._run(_files.store_bytes, self._blob_dir, data)
+        return d.addCallbacks(stored, failed)
+
+    def delete_blobs(self, blob_hashes: Iterable[str]) -> Deferred[None]:
+        hashes = [h for h in blob_hashes if h in self._lengths]
+        paths = [self.path_of(h) for h in hashes]
+        self._forget(hashes)
+
+        def unlink_all() -> None:
+            for path in paths:
+                _files.remove_quietly(path)
+
+        return self._run(unlink_all)
+
+    # streams
+
+    def add_stream(self, sd_hash: str, blob_hashes: list[str], role: str) -> Deferred[None]:
+        if role not in (ROLE_PUBLISHED, ROLE_DOWNLOADED):
+            raise ValueError(f"unknown stream role {role!r}")
+        self.index.add_stream(sd_hash, blob_hashes, role, self._clock.seconds())
+        return succeed(None)
+
+    def set_stream_finished(self, sd_hash: str) -> Deferred[None]:
+        self.index.set_stream_flag(sd_hash, "finished", True)
+        return succeed(None)
+
+    def pin_stream(self, sd_hash: str, pinned: bool) -> Deferred[None]:
+        self.index.set_stream_flag(sd_hash, "pinned", pinned)
+        return succeed(None)
+
+    def remove_stream(self, sd_hash: str, delete_blobs: bool) -> Deferred[None]:
+        orphans = self.index.remove_stream(sd_hash)
+        if delete_blobs:
+            return self.delete_blobs(orphans)
+        return succeed(None)
+
+    # internals shared with BlobWriter
+
+    def _reserve(self, length: int) -> None:
+        limit = self.disk_limit
+        if limit is not None and self.used_bytes() + length > limit:
+            self._evict(self.used_bytes() + length - limit)
+            if self.used_bytes() + length > limit:
+                raise DiskLimitError(length, self.used_bytes(), limit)
+        self._reserved += length
+
+    def _evict(self, needed: int) -> None:
+        victims: list[str] = []
+        freed = 0
+        for blob_hash, length in self.index.evictable():
+            if freed >= needed:
+                break
+            if blob_hash in self._committing:
+                continue
+            victims.append(blob_hash)
+            freed += length
+        if not victims:
+            return
+        for blob_hash in victims:
+            _files.remove_quietly(self.path_of(blob_hash))
+        self._forget(victims)
+        _log.info(
+            "Evicted {count} blobs ({size} bytes) of finished downloads to stay "
+            "under the disk-use limit of {limit} bytes",
+            count=len(victims), size=freed, limit=self.disk_limit,
+        )
+
+    def _forget(self, blob_hashes: list[str]) -> None:
+        for blob_hash in blob_hashes:
+            length = self._lengths.pop(blob_hash, None)
+            if length is not None:
+                self._stored -= length
+        self.index.remove_blobs(blob_hashes)
+
+    def _verified(self, blob_hash: str, length: int, winner: BlobWriter | None = None) -> None:
+        """
+        Record a blob whose file is durable, hand it to the writer that made it
+        and cancel every other writer of the same blob.
+        """
+        if blob_hash not in self._lengths:
+            self._lengths[blob_hash] = length
+            self._stored += length
+            self.index.add_blob(blob_hash, length, self._clock.seconds())
+        if winner is not None:
+            winner._succeed(self.get_blob(blob_hash))
+        for other in list(self._writers.get(blob_hash, ())):
+            other.cancel()
+
+    def _is_committing(self, writer: BlobWriter) -> bool:
+        active = self._committing.get(writer.blob_hash)
+        return active is not None and active[0] is writer
+
+    def _commit(self, writer: BlobWriter) -> None:
+        blob_hash = writer.blob_hash
+        if blob_hash in self._lengths:
+            writer.cancel()
+            return
+        active = self._committing.get(blob_hash)
+        if active is not None:
+            active[1].append(writer)
+            return
+        self._committing[blob_hash] = (writer, [])
+        file, temp = writer._take_file()
+        d = self._run(_files.commit_temp_file, file, temp, self.path_of(blob_hash))
+
+        def committed(_: None) -> None:
+            del self._committing[blob_hash]
+            self._verified(blob_hash, writer.length, writer)
+
+        def failed(failure: Failure) -> None:
+            _, waiting = self._committing.pop(blob_hash)
+            error = _storage_failure(failure).value
+            _log.error("Could not store blob {blob}: {error}", blob=blob_hash, error=error)
+            writer._fail(error)
+            for other in waiting:
+                if other.state == "committing":
+                    self._commit(other)
+
+        d.addCallbacks(committed, failed)
+
+    def _writer_done(self, writer: BlobWriter) -> None:
+        writers = self._writers.get(writer.blob_hash)
+        if writers is not None and writer in writers:
+            writers.discard(writer)
+            self._reserved -= writer.length
+            if not writers:
+                del self._writers[writer.blob_hash]
+
+
+def _storage_failure(failure: Failure) -> Failure:
+    """
+    Turn an operating-system error from disk work into a L{StorageError} a
+    user can read; our own errors pass through.
+    """
+    if failure.check(P2PBlobError):
+        return failure
+    if failure.check(OSError):
+        error = failure.value
+        return Failure(StorageError(f"could not write to the blob store: {error}"))
+    return failure

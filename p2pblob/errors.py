@@ -1,0 +1,213 @@
+"""
+Every error p2pblob raises on purpose.
+
+All of them derive from L{P2PBlobError}; the command line turns any of them
+into one line for the user (C{str(error)}) and an exit status, in exactly one
+place (L{p2pblob.cli.main}).  Each family's docstring says, in a user's words,
+what went wrong; the instances carry the details as attributes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "P2PBlobError",
+    "ConfigError",
+    "BlobError",
+    "InvalidBlobHashError",
+    "BlobHashMismatchError",
+    "BlobTooLargeError",
+    "BlobIncompleteError",
+    "BlobWriteCancelledError",
+    "BlobNotFoundError",
+    "StorageError",
+    "DiskLimitError",
+    "DescriptorError",
+    "InvalidDescriptorError",
+    "StreamError",
+    "DecryptionError",
+    "IncompleteStreamError",
+]
+
+
+class P2PBlobError(Exception):
+    """
+    p2pblob could not do what was asked.  C{str()} of any instance is a
+    sentence meant for the user.
+    """
+
+
+class ConfigError(P2PBlobError):
+    """
+    The configuration is wrong: an option has a bad value, or a setting names
+    something that does not exist.
+    """
+
+
+class BlobError(P2PBlobError):
+    """
+    A blob could not be read, written or verified.
+
+    @ivar blob_hash: the hex name of the blob concerned.
+    """
+
+    def __init__(self, blob_hash: str, message: str) -> None:
+        super().__init__(message)
+        self.blob_hash = blob_hash
+
+
+class InvalidBlobHashError(BlobError):
+    """
+    A blob name is not 96 lowercase hexadecimal characters (a sha384 digest).
+    """
+
+    def __init__(self, blob_hash: str) -> None:
+        super().__init__(
+            blob_hash,
+            f"{blob_hash!r:.120} is not a blob hash "
+            "(expected 96 lowercase hex characters)",
+        )
+
+
+class BlobHashMismatchError(BlobError):
+    """
+    The bytes received for a blob do not hash to the blob's name: they are
+    corrupt or forged and were thrown away.
+    """
+
+    def __init__(self, blob_hash: str, actual: str) -> None:
+        super().__init__(
+            blob_hash,
+            f"data for blob {blob_hash[:16]}… hashes to {actual[:16]}…; "
+            "it was discarded",
+        )
+        self.actual = actual
+
+
+class BlobTooLargeError(BlobError):
+    """
+    More bytes arrived for a blob than its announced length, or a blob is
+    larger than the 2 MiB limit.
+    """
+
+    def __init__(self, blob_hash: str, length: int, limit: int) -> None:
+        super().__init__(
+            blob_hash,
+            f"blob {blob_hash[:16]}… is too long: {length} bytes where at "
+            f"most {limit} are allowed; it was discarded",
+        )
+        self.length = length
+        self.limit = limit
+
+
+class BlobIncompleteError(BlobError):
+    """
+    A blob's data stopped before its announced length (a truncated transfer).
+    """
+
+    def __init__(self, blob_hash: str, received: int, expected: int) -> None:
+        super().__init__(
+            blob_hash,
+            f"blob {blob_hash[:16]}… is incomplete: {received} of "
+            f"{expected} bytes arrived; it was discarded",
+        )
+        self.received = received
+        self.expected = expected
+
+
+class BlobWriteCancelledError(BlobError):
+    """
+    A write of a blob was abandoned, usually because another copy of the same
+    blob was verified first.  Nothing is wrong with the blob.
+    """
+
+
+class BlobNotFoundError(BlobError):
+    """
+    A blob is not in the local store.
+    """
+
+    def __init__(self, blob_hash: str) -> None:
+        super().__init__(blob_hash, f"blob {blob_hash[:16]}… is not in the store")
+
+
+class StorageError(P2PBlobError):
+    """
+    The blob store could not keep data: the disk is full, the disk-use limit
+    is reached, or the store's files are damaged.
+    """
+
+
+class DiskLimitError(StorageError):
+    """
+    Storing more would exceed the configured disk-use limit, and nothing can be
+    evicted to make room.
+
+    @ivar needed: bytes that were to be stored.
+    @ivar limit: the configured limit in bytes.
+    @ivar used: bytes in use when the write was refused.
+    """
+
+    def __init__(self, needed: int, used: int, limit: int) -> None:
+        super().__init__(
+            f"the blob store is at its disk-use limit: storing {needed} more "
+            f"bytes would bring it to {used + needed} of {limit} bytes, and "
+            "nothing can be evicted (published and pinned streams are kept); "
+            "raise --disk-limit or delete streams"
+        )
+        self.needed = needed
+        self.used = used
+        self.limit = limit
+
+
+class DescriptorError(P2PBlobError):
+    """
+    A stream descriptor (sd blob) cannot be used.
+    """
+
+
+class InvalidDescriptorError(DescriptorError):
+    """
+    A stream descriptor is malformed or inconsistent.
+
+    @ivar reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid stream descriptor: {reason}")
+        self.reason = reason
+
+
+class StreamError(P2PBlobError):
+    """
+    A stream could not be built, decrypted or assembled.
+    """
+
+
+class DecryptionError(StreamError):
+    """
+    A blob did not decrypt with the stream's key and IV (bad padding or a
+    length that is not a multiple of the AES block).
+    """
+
+
+class IncompleteStreamError(StreamError):
+    """
+    Some blobs of a stream are missing or corrupt in the local store.
+
+    @ivar missing: hashes of the blobs that are absent.
+    @ivar corrupt: hashes of the blobs whose stored bytes are damaged.
+    """
+
+    def __init__(self, missing: list[str], corrupt: list[str]) -> None:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing")
+        if corrupt:
+            parts.append(f"{len(corrupt)} corrupt")
+        super().__init__(
+            "the stream is incomplete in the local store: "
+            + " and ".join(parts)
+            + " blob(s); run 'p2pblob verify' for the list"
+        )
+        self.missing = missing
+        self.corrupt = corrupt
