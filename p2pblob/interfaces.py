@@ -1,0 +1,1176 @@
+"""
+The contracts between p2pblob's subsystems.
+
+Every interface here is a boundary that more than one part of the node relies
+on: finding peers, the client and server halves of the peer protocol,
+downloading streams, rate limiting, payments and the blob store.  The
+catalogue restates the one LBRY drew up in 2015 (same names, same methods and
+arguments, with its mistakes fixed) and adds the blob-store contracts
+p2pblob needs.  Every real class and every fake in C{p2pblob.testing}
+declares what it provides with C{@implementer} and is checked with
+L{zope.interface.verify.verifyObject} or L{zope.interface.verify.verifyClass};
+so that those checks accept correct implementations, the methods below are
+declared without C{self}, as zope.interface requires.  A blob hash is a
+C{str} of 96 lowercase hexadecimal characters (a sha384 digest) and blob data
+is C{bytes}; whenever a method returns a L{Deferred}, its docstring says what
+the Deferred fires with and which failures it may carry.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.interfaces import IConsumer
+
+__all__ = [
+    "IBlob",
+    "IBlobHandler",
+    "IBlobSender",
+    "IBlobStore",
+    "IBlobWriter",
+    "IConnectionManager",
+    "IDownloadManager",
+    "IMetadataHandler",
+    "IPeerFinder",
+    "IProgressManager",
+    "IQueryHandler",
+    "IQueryHandlerFactory",
+    "IRateLimited",
+    "IRateLimiter",
+    "IRequestCreator",
+    "IRequestHandler",
+    "IRequestSender",
+    "IStreamDescriptorValidator",
+    "IStreamDownloader",
+    "IStreamDownloaderFactory",
+    "IWallet",
+]
+
+
+# ---------------------------------------------------------------------------
+# Finding peers and talking to them (client side)
+# ---------------------------------------------------------------------------
+
+
+class IPeerFinder(Interface):
+    """
+    Finds the peers that say they hold a given blob (the DHT, or a fixed list
+    of peers given on the command line).
+    """
+
+    def find_peers_for_blob(blob_hash: str) -> Deferred[list[Any]]:
+        """
+        Look up the peers that claim to hold the blob named C{blob_hash}.
+
+        Finding nobody is not an error: the Deferred then fires with an empty
+        list.
+
+        @param blob_hash: the name of the blob (a data blob or an sd blob).
+        @type blob_hash: C{str}, 96 lowercase hex characters
+
+        @return: a Deferred that fires with a C{list} of C{Peer}s, in no
+            particular order.  It fails with
+            L{p2pblob.errors.InvalidBlobHashError} if C{blob_hash} is not a
+            blob hash.
+        @rtype: L{Deferred}
+        """
+
+
+class IRequestSender(Interface):
+    """
+    One connection to one peer: sends the requests it is given to that peer
+    and hands back the peer's responses.
+
+    Requests added before the next message goes out are sent together in
+    that message, as one JSON object.
+    """
+
+    def add_request(request: Any) -> Deferred[dict[str, Any]]:
+        """
+        Queue C{request} so that it goes out in the next message to the peer.
+
+        @param request: a request for the peer: the query fields to send and
+            the response keys that answer it.
+        @type request: C{ClientRequest}
+
+        @return: a Deferred that fires with the peer's answer to this request,
+            a C{dict} taken from the response JSON.  It fails if the peer's
+            response is malformed or does not answer the request (with a
+            L{p2pblob.errors.P2PBlobError}), or with the reason the
+            connection was lost (for instance
+            L{twisted.internet.error.ConnectionLost}) if it closes first.
+        @rtype: L{Deferred}
+        """
+
+    def add_blob_request(blob_request: Any) -> Deferred[dict[str, Any]]:
+        """
+        Queue a request that asks the peer to send a blob.
+
+        Once the response JSON has been parsed, every following byte from the
+        peer is handed to C{blob_request.write(data)}, until
+        C{blob_request.finished_deferred} fires; the request in turn feeds
+        those bytes to an L{IBlobWriter}, which verifies them.
+
+        @param blob_request: the request for the blob; its C{write} receives
+            the blob's bytes.
+        @type blob_request: C{ClientBlobRequest}
+
+        @return: a Deferred that fires with the peer's answer to the request,
+            a C{dict} taken from the response JSON that precedes the blob's
+            bytes.  It fails as the Deferred of L{add_request} does.  Whether
+            the blob itself arrived intact is reported by the writer's
+            C{finished}, not here.
+        @rtype: L{Deferred}
+        """
+
+
+class IRequestCreator(Interface):
+    """
+    Decides what to ask of peers (which blobs are available, which blob to
+    send, what price to pay) and gives those requests to an
+    L{IRequestSender}.
+    """
+
+    def send_next_request(peer: Any, protocol: IRequestSender) -> Deferred[bool]:
+        """
+        Build the next request this creator wants to send to C{peer}, if it
+        wants one, and give it to C{protocol}.
+
+        @param peer: the peer the request would be sent to.
+        @type peer: C{Peer}
+        @param protocol: the connection to C{peer} that sends the request.
+        @type protocol: L{IRequestSender} provider
+
+        @return: a Deferred that fires with C{True} if a request was given to
+            C{protocol}, or C{False} if this creator has nothing to ask of
+            C{peer} now.
+        @rtype: L{Deferred}
+        """
+
+    def get_new_peers() -> Deferred[list[Any]]:
+        """
+        Find more peers this creator would like to send requests to, usually
+        with an L{IPeerFinder}.
+
+        @return: a Deferred that fires with a C{list} of C{Peer}s, possibly
+            empty.  A failure to find peers is reported as an empty list,
+            not as a failure.
+        @rtype: L{Deferred}
+        """
+
+
+# ---------------------------------------------------------------------------
+# Downloading a stream
+# ---------------------------------------------------------------------------
+
+
+class IMetadataHandler(Interface):
+    """
+    Tells an L{IDownloadManager} which blobs make up its stream.
+    """
+
+    def get_initial_blobs() -> Deferred[list[Any]]:
+        """
+        Describe the blobs known to belong to the stream when the download is
+        set up; for a stream read from a stream descriptor, that is all of
+        them.
+
+        @return: a Deferred that fires with a C{list} of C{BlobInfo}s (each
+            gives a blob's position C{blob_num}, hash, length and IV), in
+            stream order.  It fails with
+            L{p2pblob.errors.InvalidDescriptorError} if the stream's metadata
+            cannot be used.
+        @rtype: L{Deferred}
+        """
+
+    def final_blob_num() -> int | None:
+        """
+        Give the position of the stream's last blob, if it is known.
+
+        @return: the C{blob_num} of the last blob of the stream, or C{None}
+            if that is not known yet.
+        @rtype: C{int} or C{None}
+        """
+
+
+class IDownloadManager(Interface):
+    """
+    Runs the download of one stream, a group of blobs that belong together.
+
+    It keeps the stream's metadata, starts and stops the other parts of the
+    download (metadata handler, progress manager, connection manager, blob
+    handler) and passes information between them.
+    """
+
+    def start_downloading() -> Deferred[bool]:
+        """
+        Load the stream's initial metadata, then start the other parts of the
+        download.
+
+        @return: a Deferred that fires with C{True} once the other parts have
+            been started.  It fails with
+            L{p2pblob.errors.InvalidDescriptorError} if the metadata cannot be
+            loaded, or with L{p2pblob.errors.StreamError} if the download
+            cannot start.
+        @rtype: L{Deferred}
+        """
+
+    def resume_downloading() -> Deferred[bool]:
+        """
+        Start the other parts of the download again after
+        L{pause_downloading} stopped them.
+
+        @return: a Deferred that fires with C{True} once they have been
+            started again.
+        @rtype: L{Deferred}
+        """
+
+    def pause_downloading() -> Deferred[bool]:
+        """
+        Stop the other parts of the download.  Blobs already verified are
+        kept, so a later L{resume_downloading} does not fetch them again.
+
+        @return: a Deferred that fires with C{True} once they have stopped.
+        @rtype: L{Deferred}
+        """
+
+    def add_blobs_to_download(blobs: list[Any]) -> Deferred[list[tuple[bool, Any]]]:
+        """
+        Add blobs to those the download should fetch.  Blobs the manager
+        already knows about are ignored.
+
+        @param blobs: descriptions of blobs that belong to the stream.
+        @type blobs: C{list} of C{BlobInfo}
+
+        @return: a Deferred that fires once each previously unknown blob has
+            been added, with a C{list} of C{(success, result)} pairs, one per
+            added blob, as a L{twisted.internet.defer.DeferredList} does.
+        @rtype: L{Deferred}
+        """
+
+    def stream_position() -> int:
+        """
+        Give the position of the next blob the stream needs.
+
+        @return: the C{blob_num} of the first blob still needed, or, when the
+            stream has every blob it needs, the C{blob_num} of its last blob
+            plus one.
+        @rtype: C{int}
+        """
+
+    def needed_blobs() -> list[Any]:
+        """
+        List the blobs the stream still has to download.
+
+        @return: descriptions of the blobs still needed.
+        @rtype: C{list} of C{BlobInfo}
+        """
+
+    def final_blob_num() -> int | None:
+        """
+        Give the position of the stream's last blob, if it is known.
+
+        @return: the C{blob_num} of the last blob of the stream, or C{None}
+            if that is not known yet.
+        @rtype: C{int} or C{None}
+        """
+
+    def handle_blob(blob_num: int) -> Deferred[Any]:
+        """
+        Deal with the blob at position C{blob_num}, now that it is the next
+        blob of the stream and has been downloaded: hand it to the stream's
+        L{IBlobHandler}.
+
+        @param blob_num: the position in the stream of the blob to handle.
+        @type blob_num: C{int}
+
+        @return: a Deferred that fires, with a result callers must not rely
+            on, once the blob has been handled.  It fails as the handler's
+            L{IBlobHandler.blob_downloaded} does, for instance with
+            L{p2pblob.errors.StreamError}.
+        @rtype: L{Deferred}
+        """
+
+
+class IConnectionManager(Interface):
+    """
+    Keeps connections open to peers so that the download's
+    L{IRequestCreator}s can send them requests.
+    """
+
+    def get_next_request(peer: Any, protocol: IRequestSender) -> Deferred[bool]:
+        """
+        Ask each of this manager's request creators to build a request for
+        C{peer} and give it to C{protocol}.
+
+        @param peer: the peer the requests would be sent to.
+        @type peer: C{Peer}
+        @param protocol: the connection to C{peer} that sends the requests.
+        @type protocol: L{IRequestSender} provider
+
+        @return: a Deferred that fires with C{True} if at least one request
+            was given to C{protocol}, which should then send its message, or
+            with C{False} if none was, and C{protocol} should hang up.
+        @rtype: L{Deferred}
+        """
+
+    def protocol_disconnected(peer: Any, protocol: IRequestSender) -> None:
+        """
+        Tell the manager that the connection to C{peer} has been lost, so that
+        it forgets C{protocol} and may connect to another peer.
+
+        @param peer: the peer the connection was to.
+        @type peer: C{Peer}
+        @param protocol: the connection that was lost.
+        @type protocol: L{IRequestSender} provider
+
+        @return: C{None}
+        """
+
+
+class IProgressManager(Interface):
+    """
+    Tracks the progress of a download: decides which blobs still need to be
+    fetched, and hands downloaded blobs on in stream order.
+    """
+
+    def stream_position() -> int:
+        """
+        Give the position of the next blob the stream needs.
+
+        @return: the C{blob_num} of the first blob still needed, or, when the
+            stream has every blob it needs, the C{blob_num} of its last blob
+            plus one.
+        @rtype: C{int}
+        """
+
+    def needed_blobs() -> list[Any]:
+        """
+        List the blobs the stream still has to download.
+
+        @return: descriptions of the blobs still needed.
+        @rtype: C{list} of C{BlobInfo}
+        """
+
+    def blob_downloaded(blob: IBlob, blob_info: Any) -> None:
+        """
+        Record that a blob has been downloaded and verified, so that it is
+        not fetched again.
+
+        @param blob: the blob that was downloaded.
+        @type blob: L{IBlob} provider
+        @param blob_info: the description of that blob in the stream.
+        @type blob_info: C{BlobInfo}
+
+        @return: C{None}
+        """
+
+
+class IBlobHandler(Interface):
+    """
+    Does whatever the download is for with each blob it fetches: decrypts
+    it into a file, feeds it to an HTTP response, copies it to a storage
+    backend.
+    """
+
+    def blob_downloaded(blob: IBlob, blob_info: Any) -> Deferred[Any]:
+        """
+        Deal with a blob that has been downloaded and verified.
+
+        @param blob: the downloaded blob.
+        @type blob: L{IBlob} provider
+        @param blob_info: the description of that blob in the stream.
+        @type blob_info: C{BlobInfo}
+
+        @return: a Deferred that fires, with a result callers must not rely
+            on, once the blob has been dealt with.  It may fail with
+            L{p2pblob.errors.StreamError} (for instance
+            L{p2pblob.errors.DecryptionError} if the blob does not decrypt),
+            with L{p2pblob.errors.BlobNotFoundError} if the blob disappeared
+            from the store, or with L{p2pblob.errors.StorageError} if the
+            result cannot be written.
+        @rtype: L{Deferred}
+        """
+
+
+# ---------------------------------------------------------------------------
+# Rate limiting
+# ---------------------------------------------------------------------------
+
+
+class IRateLimited(Interface):
+    """
+    A connection that can be throttled: told to stop moving data for a
+    while, then to go on.
+    """
+
+    def throttle_upload() -> None:
+        """
+        Stop sending data until L{unthrottle_upload} is called.
+
+        @return: C{None}
+        """
+
+    def throttle_download() -> None:
+        """
+        Stop receiving data until L{unthrottle_download} is called.
+
+        @return: C{None}
+        """
+
+    def unthrottle_upload() -> None:
+        """
+        Send data freely again, until L{throttle_upload} is next called.
+
+        @return: C{None}
+        """
+
+    def unthrottle_download() -> None:
+        """
+        Receive data freely again, until L{throttle_download} is next called.
+
+        @return: C{None}
+        """
+
+
+class IRateLimiter(Interface):
+    """
+    Counts the bytes the node uploads and downloads, and throttles the
+    registered L{IRateLimited} connections to keep within the configured
+    rates.
+    """
+
+    def report_dl_bytes(num_bytes: int) -> None:
+        """
+        Tell the rate limiter that C{num_bytes} bytes have been received.
+
+        @param num_bytes: the number of bytes received.
+        @type num_bytes: C{int}
+
+        @return: C{None}
+        """
+
+    def report_ul_bytes(num_bytes: int) -> None:
+        """
+        Tell the rate limiter that C{num_bytes} bytes have been sent.
+
+        @param num_bytes: the number of bytes sent.
+        @type num_bytes: C{int}
+
+        @return: C{None}
+        """
+
+    def register_protocol(protocol: IRateLimited) -> None:
+        """
+        Start throttling C{protocol} along with the other registered
+        connections.  If the limiter is throttling at the moment, C{protocol}
+        is throttled at once.
+
+        @param protocol: the connection to throttle.
+        @type protocol: L{IRateLimited} provider
+
+        @return: C{None}
+        """
+
+    def unregister_protocol(protocol: IRateLimited) -> None:
+        """
+        Stop throttling C{protocol}, which was given to L{register_protocol}
+        before (typically because its connection was lost).
+
+        @param protocol: the connection to forget.
+        @type protocol: L{IRateLimited} provider
+
+        @return: C{None}
+        """
+
+
+# ---------------------------------------------------------------------------
+# Answering peers (server side)
+# ---------------------------------------------------------------------------
+
+
+class IRequestHandler(Interface):
+    """
+    The server side of one connection: hands each query a peer sends to the
+    L{IQueryHandler} registered for it, and sends a blob afterwards if one
+    was asked for.
+    """
+
+    def register_query_handler(
+        query_handler: IQueryHandler, query_identifiers: list[str]
+    ) -> None:
+        """
+        Have C{query_handler} answer every query whose identifier is one of
+        C{query_identifiers}.
+
+        @param query_handler: the object that answers those queries.
+        @type query_handler: L{IQueryHandler} provider
+        @param query_identifiers: the request keys of the queries to pass to
+            C{query_handler} (for instance C{"requested_blobs"}).
+        @type query_identifiers: C{list} of C{str}
+
+        @return: C{None}
+        """
+
+    def register_blob_sender(blob_sender: IBlobSender) -> None:
+        """
+        Have C{blob_sender} asked, after each response has been written,
+        whether it wants to send a blob.
+
+        @param blob_sender: the object that uploads blobs to the peer.
+        @type blob_sender: L{IBlobSender} provider
+
+        @return: C{None}
+        """
+
+
+class IBlobSender(Interface):
+    """
+    Uploads blobs to the peer at the other end of a connection.
+    """
+
+    def send_blob_if_requested(consumer: IConsumer) -> Deferred[Any]:
+        """
+        If the request just answered asked for a blob, write the blob's bytes
+        to C{consumer} (through a producer, so that memory use does not grow
+        with the blob's size).
+
+        @param consumer: where the blob's bytes go, normally the connection's
+            transport.
+        @type consumer: L{twisted.internet.interfaces.IConsumer} provider
+
+        @return: a Deferred that fires, with a result callers must not rely
+            on, once the sender is done: at once if no blob is to be sent,
+            otherwise when the whole blob has been written.  It fails with
+            L{p2pblob.errors.BlobNotFoundError} if the blob left the store
+            after it was offered, or with the reason the connection was lost
+            if it closes during the upload.
+        @rtype: L{Deferred}
+        """
+
+
+class IQueryHandler(Interface):
+    """
+    Answers one kind of query from the peer of one connection (blob
+    availability, blob requests, price, payment details).
+    """
+
+    def register_with_request_handler(
+        request_handler: IRequestHandler, peer: Any
+    ) -> None:
+        """
+        Register with C{request_handler} to be given the queries this
+        handler answers.
+
+        @param request_handler: the request handler of the connection.
+        @type request_handler: L{IRequestHandler} provider
+        @param peer: the peer whose queries this handler will answer.
+        @type peer: C{Peer}
+
+        @return: C{None}
+        """
+
+    def handle_queries(queries: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        """
+        Answer the peer's queries that were routed to this handler.
+
+        @param queries: the queries to answer, each request key mapped to
+            the value the peer sent with it.
+        @type queries: C{dict} mapping C{str} to the decoded JSON value
+
+        @return: a Deferred that fires with a C{dict} of response keys and
+            values, to be merged into the response JSON.  It fails, with a
+            L{p2pblob.errors.P2PBlobError} for instance, only if no answer
+            can be given at all; the request handler then drops the
+            connection.
+        @rtype: L{Deferred}
+        """
+
+
+class IQueryHandlerFactory(Interface):
+    """
+    Makes a fresh L{IQueryHandler} for each peer that connects.
+    """
+
+    def build_query_handler() -> IQueryHandler:
+        """
+        Make a query handler for a new connection.
+
+        @return: a new query handler.
+        @rtype: L{IQueryHandler} provider
+        """
+
+
+# ---------------------------------------------------------------------------
+# Streams
+# ---------------------------------------------------------------------------
+
+
+class IStreamDownloaderFactory(Interface):
+    """
+    Makes L{IStreamDownloader}s of one kind (save to a file, serve over
+    HTTP, ...) and says which options they take.
+    """
+
+    def get_downloader_options(
+        sd_validator: IStreamDescriptorValidator, payment_rate_manager: Any
+    ) -> list[tuple[str, str]]:
+        """
+        List the options the downloaders this factory makes accept.
+
+        @param sd_validator: the stream's metadata, which the options may
+            depend on.
+        @type sd_validator: L{IStreamDescriptorValidator} provider
+        @param payment_rate_manager: the prices the downloader would pay.
+        @type payment_rate_manager: C{PaymentRateManager}
+
+        @return: the options, as C{(description, default)} pairs.
+        @rtype: C{list} of C{(str, str)} tuples
+        """
+
+    def make_downloader(
+        sd_validator: IStreamDescriptorValidator,
+        options: list[str],
+        payment_rate_manager: Any,
+    ) -> Deferred[IStreamDownloader]:
+        """
+        Make a downloader for the stream C{sd_validator} describes.
+
+        @param sd_validator: the stream's metadata, given to the downloader.
+        @type sd_validator: L{IStreamDescriptorValidator} provider
+        @param options: the chosen option values, in the order
+            L{get_downloader_options} listed the options.
+        @type options: C{list} of C{str}
+        @param payment_rate_manager: the prices the downloader should pay.
+        @type payment_rate_manager: C{PaymentRateManager}
+
+        @return: a Deferred that fires with the new L{IStreamDownloader}
+            provider.  It fails with L{p2pblob.errors.InvalidDescriptorError}
+            if the stream's metadata cannot be used, or with
+            L{p2pblob.errors.StreamError} if a downloader cannot be made
+            (for instance because the output cannot be created).
+        @rtype: L{Deferred}
+        """
+
+    def get_description() -> str:
+        """
+        Say in a few words what the downloaders made by this factory do with
+        a stream.
+
+        @return: a short description, for the user.
+        @rtype: C{str}
+        """
+
+
+class IStreamDownloader(Interface):
+    """
+    Puts a stream fetched from the network to some use.
+    """
+
+    def start() -> Deferred[Any]:
+        """
+        Start downloading the stream.
+
+        @return: a Deferred that fires, with a result callers must not rely
+            on, once the whole stream has been downloaded and handled.  It
+            fails with L{twisted.internet.defer.CancelledError} if the
+            download is stopped first, with
+            L{p2pblob.errors.StreamError} (for instance
+            L{p2pblob.errors.DecryptionError}) if the stream cannot be
+            assembled, or with L{p2pblob.errors.StorageError} if its blobs or
+            output cannot be stored.
+        @rtype: L{Deferred}
+        """
+
+    def insufficient_funds() -> None:
+        """
+        Tell the downloader that the wallet holds too few points to finish
+        the download.
+
+        @return: C{None}
+        """
+
+
+class IStreamDescriptorValidator(Interface):
+    """
+    Reads the metadata out of a stream descriptor (sd blob) and checks it.
+    """
+
+    def validate() -> bool:
+        """
+        Check the stream descriptor: its fields, its blob list and its
+        stream hash.
+
+        @return: C{True} if every check passes.
+        @rtype: C{bool}
+        @raise p2pblob.errors.InvalidDescriptorError: a check failed; the
+            error's C{reason} says which, in words.
+        """
+
+    def info_to_show() -> list[tuple[str, str]]:
+        """
+        Give the stream's metadata the user should see before the download
+        starts (for instance the file name and size).
+
+        @return: C{(label, value)} pairs, in the order to show them.
+        @rtype: C{list} of C{(str, str)} tuples
+        """
+
+
+# ---------------------------------------------------------------------------
+# Payments
+# ---------------------------------------------------------------------------
+
+
+class IWallet(Interface):
+    """
+    Sends and receives payments in points.
+
+    Before a service is asked for, the points to pay for it are reserved, so
+    that the node never promises a payment it cannot make.  Once the service
+    has been rendered, the reservation is handed back to the wallet with the
+    final price, which is then paid; if the service is not rendered, the
+    reservation is cancelled instead.
+    """
+
+    def stop() -> None:
+        """
+        Send any payments not yet sent, close any connections, and stop
+        watching for incoming payments.
+
+        @return: C{None}
+        """
+
+    def start() -> None:
+        """
+        Open any connections the wallet needs and start watching for incoming
+        payments.
+
+        @return: C{None}
+        """
+
+    def get_info_exchanger() -> IRequestCreator:
+        """
+        Give the request creator that asks peers for their payment details
+        (public key or address).
+
+        @return: the object that finds out where to pay peers.
+        @rtype: L{IRequestCreator} provider
+        """
+
+    def get_wallet_info_query_handler_factory() -> IQueryHandlerFactory:
+        """
+        Give the factory of the query handlers that tell peers this node's
+        payment details.  The handlers it makes are registered with each
+        connection's L{IRequestHandler}.
+
+        @return: the object that tells peers where to pay this node.
+        @rtype: L{IQueryHandlerFactory} provider
+        """
+
+    def reserve_points(peer: Any, amount: float) -> Any:
+        """
+        Set aside C{amount} points to pay C{peer} once it has rendered a
+        service.
+
+        @param peer: the peer the points will be paid to.
+        @type peer: C{Peer}
+        @param amount: how many points to set aside.
+        @type amount: C{float}
+
+        @return: the reservation, to give to L{send_points} once the service
+            has been rendered or to L{cancel_point_reservation} otherwise; or
+            C{None} if the balance not already reserved is smaller than
+            C{amount}.
+        @rtype: C{ReservedPoints} or C{None}
+        """
+
+    def cancel_point_reservation(reserved_points: Any) -> None:
+        """
+        Release all the points set aside by a reservation.
+
+        @param reserved_points: a reservation returned by L{reserve_points}
+            and not yet used.
+        @type reserved_points: C{ReservedPoints}
+
+        @return: C{None}
+        """
+
+    def send_points(reserved_points: Any, amount: float) -> Deferred[Any]:
+        """
+        Schedule the payment of C{amount} points, taken from a reservation, to
+        the reservation's peer.  Any reserved points beyond C{amount} are
+        released.
+
+        @param reserved_points: a reservation returned by L{reserve_points}
+            and not yet used.
+        @type reserved_points: C{ReservedPoints}
+        @param amount: how many points to pay; no more than the reservation
+            holds.
+        @type amount: C{float}
+
+        @return: a Deferred that fires, with a result callers must not rely
+            on, once the payment has been scheduled.  It fails with
+            L{p2pblob.errors.P2PBlobError} if the payment cannot be scheduled
+            (for instance if C{amount} exceeds the reservation).
+        @rtype: L{Deferred}
+        """
+
+    def get_balance() -> Deferred[float]:
+        """
+        Give the wallet's balance.
+
+        @return: a Deferred that fires with the number of points the wallet
+            holds, as a C{float}.  It fails with
+            L{p2pblob.errors.StorageError} if the ledger cannot be read.
+        @rtype: L{Deferred}
+        """
+
+    def add_expected_payment(peer: Any, amount: float) -> None:
+        """
+        Record that C{peer} owes this node C{amount} more points (for blob
+        data sent to it).
+
+        @param peer: the peer that is expected to pay.
+        @type peer: C{Peer}
+        @param amount: how many more points it owes.
+        @type amount: C{float}
+
+        @return: C{None}
+        """
+
+
+# ---------------------------------------------------------------------------
+# The blob store (added by p2pblob)
+# ---------------------------------------------------------------------------
+
+
+class IBlob(Interface):
+    """
+    A verified blob held by an L{IBlobStore}: its bytes are known to hash to
+    its name.
+    """
+
+    blob_hash = Attribute(
+        "The blob's name: C{str}, the 96 lowercase hex characters of the"
+        " sha384 of its bytes."
+    )
+    length = Attribute("The blob's size in bytes, an C{int}.")
+
+    def open_for_reading() -> BinaryIO:
+        """
+        Open the blob's bytes for reading.
+
+        This touches the disk on the calling thread; use L{read} from the
+        reactor thread unless blocking briefly is acceptable.
+
+        @return: a binary file object positioned at the start of the blob;
+            the caller closes it.
+        @rtype: L{typing.BinaryIO}
+        @raise p2pblob.errors.BlobNotFoundError: the blob has been deleted
+            from the store.
+        """
+
+    def read() -> Deferred[bytes]:
+        """
+        Read the whole blob, off the reactor thread.
+
+        @return: a Deferred that fires with the blob's C{bytes}.  It fails
+            with L{p2pblob.errors.BlobNotFoundError} if the blob has been
+            deleted from the store.
+        @rtype: L{Deferred}
+        """
+
+
+class IBlobWriter(Interface):
+    """
+    Receives one blob's bytes from one source (a peer or a local file),
+    hashing them as they arrive, and makes the blob part of the store once
+    they prove to be the right bytes.
+
+    A writer ends in exactly one way, reported by L{finished}: the blob was
+    verified and stored, or the write failed or was cancelled and nothing
+    was kept.
+    """
+
+    blob_hash = Attribute(
+        "The name of the blob being written: C{str}, 96 lowercase hex characters."
+    )
+    length = Attribute("The number of bytes the blob must have, an C{int}.")
+    received = Attribute(
+        "The number of bytes received so far, an C{int}; never more than L{length}."
+    )
+    finished = Attribute(
+        "A L{Deferred} that fires with the stored L{IBlob} once the bytes"
+        " have been verified and are durable on disk.  It fails with"
+        " L{p2pblob.errors.BlobHashMismatchError} (the bytes do not hash to"
+        " the blob's name), L{p2pblob.errors.BlobTooLargeError} (more than"
+        " L{length} bytes arrived), L{p2pblob.errors.BlobIncompleteError}"
+        " (the source stopped short), L{p2pblob.errors.BlobWriteCancelledError}"
+        " (the write was cancelled, perhaps because another copy of the blob"
+        " was verified first) or L{p2pblob.errors.StorageError} (the bytes"
+        " could not be stored)."
+    )
+
+    def write(data: bytes) -> None:
+        """
+        Hash and store the next chunk of the blob.
+
+        When exactly L{length} bytes have arrived, the writer verifies the
+        blob and commits it to the store by itself; L{finished} then tells
+        how that went.  Once the write has been cancelled or has failed,
+        further data is silently discarded, so that a protocol can drain the
+        rest of its stream without special cases.
+
+        @param data: the next bytes of the blob.
+        @type data: C{bytes}
+
+        @return: C{None}
+        @raise p2pblob.errors.BlobTooLargeError: C{data} takes the blob past
+            L{length} bytes; L{finished} fails with the same error and
+            nothing is kept.
+        """
+
+    def close() -> None:
+        """
+        Tell the writer that its source has no more data.
+
+        If fewer than L{length} bytes arrived, L{finished} fails with
+        L{p2pblob.errors.BlobIncompleteError} and nothing is kept.  After a
+        complete blob, or once the write has ended, this does nothing.
+
+        @return: C{None}
+        """
+
+    def cancel() -> None:
+        """
+        Abandon the write: the data received so far is removed and
+        L{finished} fails with L{p2pblob.errors.BlobWriteCancelledError}.
+        Once L{finished} has fired, this does nothing.
+
+        @return: C{None}
+        """
+
+
+class IBlobStore(Interface):
+    """
+    Where a node keeps its blobs.
+
+    Only verified blobs are ever visible: a blob is present once its bytes
+    have been checked against its name and are durable on disk, and not
+    before.  The store also records which streams its blobs belong to, so
+    that, when a disk-use limit is set, it can evict the blobs of finished
+    downloads to make room, and never those of streams this node published
+    or pinned.
+    """
+
+    disk_limit = Attribute(
+        "The number of bytes the store may use, an C{int}, or C{None} for no limit."
+    )
+
+    def has_blob(blob_hash: str) -> bool:
+        """
+        Say whether a blob is present (verified and stored).
+
+        @param blob_hash: the name of the blob.
+        @type blob_hash: C{str}, 96 lowercase hex characters
+
+        @return: C{True} if the store holds the verified blob.
+        @rtype: C{bool}
+        """
+
+    def get_blob(blob_hash: str) -> IBlob:
+        """
+        Give a verified blob the store holds.
+
+        @param blob_hash: the name of the blob.
+        @type blob_hash: C{str}, 96 lowercase hex characters
+
+        @return: the blob.
+        @rtype: L{IBlob} provider
+        @raise p2pblob.errors.BlobNotFoundError: the store does not hold it.
+        """
+
+    def open_writer(blob_hash: str, length: int) -> IBlobWriter:
+        """
+        Start receiving a blob's bytes, reserving C{length} bytes of the
+        disk-use limit until the write ends.
+
+        Several writers for the same blob may run at once, when several
+        peers race to deliver it: the first copy verified is kept, and the
+        other writers are cancelled (their C{finished} fails with
+        L{p2pblob.errors.BlobWriteCancelledError}).  If the blob is already
+        present, the writer returned has already been cancelled.
+
+        @param blob_hash: the name of the blob to receive.
+        @type blob_hash: C{str}, 96 lowercase hex characters
+        @param length: the number of bytes the blob must have.
+        @type length: C{int}
+
+        @return: a writer for the blob's bytes.
+        @rtype: L{IBlobWriter} provider
+        @raise p2pblob.errors.InvalidBlobHashError: C{blob_hash} is not a
+            blob hash.
+        @raise p2pblob.errors.BlobTooLargeError: C{length} is over the 2 MiB
+            blob size limit.
+        @raise p2pblob.errors.DiskLimitError: C{length} more bytes would
+            pass the disk-use limit and evicting blobs cannot make room.
+        """
+
+    def put_blob(data: bytes) -> Deferred[IBlob]:
+        """
+        Store a whole blob given in memory (for instance one just created by
+        publishing a stream); hashing and disk I/O happen off the reactor
+        thread.  Storing a blob already present is not an error.
+
+        @param data: the blob's bytes; their sha384 is the blob's name.
+        @type data: C{bytes}
+
+        @return: a Deferred that fires with the stored L{IBlob}.  It fails
+            with L{p2pblob.errors.BlobTooLargeError} if C{data} is over the
+            2 MiB blob size limit, or with L{p2pblob.errors.DiskLimitError}
+            if storing it would pass the disk-use limit and evicting blobs
+            cannot make room.
+        @rtype: L{Deferred}
+        """
+
+    def read_blob(blob_hash: str) -> Deferred[bytes]:
+        """
+        Read the whole of a stored blob, off the reactor thread.
+
+        @param blob_hash: the name of the blob.
+        @type blob_hash: C{str}, 96 lowercase hex characters
+
+        @return: a Deferred that fires with the blob's C{bytes}.  It fails
+            with L{p2pblob.errors.BlobNotFoundError} if the store does not
+            hold the blob.
+        @rtype: L{Deferred}
+        """
+
+    def check_blob(blob_hash: str) -> Deferred[str]:
+        """
+        Hash a stored blob's bytes again and compare them with its name.
+
+        A blob found corrupt is removed from the store, so that it is never
+        served.
+
+        @param blob_hash: the name of the blob.
+        @type blob_hash: C{str}, 96 lowercase hex characters
+
+        @return: a Deferred that fires with C{"ok"} if the stored bytes match
+            the name, C{"missing"} if the store does not hold the blob, or
+            C{"corrupt"} if the bytes were damaged (the blob has then been
+            removed).  It fails with L{p2pblob.errors.StorageError} if the
+            store cannot be read at all.
+        @rtype: L{Deferred}
+        """
+
+    def delete_blobs(blob_hashes: list[str]) -> Deferred[None]:
+        """
+        Delete blobs from the store.  Names of blobs the store does not hold
+        are ignored.
+
+        @param blob_hashes: the names of the blobs to delete.
+        @type blob_hashes: C{list} of C{str}
+
+        @return: a Deferred that fires with C{None} once the blobs are gone.
+            It fails with L{p2pblob.errors.StorageError} if they cannot be
+            removed.
+        @rtype: L{Deferred}
+        """
+
+    def verified_blobs() -> Deferred[list[str]]:
+        """
+        List every blob the store holds.
+
+        @return: a Deferred that fires with a C{list} of the names of every
+            verified blob in the store, in no particular order.
+        @rtype: L{Deferred}
+        """
+
+    def used_bytes() -> int:
+        """
+        Give the number of bytes counted against the disk-use limit.
+
+        @return: the size of all verified blobs plus the bytes reserved by
+            writers still running.
+        @rtype: C{int}
+        """
+
+    def add_stream(sd_hash: str, blob_hashes: list[str], role: str) -> Deferred[None]:
+        """
+        Record that the stream named C{sd_hash} is made of the blobs
+        C{blob_hashes}.
+
+        @param sd_hash: the name of the stream's sd blob.
+        @type sd_hash: C{str}, 96 lowercase hex characters
+        @param blob_hashes: the names of all of the stream's blobs, the sd
+            blob included.
+        @type blob_hashes: C{list} of C{str}
+        @param role: C{"published"} if this node made the stream (its blobs
+            are never evicted), or C{"downloaded"} if it is being fetched
+            (its blobs may be evicted once the download has finished, unless
+            the stream is pinned).
+        @type role: C{str}
+
+        @return: a Deferred that fires with C{None} once the stream is
+            recorded.  It fails with L{p2pblob.errors.InvalidBlobHashError}
+            if a name is not a blob hash, or with
+            L{p2pblob.errors.StorageError} if the record cannot be written.
+        @rtype: L{Deferred}
+        """
+
+    def set_stream_finished(sd_hash: str) -> Deferred[None]:
+        """
+        Record that the download of the stream named C{sd_hash} has finished.
+
+        From then on, when the disk-use limit needs room, the stream's blobs
+        may be evicted, oldest first, unless the stream is pinned or a blob
+        also belongs to a published stream or to a download not yet
+        finished.
+
+        @param sd_hash: the name of the stream's sd blob.
+        @type sd_hash: C{str}, 96 lowercase hex characters
+
+        @return: a Deferred that fires with C{None} once this is recorded.
+            It fails with L{p2pblob.errors.StorageError} if the record cannot
+            be written.
+        @rtype: L{Deferred}
+        """
+
+    def pin_stream(sd_hash: str, pinned: bool) -> Deferred[None]:
+        """
+        Keep a stream's blobs whatever the disk-use limit, or stop keeping
+        them.
+
+        @param sd_hash: the name of the stream's sd blob.
+        @type sd_hash: C{str}, 96 lowercase hex characters
+        @param pinned: C{True} to keep the stream's blobs, C{False} to let
+            them be evicted again.
+        @type pinned: C{bool}
+
+        @return: a Deferred that fires with C{None} once this is recorded.
+            It fails with L{p2pblob.errors.StorageError} if the record cannot
+            be written.
+        @rtype: L{Deferred}
+        """
+
+    def remove_stream(sd_hash: str, delete_blobs: bool) -> Deferred[None]:
+        """
+        Forget the stream named C{sd_hash}.
+
+        @param sd_hash: the name of the stream's sd blob.
+        @type sd_hash: C{str}, 96 lowercase hex characters
+        @param delete_blobs: if C{True}, also delete those of the stream's
+            blobs that no other recorded stream uses.
+        @type delete_blobs: C{bool}
+
+        @return: a Deferred that fires with C{None} once the stream is
+            forgotten (and its blobs deleted, if asked).  It fails with
+            L{p2pblob.errors.StorageError} if the store cannot be updated.
+        @rtype: L{Deferred}
+        """
