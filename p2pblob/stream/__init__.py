@@ -1,0 +1,3 @@
+"""
+Streams: files cut into AES-encrypted blobs and described by an sd blob.
+"""
