@@ -1,0 +1,3 @@
+from p2pblob.cli.main import main
+
+main()

@@ -1,0 +1,63 @@
+"""
+The blob store as a service of the node.
+"""
+
+from __future__ import annotations
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from p2pblob._threads import ThreadWorker
+from p2pblob.blob._files import ScanResult
+from p2pblob.blob.store import BlobStore
+from p2pblob.config import Config
+
+__all__ = ["BlobStoreService"]
+
+_log = Logger()
+
+
+class _Reactor(IReactorTime, IReactorThreads, IReactorCore):
+    pass
+
+
+class BlobStoreService(Service):
+    """
+    Opens the blob store (reconciling it with its files) when the node starts
+    and closes it when the node stops.  Disk work runs in a pool of its own.
+
+    @ivar store: the L{BlobStore}.
+    @ivar ready: fires with the reconciliation result once the store serves.
+    """
+
+    name = "blob-store"
+
+    def __init__(self, reactor: _Reactor, config: Config, max_threads: int = 4) -> None:
+        self._reactor = reactor
+        self._worker = ThreadWorker(reactor, "p2pblob-disk", max_threads)
+        self.store = BlobStore(
+            reactor, self._worker, config.blob_dir, config.index_path, config.disk_limit
+        )
+        self.ready: Deferred[ScanResult] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+        self._worker.start()
+        started = Deferred.fromCoroutine(self.store.start())
+        started.addCallbacks(self.ready.callback, self._failed)
+
+    def _failed(self, failure: Failure) -> None:
+        _log.critical(
+            "Could not open the blob store: {error}; stopping", error=failure.value
+        )
+        self.ready.errback(failure)
+        self.ready.addErrback(lambda f: None)
+        self._reactor.stop()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self.store.stop()
+        self._worker.stop()

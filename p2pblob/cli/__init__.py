@@ -1,0 +1,3 @@
+"""
+The C{p2pblob} command.
+"""

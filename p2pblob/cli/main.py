@@ -1,0 +1,261 @@
+"""
+C{p2pblob}: publish, assemble and verify streams in a node's data directory.
+
+Every command runs on the reactor through L{_run}, which also turns errors
+into one line for the user and an exit status, in this one place:
+a L{P2PBlobError} exits 1 with its message; anything else is a bug, reported
+as such (with the traceback under C{--debug}), and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import click
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogBeginner,
+    textFileLogObserver,
+)
+
+from p2pblob import __version__
+from p2pblob._threads import ThreadWorker
+from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
+from p2pblob.blob.store import BlobStore
+from p2pblob.cli._progress import ProgressLine
+from p2pblob.errors import BlobNotFoundError, DescriptorError, P2PBlobError, StreamError
+from p2pblob.stream.assembler import assemble_stream, verify_stream
+from p2pblob.stream.creator import publish_file
+from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
+from p2pblob.stream.names import open_new_file, safe_file_name, unique_path
+from p2pblob.tap import config_from
+
+__all__ = ["main"]
+
+
+@dataclass
+class _Options:
+    data_dir: str | None
+    disk_limit: str | None
+    debug: bool
+
+
+Command = Callable[[Any, BlobStore, ThreadWorker], Awaitable[int]]
+
+
+def _report(error: BaseException, debug: bool) -> int:
+    if isinstance(error, P2PBlobError):
+        click.echo(f"p2pblob: error: {error}", err=True)
+        if debug:
+            traceback.print_exception(error)
+        return 1
+    if isinstance(error, KeyboardInterrupt):
+        click.echo("p2pblob: interrupted", err=True)
+        return 130
+    click.echo(
+        f"p2pblob: internal error: {type(error).__name__}: {error}"
+        + ("" if debug else " (run with --debug for the details)"),
+        err=True,
+    )
+    if debug:
+        traceback.print_exception(error)
+    return 2
+
+
+def _run(options: _Options, command: Command) -> None:
+    """
+    Open the store of the configured data directory, run C{command} on the
+    reactor, close everything and exit with the command's status.
+    """
+    level = LogLevel.debug if options.debug else LogLevel.warn
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr, timeFormat=None if not options.debug else "%H:%M:%S"),
+                [LogLevelFilterPredicate(defaultLogLevel=level)],
+            )
+        ],
+        redirectStandardIO=False,
+    )
+
+    async def main(reactor: Any) -> None:
+        try:
+            config = config_from(options.data_dir, options.disk_limit)
+            worker = ThreadWorker(reactor, "p2pblob-cli", max_threads=4)
+            worker.start()
+            store = BlobStore(reactor, worker, config.blob_dir, config.index_path, config.disk_limit)
+            try:
+                await store.start()
+                status = await command(reactor, store, worker)
+            finally:
+                store.stop()
+                worker.stop()
+        except BaseException as e:
+            status = _report(e, options.debug)
+        raise SystemExit(status)
+
+    react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
+
+
+async def _load_descriptor(store: BlobStore, source: str) -> tuple[StreamDescriptor, str]:
+    """
+    The descriptor named on the command line: an sd file, or the sd hash of
+    an sd blob in the local store.
+    """
+    path = Path(source)
+    if path.is_file():
+        if path.stat().st_size > MAX_BLOB_SIZE:
+            raise DescriptorError(f"{source} is too large to be a stream descriptor")
+        data = path.read_bytes()
+    elif is_blob_hash(source):
+        try:
+            data = await store.read_blob(source)
+        except BlobNotFoundError:
+            raise DescriptorError(
+                f"the sd blob {source} is not in the local store; "
+                "download it or pass the .sd file"
+            ) from None
+    else:
+        raise DescriptorError(f"{source}: no such file, and not an sd hash")
+    return parse_sd_blob(data), blob_hash(data)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--data-dir",
+    metavar="DIR",
+    help="The node's data directory [default: $P2PBLOB_DATA_DIR or ~/.p2pblob].",
+)
+@click.option(
+    "--disk-limit",
+    metavar="SIZE",
+    help="Most bytes the blob store may use (500MB, 20GiB; 0 for no limit) "
+    "[default: $P2PBLOB_DISK_LIMIT or 20 GiB].",
+)
+@click.option("--debug", is_flag=True, help="Show log messages and tracebacks.")
+@click.version_option(__version__, "--version", prog_name="p2pblob", message="%(prog)s %(version)s")
+@click.pass_context
+def cli(ctx: click.Context, data_dir: str | None, disk_limit: str | None, debug: bool) -> None:
+    """
+    Publish, assemble and verify p2pblob streams (LBRY-compatible).
+    """
+    ctx.obj = _Options(data_dir, disk_limit, debug)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--sd-out",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default="current directory",
+    help="Where to write FILE.sd: a directory, or a file name. Never overwrites.",
+)
+@click.pass_obj
+def publish(options: _Options, file: Path, sd_out: Path) -> None:
+    """
+    Encrypt FILE into blobs, store them, print the sd hash and write FILE.sd.
+    """
+
+    async def command(reactor: Any, store: BlobStore, worker: ThreadWorker) -> int:
+        if not file.is_file():
+            raise StreamError(f"{file}: no such file")
+        progress = ProgressLine(f"publishing {file.name}")
+        try:
+            descriptor, sd_hash = await publish_file(store, worker, file, progress=progress)
+        finally:
+            progress.finish()
+        if sd_out.is_dir():
+            directory, name = sd_out, f"{file.name}.sd"
+        else:
+            directory, name = sd_out.parent, sd_out.name
+        try:
+            path, f = open_new_file(directory, name)
+        except OSError as e:
+            raise StreamError(f"cannot write the descriptor in {directory}: {e.strerror}") from None
+        with f:
+            f.write(descriptor.to_sd_blob())
+        click.echo(sd_hash)
+        count = len(descriptor.data_blobs)
+        click.echo(f"published {file.name}: {count} data blob(s); descriptor written to {path}", err=True)
+        return 0
+
+    _run(options, command)
+
+
+@cli.command()
+@click.argument("sd")
+@click.option(
+    "--output",
+    type=click.Path(path_type=Path),
+    default=Path("."),
+    show_default="current directory",
+    help="A directory (the stream's suggested name is used there) or a new file name.",
+)
+@click.pass_obj
+def assemble(options: _Options, sd: str, output: Path) -> None:
+    """
+    Rebuild the file of stream SD (an .sd file or an sd hash) from local blobs.
+    """
+
+    async def command(reactor: Any, store: BlobStore, worker: ThreadWorker) -> int:
+        descriptor, _ = await _load_descriptor(store, sd)
+        if output.is_dir():
+            destination = unique_path(output, safe_file_name(descriptor.suggested_file_name))
+        else:
+            destination = output
+        progress = ProgressLine(f"assembling {destination.name}")
+        try:
+            size = await assemble_stream(store, worker, descriptor, destination, progress=progress)
+        finally:
+            progress.finish()
+        click.echo(str(destination))
+        click.echo(f"wrote {size} bytes to {destination}", err=True)
+        return 0
+
+    _run(options, command)
+
+
+@cli.command()
+@click.argument("sd")
+@click.pass_obj
+def verify(options: _Options, sd: str) -> None:
+    """
+    Report which blobs of stream SD are present, missing or corrupt.
+    Exits 0 only if the descriptor is valid and every blob is present and
+    intact; corrupt blobs are removed from the store.
+    """
+
+    async def command(reactor: Any, store: BlobStore, worker: ThreadWorker) -> int:
+        descriptor, sd_hash = await _load_descriptor(store, sd)
+        check = await verify_stream(store, descriptor)
+        total = len(descriptor.data_blobs)
+        click.echo(f"stream {descriptor.stream_name!r} (sd hash {sd_hash})")
+        for blob_num, info in enumerate(descriptor.data_blobs):
+            if info.blob_hash in check.missing:
+                click.echo(f"  blob {blob_num} missing  {info.blob_hash}")
+            elif info.blob_hash in check.corrupt:
+                click.echo(f"  blob {blob_num} corrupt  {info.blob_hash} (removed from the store)")
+        click.echo(
+            f"{len(check.ok)} of {total} blob(s) present and intact, "
+            f"{len(check.missing)} missing, {len(check.corrupt)} corrupt"
+        )
+        return 0 if check.complete else 1
+
+    _run(options, command)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = re.search(
+    r'__version__ = "([^"]+)"', (here / "p2pblob" / "_version.py").read_text()
+).group(1)
+
+setup(
+    name="p2pblob",
+    version=version,
+    description="A peer-to-peer blob exchange node on Twisted, wire-compatible with LBRY",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    # plugins/ holds Twisted dropins: installed as twisted/plugins/ so that
+    # `twistd p2pblob` finds the service maker.
+    packages=find_packages(include=["p2pblob", "p2pblob.*"]) + ["twisted.plugins"],
+    package_dir={"twisted.plugins": "plugins"},
+    package_data={"p2pblob": ["py.typed"]},
+    install_requires=[
+        "twisted>=24.7.0",
+        "zope.interface>=6.0",
+        "cryptography>=42.0",
+        "click>=8.1",
+    ],
+    extras_require={
+        "test": ["hypothesis>=6.100", "psutil>=5.9"],
+    },
+    entry_points={"console_scripts": ["p2pblob = p2pblob.cli.main:main"]},
+    classifiers=[
+        "Framework :: Twisted",
+        "Programming Language :: Python :: 3",
+        "Topic :: System :: Networking",
+    ],
+)

@@ -1,0 +1,89 @@
+"""
+C{twistd p2pblob}: the plugin, its options, and a real daemon process.
+"""
+
+from __future__ import annotations
+
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import twisted.plugins
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+from twisted.python import usage
+from twisted.trial.unittest import SynchronousTestCase
+
+from p2pblob.config import DEFAULT_DISK_LIMIT
+from p2pblob.tap import Options
+from tests._process import PLUGINS, TWISTD, environment
+
+
+class PluginTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        if str(PLUGINS) not in twisted.plugins.__path__:
+            twisted.plugins.__path__.insert(0, str(PLUGINS))
+            self.addCleanup(twisted.plugins.__path__.remove, str(PLUGINS))
+
+    def test_found_by_twistd(self) -> None:
+        makers = {m.tapname: m for m in getPlugins(IServiceMaker)}
+        self.assertIn("p2pblob", makers)
+        self.assertIs(makers["p2pblob"].options, Options)
+
+    def test_options(self) -> None:
+        options = Options()
+        options.parseOptions(["--data-dir", "/tmp/somewhere", "--disk-limit", "2GiB"])
+        self.assertEqual(options["config"].data_dir, Path("/tmp/somewhere"))
+        self.assertEqual(options["config"].disk_limit, 2 * 1024**3)
+        options = Options()
+        options.parseOptions([])
+        self.assertEqual(options["config"].disk_limit, DEFAULT_DISK_LIMIT)
+
+    def test_bad_options(self) -> None:
+        error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--disk-limit", "much"])
+        self.assertIn("disk-limit", str(error))
+
+
+class DaemonTests(SynchronousTestCase):
+    """
+    A real C{twistd -n p2pblob} process opens and reconciles its store, logs
+    what it repaired, and stops cleanly on SIGTERM.
+    """
+
+    def test_start_reconcile_stop(self) -> None:
+        data = Path(self.mktemp()).absolute()
+        (data / "blobfiles").mkdir(parents=True)
+        (data / "blobfiles" / ".incoming-0123-abc").write_bytes(b"left by a crash")
+        process = subprocess.Popen(
+            [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile=-", "p2pblob",
+             "--data-dir", str(data)],
+            env=environment(data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+        self.addCleanup(lambda: process.poll() is None and process.kill())
+        output = self.read_until(process, b"Blob store at")
+        self.assertIn(b"unfinished temporary file", output)
+        self.assertEqual(list((data / "blobfiles").iterdir()), [])
+        self.assertTrue((data / "p2pblob.sqlite").exists())
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=30)
+        # twistd shuts down cleanly, then re-raises the signal it got, so
+        # its status says "killed by SIGTERM" as a shell expects.
+        self.assertEqual(process.returncode, -signal.SIGTERM, (output + rest).decode())
+        self.assertIn(b"Server Shut Down", rest)
+
+    def read_until(self, process: subprocess.Popen[bytes], marker: bytes, timeout: float = 30) -> bytes:
+        assert process.stdout is not None
+        selector = selectors.DefaultSelector()
+        selector.register(process.stdout, selectors.EVENT_READ)
+        output = b""
+        deadline = time.monotonic() + timeout
+        while marker not in output:
+            left = deadline - time.monotonic()
+            if left <= 0 or process.poll() is not None:
+                self.fail(f"twistd did not log {marker!r}:\n{output.decode()}")
+            if selector.select(left):
+                output += process.stdout.read1(65536)  # type: ignore[attr-defined]
+        return output
