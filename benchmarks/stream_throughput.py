@@ -28,14 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from twisted.internet.defer import Deferred  # noqa: E402
-from twisted.internet.task import react  # noqa: E402
+from twisted.internet.defer import Deferred
+from twisted.internet.task import react
 
-from p2pblob._threads import ThreadWorker  # noqa: E402
-from p2pblob.blob.store import BlobStore  # noqa: E402
-from p2pblob.config import parse_size  # noqa: E402
-from p2pblob.stream.assembler import assemble_stream  # noqa: E402
-from p2pblob.stream.creator import publish_file  # noqa: E402
+from p2pblob._threads import ThreadWorker
+from p2pblob.blob.store import BlobStore
+from p2pblob.config import parse_size
+from p2pblob.stream.assembler import assemble_stream
+from p2pblob.stream.creator import publish_file
 
 
 def peak_rss_mb() -> float:

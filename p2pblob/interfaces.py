@@ -18,7 +18,8 @@ the Deferred fires with and which failures it may carry.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, BinaryIO
+from io import BufferedIOBase
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
@@ -861,7 +862,7 @@ class IBlob(Interface):
     )
     length = Attribute("The blob's size in bytes, an C{int}.")
 
-    def open_for_reading() -> BinaryIO:
+    def open_for_reading() -> BufferedIOBase:
         """
         Open the blob's bytes for reading.
 
@@ -870,7 +871,7 @@ class IBlob(Interface):
 
         @return: a binary file object positioned at the start of the blob;
             the caller closes it.
-        @rtype: L{typing.BinaryIO}
+        @rtype: L{io.BufferedIOBase}
         @raise p2pblob.errors.BlobNotFoundError: the blob has been deleted
             from the store.
         """
@@ -1021,7 +1022,7 @@ class IBlobStore(Interface):
             pass the disk-use limit and evicting blobs cannot make room.
         """
 
-    def put_blob(data: bytes) -> Deferred[IBlob]:
+    def put_blob(data: bytes | bytearray | memoryview) -> Deferred[IBlob]:
         """
         Store a whole blob given in memory (for instance one just created by
         publishing a stream); hashing and disk I/O happen off the reactor

@@ -209,7 +209,7 @@ def _implementation(iface: InterfaceClass) -> object:
             arguments = ["self", *(a for a in declared if a != "self")]
             source = f"def {name}({', '.join(arguments)}):\n    pass\n"
             # The source is built from our own interface declarations.
-            exec(source, namespace)  # noqa: S102
+            exec(source, namespace)
         else:
             namespace[name] = None
     namespace.pop("__builtins__", None)

@@ -62,7 +62,7 @@ def commit_temp_file(file: BinaryIO, temp: Path, final: Path) -> None:
         raise
 
 
-def store_bytes(blob_dir: Path, data: bytes) -> str:
+def store_bytes(blob_dir: Path, data: bytes | bytearray | memoryview) -> str:
     """
     Hash C{data} and store it durably as a blob; return its hash.  A blob
     that is already present is left as it is.

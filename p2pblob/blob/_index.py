@@ -12,8 +12,8 @@ file is durable, so the reverse never happens).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 __all__ = ["BlobIndex", "ROLE_PUBLISHED", "ROLE_DOWNLOADED"]
 

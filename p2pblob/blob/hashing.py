@@ -24,10 +24,10 @@ __all__ = [
 MAX_BLOB_SIZE = 2 * 1024 * 1024
 BLOB_HASH_LENGTH = 2 * hashlib.sha384().digest_size
 
-_BLOB_HASH = re.compile(r"[0-9a-f]{%d}" % BLOB_HASH_LENGTH)
+_BLOB_HASH = re.compile(f"[0-9a-f]{{{BLOB_HASH_LENGTH}}}")
 
 
-def new_hasher() -> "hashlib._Hash":
+def new_hasher() -> hashlib._Hash:
     """
     A fresh sha384 hasher, the digest that names blobs.
     """

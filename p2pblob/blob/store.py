@@ -11,8 +11,9 @@ nothing else can go, the write fails with L{DiskLimitError}.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from io import BufferedIOBase
 from pathlib import Path
-from typing import BinaryIO, Iterable
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -28,7 +29,6 @@ from p2pblob.blob.writer import BlobWriter
 from p2pblob.errors import (
     BlobNotFoundError,
     BlobTooLargeError,
-    BlobWriteCancelledError,
     DiskLimitError,
     P2PBlobError,
     StorageError,
@@ -54,7 +54,7 @@ class Blob:
     def __repr__(self) -> str:
         return f"<Blob {self.blob_hash[:16]} {self.length} bytes>"
 
-    def open_for_reading(self) -> BinaryIO:
+    def open_for_reading(self) -> BufferedIOBase:
         try:
             return open(self._store.path_of(self.blob_hash), "rb")
         except FileNotFoundError:
@@ -230,7 +230,7 @@ class BlobStore:
             writer._verify()
         return writer
 
-    def put_blob(self, data: bytes) -> Deferred[IBlob]:
+    def put_blob(self, data: bytes | bytearray | memoryview) -> Deferred[IBlob]:
         if len(data) > MAX_BLOB_SIZE:
             return fail(BlobTooLargeError("(unhashed)", len(data), MAX_BLOB_SIZE))
         try:
@@ -359,6 +359,7 @@ class BlobStore:
         def failed(failure: Failure) -> None:
             _, waiting = self._committing.pop(blob_hash)
             error = _storage_failure(failure).value
+            assert isinstance(error, Exception)
             _log.error("Could not store blob {blob}: {error}", blob=blob_hash, error=error)
             writer._fail(error)
             for other in waiting:

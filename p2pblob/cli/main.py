@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import click
 from twisted.internet.defer import Deferred

@@ -50,12 +50,13 @@ class VectorPublishTests(SynchronousTestCase):
                 source = directory / case["input"]["file_name"]
                 source.write_bytes(generate_plaintext(case["input"]["length"]))
                 store = make_store(directory)
-                ivs = iter(bytes.fromhex(iv) for iv in case["ivs_hex"])
+                ivs = iter([bytes.fromhex(iv) for iv in case["ivs_hex"]])
+                next_iv = ivs.__next__
                 descriptor, sd_hash = self.successResultOf(
                     Deferred.fromCoroutine(
                         publish_file(
                             store, run_inline, source,
-                            key=bytes.fromhex(case["key_hex"]), iv_source=lambda: next(ivs),
+                            key=bytes.fromhex(case["key_hex"]), iv_source=next_iv,
                         )
                     )
                 )
