@@ -11,7 +11,6 @@ import tempfile
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 
@@ -20,6 +19,7 @@ from p2pblob._threads import BlockingRunner
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import IncompleteStreamError, StreamError
 from p2pblob.interfaces import IBlob, IBlobStore
+from p2pblob.stream._output import SequentialWriter
 from p2pblob.stream.creator import Progress
 from p2pblob.stream.crypt import BLOCK_SIZE, decrypt_into
 from p2pblob.stream.descriptor import BlobInfo, StreamDescriptor
@@ -45,14 +45,12 @@ def _load(blob: IBlob, info: BlobInfo, key: bytes, data: bytearray, out: bytearr
     return decrypt_into(key, bytes.fromhex(info.iv), view, out)
 
 
-def _finish(file: BinaryIO, temp: Path, destination: Path) -> None:
+def _finish(out: SequentialWriter, temp: Path, destination: Path) -> None:
     """
     Make the rebuilt file durable and give it its name, never replacing an
     existing file (a hard link fails if the name is taken).
     """
-    file.flush()
-    os.fsync(file.fileno())
-    file.close()
+    out.finish()
     try:
         os.link(temp, destination)
     finally:
@@ -67,6 +65,7 @@ async def assemble_stream(
     *,
     workers: int = 3,
     progress: Progress | None = None,
+    direct: bool = True,
 ) -> int:
     """
     Decrypt the stream into a new file at C{destination}.
@@ -76,6 +75,8 @@ async def assemble_stream(
     final name.  Every blob is re-hashed as it is read: a blob damaged on disk
     is removed from the store and reported.
 
+    @param direct: write past the page cache (C{O_DIRECT}) where the file
+        system allows it; see L{p2pblob.stream._output}.
     @return: the number of bytes written.
     @raise IncompleteStreamError: if blobs are missing or corrupt.
     @raise StreamError: if C{destination} exists or cannot be written.
@@ -91,7 +92,8 @@ async def assemble_stream(
     except OSError as e:
         raise StreamError(f"cannot write to {destination.parent}: {e.strerror}") from None
     temp = Path(name)
-    out = os.fdopen(fd, "wb")
+    os.close(fd)
+    out = SequentialWriter(temp, direct=direct)
     key = descriptor.key
     total = sum(info.length for info in blobs)
     written = 0
