@@ -4,6 +4,7 @@ C{twistd p2pblob}: options and the service maker.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from twisted.application.service import IService
@@ -51,8 +52,6 @@ def config_from(data_dir: str | None, disk_limit: str | None) -> Config:
     A L{Config} from option values, falling back to the environment and the
     defaults; shared by C{twistd p2pblob} and the C{p2pblob} command.
     """
-    import os
-
     if disk_limit is None:
         disk_limit = os.environ.get("P2PBLOB_DISK_LIMIT")
     limit = DEFAULT_DISK_LIMIT if disk_limit is None else parse_size(disk_limit, "disk-limit")

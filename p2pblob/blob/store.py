@@ -240,6 +240,8 @@ class BlobStore:
 
         def stored(blob_hash: str) -> IBlob:
             self._reserved -= len(data)
+            if self._index is None:
+                raise StorageError("the blob store was stopped while storing a blob")
             self._verified(blob_hash, len(data))
             return self.get_blob(blob_hash)
 
@@ -354,6 +356,10 @@ class BlobStore:
 
         def committed(_: None) -> None:
             del self._committing[blob_hash]
+            if self._index is None:
+                # Stopped meanwhile; the file is durable and the next start
+                # adopts it after re-hashing.
+                return
             self._verified(blob_hash, writer.length, writer)
 
         def failed(failure: Failure) -> None:

@@ -419,3 +419,31 @@ class DiskLimitTests(StoreTestsMixin, SynchronousTestCase):
         self.assertTrue(store.has_blob(shared))
         self.assertFalse(store.has_blob(only))
         self.assertFalse(store.index.has_stream("a"))
+
+
+class StopTests(StoreTestsMixin, SynchronousTestCase):
+    def test_commit_finishing_after_stop(self) -> None:
+        """
+        A blob whose commit completes after the store stopped is not indexed
+        then, but it is durable and adopted at the next start.
+        """
+        runner = HeldRunner()
+        directory = Path(self.mktemp())
+        store = self.make_store(directory, run=runner)
+        d = Deferred.fromCoroutine(store.start())
+        runner.release()
+        self.successResultOf(d)
+        data = os.urandom(1000)
+        writer = store.open_writer(blob_hash(data), 1000)
+        writer.write(data)
+        put = store.put_blob(b"late")
+        store.stop()
+        self.failureResultOf(writer.finished, BlobWriteCancelledError)
+        runner.release()  # the writer's commit
+        runner.release()  # put_blob's file work
+        self.failureResultOf(put, StorageError)
+        again = self.make_store(directory)
+        self.assertEqual(
+            sorted(self.successResultOf(again.verified_blobs())),
+            sorted([blob_hash(data), blob_hash(b"late")]),
+        )
