@@ -80,6 +80,18 @@ class StoreTestsMixin:
         return store
 
 
+    def make_held_store(self, directory: Path) -> tuple[BlobStore, HeldRunner]:
+        """
+        A started store whose blocking work waits for the test to release it.
+        """
+        runner = HeldRunner()
+        store = self.make_store(directory, run=runner)
+        d = Deferred.fromCoroutine(store.start())
+        runner.release()
+        self.successResultOf(d)  # type: ignore[attr-defined]
+        return store, runner
+
+
 class WriteTests(StoreTestsMixin, SynchronousTestCase):
     def test_interfaces(self) -> None:
         store = self.make_store()
@@ -199,12 +211,8 @@ class WriteTests(StoreTestsMixin, SynchronousTestCase):
         A copy verified while another is being made durable waits; it is
         cancelled if that commit succeeds, and committed if it fails.
         """
-        runner = HeldRunner()
         directory = Path(self.mktemp())
-        store = self.make_store(directory, run=runner)
-        d = Deferred.fromCoroutine(store.start())
-        runner.release()
-        self.successResultOf(d)
+        store, runner = self.make_held_store(directory)
         data = os.urandom(3000)
         name = blob_hash(data)
         a, b, c = (store.open_writer(name, 3000) for _ in range(3))
@@ -427,12 +435,8 @@ class StopTests(StoreTestsMixin, SynchronousTestCase):
         A blob whose commit completes after the store stopped is not indexed
         then, but it is durable and adopted at the next start.
         """
-        runner = HeldRunner()
         directory = Path(self.mktemp())
-        store = self.make_store(directory, run=runner)
-        d = Deferred.fromCoroutine(store.start())
-        runner.release()
-        self.successResultOf(d)
+        store, runner = self.make_held_store(directory)
         data = os.urandom(1000)
         writer = store.open_writer(blob_hash(data), 1000)
         writer.write(data)
