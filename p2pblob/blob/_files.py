@@ -18,6 +18,7 @@ __all__ = [
     "TEMP_PREFIX",
     "new_temp_file",
     "commit_temp_file",
+    "hash_bytes",
     "store_bytes",
     "hash_file",
     "remove_quietly",
@@ -62,15 +63,18 @@ def commit_temp_file(file: BinaryIO, temp: Path, final: Path) -> None:
         raise
 
 
-def store_bytes(blob_dir: Path, data: bytes | bytearray | memoryview) -> str:
+def hash_bytes(data: bytes | bytearray | memoryview) -> str:
+    return hashlib.sha384(data).hexdigest()
+
+
+def store_bytes(blob_dir: Path, blob_hash: str, data: bytes | bytearray | memoryview) -> None:
     """
-    Hash C{data} and store it durably as a blob; return its hash.  A blob
+    Store C{data}, already hashed to C{blob_hash}, durably as a blob.  A blob
     that is already present is left as it is.
     """
-    blob_hash = hashlib.sha384(data).hexdigest()
     final = blob_dir / blob_hash
     if final.exists():
-        return blob_hash
+        return
     temp, file = new_temp_file(blob_dir, blob_hash)
     try:
         file.write(data)
@@ -79,7 +83,6 @@ def store_bytes(blob_dir: Path, data: bytes | bytearray | memoryview) -> str:
         remove_quietly(temp)
         raise
     commit_temp_file(file, temp, final)
-    return blob_hash
 
 
 def hash_file(path: Path) -> tuple[str, int]:

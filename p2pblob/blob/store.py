@@ -30,6 +30,7 @@ from p2pblob.errors import (
     BlobNotFoundError,
     BlobTooLargeError,
     DiskLimitError,
+    InvalidBlobHashError,
     P2PBlobError,
     StorageError,
 )
@@ -231,26 +232,27 @@ class BlobStore:
         return writer
 
     def put_blob(self, data: bytes | bytearray | memoryview) -> Deferred[IBlob]:
-        if len(data) > MAX_BLOB_SIZE:
-            return fail(BlobTooLargeError("(unhashed)", len(data), MAX_BLOB_SIZE))
-        try:
+        async def put() -> IBlob:
+            blob_hash = await self._run(_files.hash_bytes, data)
+            if self._index is None:
+                raise StorageError("the blob store was stopped while storing a blob")
+            if len(data) > MAX_BLOB_SIZE:
+                raise BlobTooLargeError(blob_hash, len(data), MAX_BLOB_SIZE)
+            if blob_hash in self._lengths:
+                return self.get_blob(blob_hash)
             self._reserve(len(data))
-        except DiskLimitError as e:
-            return fail(e)
-
-        def stored(blob_hash: str) -> IBlob:
-            self._reserved -= len(data)
+            try:
+                await self._run(_files.store_bytes, self._blob_dir, blob_hash, data)
+            except OSError as e:
+                raise StorageError(f"could not write to the blob store: {e}") from None
+            finally:
+                self._reserved -= len(data)
             if self._index is None:
                 raise StorageError("the blob store was stopped while storing a blob")
             self._verified(blob_hash, len(data))
             return self.get_blob(blob_hash)
 
-        def failed(failure: Failure) -> Failure:
-            self._reserved -= len(data)
-            return _storage_failure(failure)
-
-        d = self._run(_files.store_bytes, self._blob_dir, data)
-        return d.addCallbacks(stored, failed)
+        return Deferred.fromCoroutine(put())
 
     def delete_blobs(self, blob_hashes: Iterable[str]) -> Deferred[None]:
         hashes = [h for h in blob_hashes if h in self._lengths]
@@ -267,7 +269,13 @@ class BlobStore:
 
     def add_stream(self, sd_hash: str, blob_hashes: list[str], role: str) -> Deferred[None]:
         if role not in (ROLE_PUBLISHED, ROLE_DOWNLOADED):
-            raise ValueError(f"unknown stream role {role!r}")
+            return fail(ValueError(f"unknown stream role {role!r}"))
+        try:
+            check_blob_hash(sd_hash)
+            for blob_hash in blob_hashes:
+                check_blob_hash(blob_hash)
+        except InvalidBlobHashError as e:
+            return fail(e)
         self.index.add_stream(sd_hash, blob_hashes, role, self._clock.seconds())
         return succeed(None)
 
@@ -296,6 +304,10 @@ class BlobStore:
         self._reserved += length
 
     def _evict(self, needed: int) -> None:
+        """
+        Evict blobs of finished downloads, oldest first, to free C{needed}
+        bytes; evict nothing if that much cannot be freed.
+        """
         victims: list[str] = []
         freed = 0
         for blob_hash, length in self.index.evictable():
@@ -305,7 +317,7 @@ class BlobStore:
                 continue
             victims.append(blob_hash)
             freed += length
-        if not victims:
+        if freed < needed:
             return
         for blob_hash in victims:
             _files.remove_quietly(self.path_of(blob_hash))
