@@ -8,7 +8,9 @@ the disk store (L{p2pblob.blob.store.BlobStore}): a blob is visible only once
 its bytes have been verified against its name; racing writers of one blob are
 settled by the first verified copy; the disk-use limit is enforced by
 evicting the blobs of finished, unpinned downloads, oldest first.  Every
-L{Deferred} it returns has already fired.  C{tests/blob/test_conformance.py}
+L{Deferred} it returns has already fired.  Its writers are the disk store's
+own L{BlobWriter} (writing into memory) and its space accounting is the same
+L{p2pblob.blob._space.SpaceKeeper}, so only the storage differs.  C{tests/blob/test_conformance.py}
 runs the same tests against both stores.
 
 Each fake is checked against its interface with
@@ -18,7 +20,6 @@ that drifts from its contract fails at import.
 
 from __future__ import annotations
 
-import enum
 import io
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,20 +31,18 @@ from zope.interface.verify import verifyClass
 
 from p2pblob.blob import hashing
 from p2pblob.blob._index import ROLE_DOWNLOADED, ROLE_PUBLISHED
-from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash, new_hasher
+from p2pblob.blob._space import SpaceKeeper
+from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
+from p2pblob.blob.writer import BlobWriter, ChunkSink
 from p2pblob.errors import (
-    BlobError,
-    BlobHashMismatchError,
-    BlobIncompleteError,
     BlobNotFoundError,
     BlobTooLargeError,
-    BlobWriteCancelledError,
     DiskLimitError,
     InvalidBlobHashError,
 )
-from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
+from p2pblob.interfaces import IBlob, IBlobStore
 
-__all__ = ["MemoryBlob", "MemoryBlobStore", "MemoryBlobWriter"]
+__all__ = ["MemoryBlob", "MemoryBlobStore"]
 
 
 @implementer(IBlob)
@@ -73,105 +72,6 @@ class MemoryBlob:
 verifyClass(IBlob, MemoryBlob)
 
 
-class _State(enum.Enum):
-    RECEIVING = "receiving"
-    VERIFIED = "verified"
-    FAILED = "failed"
-
-
-@implementer(IBlobWriter)
-class MemoryBlobWriter:
-    """
-    One write of one blob into a L{MemoryBlobStore}; obtain it from
-    L{MemoryBlobStore.open_writer}.
-
-    receiving --(length bytes, hash ok)--> verified
-        |
-        +--(too long, bad hash, close short, cancel)--> failed
-
-    The store commits a verified blob at once, so there is no committing
-    state to wait in.
-    """
-
-    def __init__(self, store: MemoryBlobStore, blob_hash: str, length: int) -> None:
-        self.blob_hash = blob_hash
-        self.length = length
-        self.received = 0
-        self.finished: Deferred[IBlob] = Deferred()
-        self._store = store
-        self._hasher = new_hasher()
-        self._chunks: list[bytes] = []
-        self._state = _State.RECEIVING
-
-    def __repr__(self) -> str:
-        return (
-            f"<MemoryBlobWriter {self.blob_hash[:16]} {self._state.value} "
-            f"{self.received}/{self.length}>"
-        )
-
-    @property
-    def state(self) -> str:
-        """
-        C{"receiving"}, C{"verified"} or C{"failed"}.
-        """
-        return self._state.value
-
-    def write(self, data: bytes) -> None:
-        if self._state is not _State.RECEIVING:
-            return
-        total = self.received + len(data)
-        if total > self.length:
-            error = BlobTooLargeError(self.blob_hash, total, self.length)
-            self._fail(error)
-            raise error
-        self._chunks.append(bytes(data))
-        self._hasher.update(data)
-        self.received = total
-        if total == self.length:
-            self._verify()
-
-    def close(self) -> None:
-        if self._state is _State.RECEIVING:
-            self._fail(BlobIncompleteError(self.blob_hash, self.received, self.length))
-
-    def cancel(self) -> None:
-        if self._state is _State.RECEIVING:
-            self._fail(
-                BlobWriteCancelledError(
-                    self.blob_hash, f"write of blob {self.blob_hash[:16]}… cancelled"
-                )
-            )
-
-    # called by the store
-
-    def _verify(self) -> None:
-        digest = self._hasher.hexdigest()
-        if digest != self.blob_hash:
-            self._fail(BlobHashMismatchError(self.blob_hash, digest))
-            return
-        data = b"".join(self._chunks)
-        self._chunks = []
-        self._store._writer_verified(self, data)
-
-    def _succeed(self, blob: IBlob) -> None:
-        if self._state is not _State.RECEIVING:
-            return
-        self._state = _State.VERIFIED
-        self._store._writer_done(self)
-        self.finished.callback(blob)
-
-    def _fail(self, error: BlobError) -> None:
-        if self._state is not _State.RECEIVING:
-            return
-        self._state = _State.FAILED
-        self._chunks = []
-        self._store._writer_done(self)
-        self.finished.errback(error)
-
-
-verifyClass(IBlobWriter, MemoryBlobWriter)
-
-
 @dataclass
 class _Stream:
     role: str
@@ -187,7 +87,7 @@ class _Stream:
 
 
 @implementer(IBlobStore)
-class MemoryBlobStore:
+class MemoryBlobStore(SpaceKeeper):
     """
     Blobs in a dictionary.
 
@@ -205,7 +105,7 @@ class MemoryBlobStore:
         self._data: dict[str, bytes] = {}
         self._stored = 0
         self._reserved = 0
-        self._writers: dict[str, list[MemoryBlobWriter]] = {}
+        self._writers: dict[str, set[BlobWriter]] = {}
         self._streams: dict[str, _Stream] = {}
 
     # helpers for tests
@@ -242,9 +142,6 @@ class MemoryBlobStore:
     def verified_blobs(self) -> Deferred[list[str]]:
         return succeed(list(self._lengths))
 
-    def used_bytes(self) -> int:
-        return self._stored + self._reserved
-
     def check_blob(self, blob_hash: str) -> Deferred[str]:
         length = self._lengths.get(blob_hash)
         if length is None:
@@ -257,16 +154,16 @@ class MemoryBlobStore:
 
     # writing
 
-    def open_writer(self, blob_hash: str, length: int) -> MemoryBlobWriter:
+    def open_writer(self, blob_hash: str, length: int) -> BlobWriter:
         check_blob_hash(blob_hash)
         if not 0 <= length <= MAX_BLOB_SIZE:
             raise BlobTooLargeError(blob_hash, length, MAX_BLOB_SIZE)
-        writer = MemoryBlobWriter(self, blob_hash, length)
+        writer = BlobWriter(self, blob_hash, length, ChunkSink())
         if blob_hash in self._lengths:
             writer.cancel()
             return writer
         self._reserve(length)
-        self._writers.setdefault(blob_hash, []).append(writer)
+        self._add_writer(writer)
         if length == 0:
             writer._verify()
         return writer
@@ -332,7 +229,7 @@ class MemoryBlobStore:
         ]
         return self.delete_blobs(orphans)
 
-    # internals shared with MemoryBlob and MemoryBlobWriter
+    # internals
 
     def _bytes_of(self, blob_hash: str) -> bytes:
         if blob_hash not in self._lengths:
@@ -351,36 +248,18 @@ class MemoryBlobStore:
                 del self._data[name]
                 self._stored -= length
 
-    def _evictable(self, blob_hash: str) -> bool:
-        streams = [s for s in self._streams.values() if blob_hash in s.blobs]
-        return bool(streams) and not any(s.keeps() for s in streams)
-
-    def _reserve(self, length: int) -> None:
-        limit = self.disk_limit
-        if limit is not None and self.used_bytes() + length > limit:
-            self._evict(self.used_bytes() + length - limit)
-            if self.used_bytes() + length > limit:
-                raise DiskLimitError(length, self.used_bytes(), limit)
-        self._reserved += length
-
-    def _evict(self, needed: int) -> None:
-        # Like the disk store, this evicts what it can even when that is not
-        # enough, and the write is then refused.
-        victims: list[str] = []
-        freed = 0
+    def _eviction_candidates(self) -> Iterable[tuple[str, int]]:
         for name, length in self._lengths.items():
-            if freed >= needed:
-                break
-            if self._evictable(name):
-                victims.append(name)
-                freed += length
-        self._forget(victims)
+            streams = [s for s in self._streams.values() if name in s.blobs]
+            if streams and not any(s.keeps() for s in streams):
+                yield name, length
 
-    def _cancel_writers(self, blob_hash: str) -> None:
-        for writer in list(self._writers.get(blob_hash, ())):
-            writer.cancel()
+    def _drop_evicted(self, blob_hashes: list[str]) -> None:
+        self._forget(blob_hashes)
 
-    def _writer_verified(self, writer: MemoryBlobWriter, data: bytes) -> None:
+    # the writers' owner
+
+    def _commit(self, writer: BlobWriter) -> None:
         """
         Keep the first verified copy of a blob, hand it to the writer that
         made it and cancel every other writer of the same blob.
@@ -388,17 +267,13 @@ class MemoryBlobStore:
         if writer.blob_hash in self._lengths:
             writer.cancel()
             return
-        self._add(writer.blob_hash, data)
+        sink = writer.sink
+        assert isinstance(sink, ChunkSink)
+        self._add(writer.blob_hash, sink.data())
         writer._succeed(self.get_blob(writer.blob_hash))
         self._cancel_writers(writer.blob_hash)
 
-    def _writer_done(self, writer: MemoryBlobWriter) -> None:
-        writers = self._writers.get(writer.blob_hash)
-        if writers is not None and writer in writers:
-            writers.remove(writer)
-            self._reserved -= writer.length
-            if not writers:
-                del self._writers[writer.blob_hash]
-
+    def _is_committing(self, writer: BlobWriter) -> bool:
+        return False  # commits finish at once
 
 verifyClass(IBlobStore, MemoryBlobStore)

@@ -24,12 +24,12 @@ from zope.interface import implementer
 from p2pblob._threads import BlockingRunner
 from p2pblob.blob import _files
 from p2pblob.blob._index import ROLE_DOWNLOADED, ROLE_PUBLISHED, BlobIndex
+from p2pblob.blob._space import SpaceKeeper
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
-from p2pblob.blob.writer import BlobWriter
+from p2pblob.blob.writer import BlobWriter, ChunkSink, TempFileSink
 from p2pblob.errors import (
     BlobNotFoundError,
     BlobTooLargeError,
-    DiskLimitError,
     InvalidBlobHashError,
     P2PBlobError,
     StorageError,
@@ -66,7 +66,7 @@ class Blob:
 
 
 @implementer(IBlobStore)
-class BlobStore:
+class BlobStore(SpaceKeeper):
     """
     Blobs on the local disk.
 
@@ -183,9 +183,6 @@ class BlobStore:
     def verified_blobs(self) -> Deferred[list[str]]:
         return succeed(list(self._lengths))
 
-    def used_bytes(self) -> int:
-        return self._stored + self._reserved
-
     def check_blob(self, blob_hash: str) -> Deferred[str]:
         async def check() -> str:
             length = self._lengths.get(blob_hash)
@@ -213,20 +210,19 @@ class BlobStore:
         check_blob_hash(blob_hash)
         if not 0 <= length <= MAX_BLOB_SIZE:
             raise BlobTooLargeError(blob_hash, length, MAX_BLOB_SIZE)
-        temp, file = _files.new_temp_file(self._blob_dir, blob_hash)
         if blob_hash in self._lengths:
-            writer = BlobWriter(self, blob_hash, length, temp, file)
+            # Already here: a writer that takes and drops whatever arrives.
+            writer = BlobWriter(self, blob_hash, length, ChunkSink())
             writer.cancel()
             return writer
+        self._reserve(length)
         try:
-            self._reserve(length)
-        except DiskLimitError:
-            file.close()
-            _files.remove_quietly(temp)
-            raise
-        self._writers.setdefault(blob_hash, set())
-        writer = BlobWriter(self, blob_hash, length, temp, file)
-        self._writers[blob_hash].add(writer)
+            sink = TempFileSink(*_files.new_temp_file(self._blob_dir, blob_hash))
+        except OSError as e:
+            self._reserved -= length
+            raise StorageError(f"could not write to the blob store: {e}") from None
+        writer = BlobWriter(self, blob_hash, length, sink)
+        self._add_writer(writer)
         if length == 0:
             writer._verify()
         return writer
@@ -295,38 +291,15 @@ class BlobStore:
 
     # internals shared with BlobWriter
 
-    def _reserve(self, length: int) -> None:
-        limit = self.disk_limit
-        if limit is not None and self.used_bytes() + length > limit:
-            self._evict(self.used_bytes() + length - limit)
-            if self.used_bytes() + length > limit:
-                raise DiskLimitError(length, self.used_bytes(), limit)
-        self._reserved += length
-
-    def _evict(self, needed: int) -> None:
-        """
-        Evict blobs of finished downloads, oldest first, to free C{needed}
-        bytes; evict nothing if that much cannot be freed.
-        """
-        victims: list[str] = []
-        freed = 0
+    def _eviction_candidates(self) -> Iterable[tuple[str, int]]:
         for blob_hash, length in self.index.evictable():
-            if freed >= needed:
-                break
-            if blob_hash in self._committing:
-                continue
-            victims.append(blob_hash)
-            freed += length
-        if freed < needed:
-            return
-        for blob_hash in victims:
+            if blob_hash not in self._committing:
+                yield blob_hash, length
+
+    def _drop_evicted(self, blob_hashes: list[str]) -> None:
+        for blob_hash in blob_hashes:
             _files.remove_quietly(self.path_of(blob_hash))
-        self._forget(victims)
-        _log.info(
-            "Evicted {count} blobs ({size} bytes) of finished downloads to stay "
-            "under the disk-use limit of {limit} bytes",
-            count=len(victims), size=freed, limit=self.disk_limit,
-        )
+        self._forget(blob_hashes)
 
     def _forget(self, blob_hashes: list[str]) -> None:
         for blob_hash in blob_hashes:
@@ -346,8 +319,7 @@ class BlobStore:
             self.index.add_blob(blob_hash, length, self._clock.seconds())
         if winner is not None:
             winner._succeed(self.get_blob(blob_hash))
-        for other in list(self._writers.get(blob_hash, ())):
-            other.cancel()
+        self._cancel_writers(blob_hash)
 
     def _is_committing(self, writer: BlobWriter) -> bool:
         active = self._committing.get(writer.blob_hash)
@@ -363,8 +335,9 @@ class BlobStore:
             active[1].append(writer)
             return
         self._committing[blob_hash] = (writer, [])
-        file, temp = writer._take_file()
-        d = self._run(_files.commit_temp_file, file, temp, self.path_of(blob_hash))
+        sink = writer.sink
+        assert isinstance(sink, TempFileSink)
+        d = self._run(_files.commit_temp_file, sink.file, sink.temp, self.path_of(blob_hash))
 
         def committed(_: None) -> None:
             del self._committing[blob_hash]
@@ -385,14 +358,6 @@ class BlobStore:
                     self._commit(other)
 
         d.addCallbacks(committed, failed)
-
-    def _writer_done(self, writer: BlobWriter) -> None:
-        writers = self._writers.get(writer.blob_hash)
-        if writers is not None and writer in writers:
-            writers.discard(writer)
-            self._reserved -= writer.length
-            if not writers:
-                del self._writers[writer.blob_hash]
 
 
 def _storage_failure(failure: Failure) -> Failure:

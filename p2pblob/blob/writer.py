@@ -1,17 +1,19 @@
 """
 Receiving one blob from one source, verifying as the bytes arrive.
 
-A L{BlobWriter} hashes each chunk and appends it to a temporary file in the
-blob directory; once exactly C{length} bytes are in and their sha384 matches
-the name, its store makes the file durable and visible.  Until then nothing
-can read it.
+A L{BlobWriter} hashes each chunk and hands it to a sink (a temporary file in
+the blob directory for the disk store, a list of chunks for the in-memory
+one); once exactly C{length} bytes are in and their sha384 matches the name,
+its owner (the store) commits the sink and makes the blob visible.  Until then
+nothing can read it.  Both stores use this one class, so the rules of what a
+writer accepts and which error a bad transfer gets are written once.
 """
 
 from __future__ import annotations
 
 import enum
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
@@ -19,7 +21,6 @@ from zope.interface import implementer
 from p2pblob.blob._files import remove_quietly
 from p2pblob.blob.hashing import new_hasher
 from p2pblob.errors import (
-    BlobError,
     BlobHashMismatchError,
     BlobIncompleteError,
     BlobTooLargeError,
@@ -27,10 +28,71 @@ from p2pblob.errors import (
 )
 from p2pblob.interfaces import IBlob, IBlobWriter
 
-if TYPE_CHECKING:
-    from p2pblob.blob.store import BlobStore
+__all__ = ["BlobWriter", "ChunkSink", "TempFileSink", "WriterOwner"]
 
-__all__ = ["BlobWriter"]
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class TempFileSink:
+    """
+    Bytes of one blob write in a temporary file of the blob directory.
+    """
+
+    def __init__(self, temp: Path, file: BinaryIO) -> None:
+        self.temp = temp
+        self.file = file
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+
+    def discard(self) -> None:
+        self.file.close()
+        remove_quietly(self.temp)
+
+
+class ChunkSink:
+    """
+    Bytes of one blob write kept in memory.
+    """
+
+    def __init__(self) -> None:
+        self._chunks: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(bytes(data))
+
+    def discard(self) -> None:
+        self._chunks = []
+
+    def data(self) -> bytes:
+        return b"".join(self._chunks)
+
+
+class WriterOwner(Protocol):
+    """
+    What a store provides to the writers it opens.
+    """
+
+    def _commit(self, writer: BlobWriter) -> None:
+        """
+        The writer's bytes are complete and verified: make them durable and
+        visible, then call C{writer._succeed} (or C{_fail}, or C{cancel}).
+        """
+
+    def _is_committing(self, writer: BlobWriter) -> bool:
+        """
+        Whether the store currently holds the writer's sink for a commit (it
+        then cleans the sink up itself).
+        """
+
+    def _writer_done(self, writer: BlobWriter) -> None:
+        """
+        The writer reached its end, whatever it was: release what it held.
+        """
 
 
 class _State(enum.Enum):
@@ -43,28 +105,20 @@ class _State(enum.Enum):
 @implementer(IBlobWriter)
 class BlobWriter:
     """
-    One write of one blob, owned by a L{BlobStore}.
+    One write of one blob, owned by a store.
 
     receiving --(length bytes, hash ok)--> committing --(durable)--> verified
         |                                      |
         +--(too long, bad hash, close, cancel)-+-----------------> failed
     """
 
-    def __init__(
-        self,
-        store: BlobStore,
-        blob_hash: str,
-        length: int,
-        temp: Path,
-        file: BinaryIO,
-    ) -> None:
+    def __init__(self, owner: WriterOwner, blob_hash: str, length: int, sink: Sink) -> None:
         self.blob_hash = blob_hash
         self.length = length
         self.received = 0
         self.finished: Deferred[IBlob] = Deferred()
-        self._store = store
-        self._temp = temp
-        self._file = file
+        self.sink = sink
+        self._owner = owner
         self._hasher = new_hasher()
         self._state = _State.RECEIVING
 
@@ -86,7 +140,7 @@ class BlobWriter:
             error = BlobTooLargeError(self.blob_hash, total, self.length)
             self._fail(error)
             raise error
-        self._file.write(data)
+        self.sink.write(data)
         self._hasher.update(data)
         self.received = total
         if total == self.length:
@@ -104,7 +158,7 @@ class BlobWriter:
                 )
             )
 
-    # called by the store
+    # called by the owner
 
     def _verify(self) -> None:
         self._state = _State.COMMITTING
@@ -112,26 +166,21 @@ class BlobWriter:
         if digest != self.blob_hash:
             self._fail(BlobHashMismatchError(self.blob_hash, digest))
             return
-        self._store._commit(self)
-
-    def _take_file(self) -> tuple[BinaryIO, Path]:
-        return self._file, self._temp
+        self._owner._commit(self)
 
     def _succeed(self, blob: IBlob) -> None:
         if self._state is not _State.COMMITTING:
             return
         self._state = _State.VERIFIED
-        self._store._writer_done(self)
+        self._owner._writer_done(self)
         self.finished.callback(blob)
 
-    def _fail(self, error: BlobError | Exception) -> None:
+    def _fail(self, error: Exception) -> None:
         if self._state in (_State.VERIFIED, _State.FAILED):
             return
         committing = self._state is _State.COMMITTING
         self._state = _State.FAILED
-        if not committing or not self._store._is_committing(self):
-            # While the store holds the file for a commit, the commit cleans up.
-            self._file.close()
-            remove_quietly(self._temp)
-        self._store._writer_done(self)
+        if not committing or not self._owner._is_committing(self):
+            self.sink.discard()
+        self._owner._writer_done(self)
         self.finished.errback(error)

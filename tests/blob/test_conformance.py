@@ -472,6 +472,23 @@ class IBlobStoreTestsMixin(_TestCase):
             sorted([new[1], third, fourth]),
         )
 
+    def test_no_partial_eviction(self) -> None:
+        """
+        When evicting everything allowed would still not make room, nothing
+        is evicted: the refused write costs no data.
+        """
+        store = self.make_store(disk_limit=1000)
+        cached = self.put(store, b"c" * 100)
+        kept = self.put(store, b"k" * 800)
+        self.downloaded(store, "cache", [cached])
+        self.successResultOf(store.add_stream(stream_name("pub"), [kept], ROLE_PUBLISHED))
+        self.failureResultOf(store.put_blob(b"n" * 300), DiskLimitError)
+        self.assertRaises(DiskLimitError, store.open_writer, blob_hash(b"m" * 300), 300)
+        self.assertTrue(store.has_blob(cached))
+        self.assertEqual(store.used_bytes(), 900)
+        self.put(store, b"n" * 150)  # 50 bytes over: the cached blob goes
+        self.assertFalse(store.has_blob(cached))
+
     def test_never_evicts_published_pinned_or_unfinished(self) -> None:
         """
         Published, pinned and unfinished streams are kept; when nothing can

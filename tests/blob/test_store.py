@@ -341,7 +341,7 @@ Deferred.fromCoroutine(store.start())
 done = store.put_blob(b"complete before the crash")
 w = store.open_writer({blob_hash(data)!r}, {len(data)})
 w.write(sys.stdin.buffer.read())
-w._file.flush()
+w.sink.file.flush()
 os._exit(9)
 """
         proc = subprocess.run(
@@ -400,22 +400,6 @@ class DiskLimitTests(StoreTestsMixin, SynchronousTestCase):
         self.successResultOf(store.pin_stream(sd("pin"), False))
         self.put(store, b"x" * 200)
         self.assertFalse(store.has_blob(pinned))
-
-    def test_no_partial_eviction(self) -> None:
-        """
-        When evicting everything allowed would still not make room, nothing
-        is evicted: the refused write costs no data.
-        """
-        store = self.make_store(disk_limit=1000)
-        cached = self.put(store, b"c" * 100)
-        kept = self.put(store, b"k" * 800)
-        self.successResultOf(store.add_stream(sd("cache"), [cached], ROLE_DOWNLOADED))
-        self.successResultOf(store.set_stream_finished(sd("cache")))
-        self.successResultOf(store.add_stream(sd("pub"), [kept], ROLE_PUBLISHED))
-        self.failureResultOf(store.put_blob(b"n" * 300), DiskLimitError)
-        self.assertTrue(store.has_blob(cached))
-        self.put(store, b"n" * 150)  # 50 bytes over: the cached blob goes
-        self.assertFalse(store.has_blob(cached))
 
     def test_blob_shared_with_published_stream_is_kept(self) -> None:
         store = self.make_store(disk_limit=500)
