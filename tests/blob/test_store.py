@@ -18,23 +18,19 @@ from hypothesis import strategies as st
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface.verify import verifyObject
 
 from p2pblob._threads import run_inline
 from p2pblob.blob._files import TEMP_PREFIX
-from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash
-from p2pblob.blob.store import ROLE_DOWNLOADED, ROLE_PUBLISHED, BlobStore
+from p2pblob.blob.hashing import blob_hash
+from p2pblob.blob.store import ROLE_DOWNLOADED, BlobStore
 from p2pblob.errors import (
     BlobHashMismatchError,
     BlobIncompleteError,
     BlobNotFoundError,
     BlobTooLargeError,
     BlobWriteCancelledError,
-    DiskLimitError,
-    InvalidBlobHashError,
     StorageError,
 )
-from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
 
 
 class HeldRunner:
@@ -99,119 +95,59 @@ class StoreTestsMixin:
         return store, runner
 
 
-class WriteTests(StoreTestsMixin, SynchronousTestCase):
-    def test_interfaces(self) -> None:
-        store = self.make_store()
-        self.assertTrue(verifyObject(IBlobStore, store))
-        blob = self.successResultOf(store.put_blob(b"x"))
-        self.assertTrue(verifyObject(IBlob, blob))
-        writer = store.open_writer(blob_hash(b"y"), 1)
-        self.assertTrue(verifyObject(IBlobWriter, writer))
-        writer.cancel()
-        self.failureResultOf(writer.finished, BlobWriteCancelledError)
+class DiskWriteTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    What only the disk store can show: what is left in the blob directory.
+    The contract itself is tested once for both stores in test_conformance.
+    """
 
-    def test_put_blob(self) -> None:
-        store = self.make_store()
-        data = os.urandom(1000)
-        blob = self.successResultOf(store.put_blob(data))
-        self.assertEqual(blob.blob_hash, blob_hash(data))
-        self.assertEqual(blob.length, 1000)
-        self.assertTrue(store.has_blob(blob.blob_hash))
-        self.assertEqual(self.successResultOf(store.read_blob(blob.blob_hash)), data)
-        self.assertEqual(self.successResultOf(blob.read()), data)
-        with blob.open_for_reading() as f:
-            self.assertEqual(f.read(), data)
-        self.assertEqual(blob_files(self.directory / "blobfiles"), [blob.blob_hash])
-        self.assertEqual(self.successResultOf(store.verified_blobs()), [blob.blob_hash])
-
-    def test_write_in_chunks_visible_only_when_verified(self) -> None:
+    def test_files_appear_only_when_verified(self) -> None:
         store = self.make_store()
         data = os.urandom(100_000)
         name = blob_hash(data)
         writer = store.open_writer(name, len(data))
-        for i in range(0, 90_000, 30_000):
-            writer.write(data[i : i + 30_000])
-            self.assertFalse(store.has_blob(name))
-            self.assertNotIn(name, blob_files(self.directory / "blobfiles"))
-            self.failureResultOf(store.read_blob(name), BlobNotFoundError)
-        writer.write(data[90_000:])
-        blob = self.successResultOf(writer.finished)
-        self.assertEqual(blob.blob_hash, name)
-        self.assertTrue(store.has_blob(name))
+        writer.write(data[:60_000])
+        (temp,) = blob_files(self.directory / "blobfiles")
+        self.assertTrue(temp.startswith(TEMP_PREFIX))
+        writer.write(data[60_000:])
+        self.successResultOf(writer.finished)
         self.assertEqual(blob_files(self.directory / "blobfiles"), [name])
+        self.assertEqual((self.directory / "blobfiles" / name).read_bytes(), data)
+        put = self.successResultOf(store.put_blob(b"put"))
+        self.assertEqual(
+            blob_files(self.directory / "blobfiles"), sorted([name, put.blob_hash])
+        )
 
-    def test_over_length(self) -> None:
-        store = self.make_store()
-        data = b"0123456789"
-        writer = store.open_writer(blob_hash(data), 5)
-        writer.write(b"01234")  # complete at 5 bytes, but the hash is wrong
-        self.failureResultOf(writer.finished, BlobHashMismatchError)
-        writer = store.open_writer(blob_hash(data), 10)
-        writer.write(b"0123")
-        self.assertRaises(BlobTooLargeError, writer.write, b"0123456789")
-        failure = self.failureResultOf(writer.finished, BlobTooLargeError)
-        self.assertEqual(failure.value.length, 14)
-        writer.write(b"more")  # discarded, so a protocol can drain
-        self.assertEqual(blob_files(self.directory / "blobfiles"), [])
-        self.assertEqual(store.used_bytes(), 0)
-
-    def test_hash_mismatch(self) -> None:
-        store = self.make_store()
-        writer = store.open_writer(blob_hash(b"expected"), 8)
-        writer.write(b"forgery!")
-        failure = self.failureResultOf(writer.finished, BlobHashMismatchError)
-        self.assertEqual(failure.value.actual, blob_hash(b"forgery!"))
-        self.assertEqual(blob_files(self.directory / "blobfiles"), [])
-        self.assertFalse(store.has_blob(blob_hash(b"expected")))
-        self.assertFalse(store.has_blob(blob_hash(b"forgery!")))
-
-    def test_distinct_errors(self) -> None:
-        self.assertFalse(issubclass(BlobTooLargeError, BlobHashMismatchError))
-        self.assertFalse(issubclass(BlobHashMismatchError, BlobTooLargeError))
-
-    def test_truncated(self) -> None:
-        store = self.make_store()
-        data = b"a" * 100
-        writer = store.open_writer(blob_hash(data), 100)
-        writer.write(data[:60])
-        writer.close()
-        failure = self.failureResultOf(writer.finished, BlobIncompleteError)
-        self.assertEqual((failure.value.received, failure.value.expected), (60, 100))
-        self.assertEqual(blob_files(self.directory / "blobfiles"), [])
-
-    def test_bad_arguments(self) -> None:
-        store = self.make_store()
-        self.assertRaises(InvalidBlobHashError, store.open_writer, "../etc/passwd", 1)
-        self.assertRaises(InvalidBlobHashError, store.open_writer, "A" * 96, 1)
-        self.assertRaises(BlobTooLargeError, store.open_writer, "a" * 96, MAX_BLOB_SIZE + 1)
-        self.failureResultOf(store.put_blob(b"x" * (MAX_BLOB_SIZE + 1)), BlobTooLargeError)
-        self.assertRaises(BlobNotFoundError, store.get_blob, "a" * 96)
-        self.assertEqual(blob_files(self.directory / "blobfiles"), [])
-
-    def test_max_size_and_empty_blob(self) -> None:
-        store = self.make_store()
-        big = os.urandom(MAX_BLOB_SIZE)
-        self.assertEqual(self.successResultOf(store.put_blob(big)).length, MAX_BLOB_SIZE)
-        writer = store.open_writer(blob_hash(b""), 0)
-        self.assertEqual(self.successResultOf(writer.finished).length, 0)
-
-    def test_racing_writers_first_wins(self) -> None:
+    def test_failed_writes_leave_nothing(self) -> None:
+        """
+        Over-length data, a hash mismatch, a truncated transfer, a cancelled
+        write and the losers of a race leave no file behind.
+        """
         store = self.make_store()
         data = os.urandom(5000)
         name = blob_hash(data)
-        first, second, third = (store.open_writer(name, len(data)) for _ in range(3))
-        for w in (first, second, third):
-            w.write(data[:2500])
-        second.write(data[2500:])
-        self.assertEqual(self.successResultOf(second.finished).blob_hash, name)
+        too_long = store.open_writer(name, 10)
+        self.assertRaises(BlobTooLargeError, too_long.write, data[:11])
+        self.failureResultOf(too_long.finished, BlobTooLargeError)
+        forged = store.open_writer(name, len(data))
+        forged.write(os.urandom(len(data)))
+        self.failureResultOf(forged.finished, BlobHashMismatchError)
+        short = store.open_writer(name, len(data))
+        short.write(data[:100])
+        short.close()
+        self.failureResultOf(short.finished, BlobIncompleteError)
+        dropped = store.open_writer(name, len(data))
+        dropped.write(data[:100])
+        dropped.cancel()
+        self.failureResultOf(dropped.finished, BlobWriteCancelledError)
+        self.assertEqual(blob_files(self.directory / "blobfiles"), [])
+        first, second = (store.open_writer(name, len(data)) for _ in range(2))
+        first.write(data[:2500])
+        second.write(data)
+        self.successResultOf(second.finished)
         self.failureResultOf(first.finished, BlobWriteCancelledError)
-        self.failureResultOf(third.finished, BlobWriteCancelledError)
-        first.write(data[2500:])  # the loser's peer keeps sending: discarded
         self.assertEqual(blob_files(self.directory / "blobfiles"), [name])
-        self.assertEqual(store.used_bytes(), 5000)
-        late = store.open_writer(name, len(data))
-        self.failureResultOf(late.finished, BlobWriteCancelledError)
-        self.assertEqual(blob_files(self.directory / "blobfiles"), [name])
+        self.assertEqual(store.used_bytes(), len(data))
 
     def test_racing_writers_while_committing(self) -> None:
         """
@@ -359,81 +295,21 @@ os._exit(9)
         self.assertEqual(blob_files(directory / "blobfiles"), [blob_hash(b"complete before the crash")])
 
 
-class DiskLimitTests(StoreTestsMixin, SynchronousTestCase):
-    def put(self, store: BlobStore, data: bytes) -> str:
-        name: str = self.successResultOf(store.put_blob(data)).blob_hash
-        self.clock.advance(1)
-        return name
-
-    def test_evicts_finished_downloads_oldest_first(self) -> None:
-        store = self.make_store(disk_limit=1000)
-        old = [self.put(store, bytes([i]) * 200) for i in range(2)]
-        new = [self.put(store, bytes([10 + i]) * 200) for i in range(2)]
-        self.successResultOf(store.add_stream(sd("s1"), old, ROLE_DOWNLOADED))
-        self.successResultOf(store.add_stream(sd("s2"), new, ROLE_DOWNLOADED))
-        self.successResultOf(store.set_stream_finished(sd("s2")))
-        self.successResultOf(store.set_stream_finished(sd("s1")))
-        self.assertEqual(store.used_bytes(), 800)
-        third = self.put(store, b"z" * 350)  # needs 150 more than the limit allows
-        self.assertEqual(store.used_bytes(), 950)
-        self.assertFalse(store.has_blob(old[0]))
-        for name in old[1:] + new + [third]:
-            self.assertTrue(store.has_blob(name))
-        self.assertNotIn(old[0], blob_files(self.directory / "blobfiles"))
-
-    def test_never_evicts_published_pinned_or_unfinished(self) -> None:
-        store = self.make_store(disk_limit=1000)
-        published = self.put(store, b"p" * 300)
-        pinned = self.put(store, b"q" * 300)
-        running = self.put(store, b"r" * 300)
-        self.successResultOf(store.add_stream(sd("pub"), [published], ROLE_PUBLISHED))
-        self.successResultOf(store.add_stream(sd("pin"), [pinned], ROLE_DOWNLOADED))
-        self.successResultOf(store.set_stream_finished(sd("pin")))
-        self.successResultOf(store.pin_stream(sd("pin"), True))
-        self.successResultOf(store.add_stream(sd("run"), [running], ROLE_DOWNLOADED))
-        failure = self.failureResultOf(store.put_blob(b"x" * 200), DiskLimitError)
-        self.assertEqual((failure.value.needed, failure.value.used, failure.value.limit), (200, 900, 1000))
-        self.assertIn("disk-use limit", str(failure.value))
-        self.assertRaises(DiskLimitError, store.open_writer, "a" * 96, 200)
-        for name in (published, pinned, running):
-            self.assertTrue(store.has_blob(name))
-        self.successResultOf(store.pin_stream(sd("pin"), False))
-        self.put(store, b"x" * 200)
-        self.assertFalse(store.has_blob(pinned))
-
-    def test_blob_shared_with_published_stream_is_kept(self) -> None:
+class DiskEvictionTests(StoreTestsMixin, SynchronousTestCase):
+    def test_evicted_blob_files_are_deleted(self) -> None:
+        """
+        Eviction removes the files and the index rows, for good.
+        """
         store = self.make_store(disk_limit=500)
-        shared = self.put(store, b"s" * 400)
-        self.successResultOf(store.add_stream(sd("dl"), [shared], ROLE_DOWNLOADED))
-        self.successResultOf(store.set_stream_finished(sd("dl")))
-        self.successResultOf(store.add_stream(sd("pub"), [shared], ROLE_PUBLISHED))
-        self.failureResultOf(store.put_blob(b"y" * 200), DiskLimitError)
-        self.assertTrue(store.has_blob(shared))
-
-    def test_running_writers_reserve_space(self) -> None:
-        store = self.make_store(disk_limit=1000)
-        writer = store.open_writer(blob_hash(b"w" * 800), 800)
-        self.assertEqual(store.used_bytes(), 800)
-        self.assertRaises(DiskLimitError, store.open_writer, blob_hash(b"v" * 300), 300)
-        writer.cancel()
-        self.failureResultOf(writer.finished, BlobWriteCancelledError)
-        self.assertEqual(store.used_bytes(), 0)
-        later = store.open_writer(blob_hash(b"v" * 300), 300)
-        self.assertEqual(later.state, "receiving")
-        self.assertEqual(store.used_bytes(), 300)
-        store.stop()  # a stopping store cancels the writers still running
-        self.failureResultOf(later.finished, BlobWriteCancelledError)
-
-    def test_remove_stream(self) -> None:
-        store = self.make_store()
-        shared = self.put(store, b"shared")
-        only = self.put(store, b"only")
-        self.successResultOf(store.add_stream(sd("a"), [shared, only], ROLE_DOWNLOADED))
-        self.successResultOf(store.add_stream(sd("b"), [shared], ROLE_PUBLISHED))
-        self.successResultOf(store.remove_stream(sd("a"), delete_blobs=True))
-        self.assertTrue(store.has_blob(shared))
-        self.assertFalse(store.has_blob(only))
-        self.assertFalse(store.index.has_stream(sd("a")))
+        old = self.successResultOf(store.put_blob(b"o" * 300)).blob_hash
+        self.clock.advance(1)
+        self.successResultOf(store.add_stream(sd("done"), [old], ROLE_DOWNLOADED))
+        self.successResultOf(store.set_stream_finished(sd("done")))
+        new = self.successResultOf(store.put_blob(b"n" * 300)).blob_hash
+        self.assertEqual(blob_files(self.directory / "blobfiles"), [new])
+        store.stop()
+        again = self.make_store(self.directory, disk_limit=500)
+        self.assertEqual(self.successResultOf(again.verified_blobs()), [new])
 
 
 class StopTests(StoreTestsMixin, SynchronousTestCase):
