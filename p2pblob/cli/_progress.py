@@ -37,6 +37,12 @@ class ProgressLine:
         self._stream.flush()
         self._shown = True
 
+    def __enter__(self) -> ProgressLine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.finish()
+
     def finish(self) -> None:
         if self._shown:
             self._stream.write("\n")

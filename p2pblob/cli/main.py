@@ -169,11 +169,8 @@ def publish(options: _Options, file: Path, sd_out: Path) -> None:
     async def command(reactor: Any, store: BlobStore, worker: ThreadWorker) -> int:
         if not file.is_file():
             raise StreamError(f"{file}: no such file")
-        progress = ProgressLine(f"publishing {file.name}")
-        try:
+        with ProgressLine(f"publishing {file.name}") as progress:
             descriptor, sd_hash = await publish_file(store, worker, file, progress=progress)
-        finally:
-            progress.finish()
         if sd_out.is_dir():
             directory, name = sd_out, f"{file.name}.sd"
         else:
@@ -213,11 +210,8 @@ def assemble(options: _Options, sd: str, output: Path) -> None:
             destination = unique_path(output, safe_file_name(descriptor.suggested_file_name))
         else:
             destination = output
-        progress = ProgressLine(f"assembling {destination.name}")
-        try:
+        with ProgressLine(f"assembling {destination.name}") as progress:
             size = await assemble_stream(store, worker, descriptor, destination, progress=progress)
-        finally:
-            progress.finish()
         click.echo(str(destination))
         click.echo(f"wrote {size} bytes to {destination}", err=True)
         return 0
