@@ -26,6 +26,12 @@ __all__ = [
     "StreamError",
     "DecryptionError",
     "IncompleteStreamError",
+    "PeerError",
+    "ProtocolViolationError",
+    "PeerTimeoutError",
+    "BlobUnavailableError",
+    "NoResponseError",
+    "NoPeersError",
 ]
 
 
@@ -211,3 +217,79 @@ class IncompleteStreamError(StreamError):
         )
         self.missing = missing
         self.corrupt = corrupt
+
+
+class PeerError(P2PBlobError):
+    """
+    A peer did not give us what we asked for: it broke the protocol, went
+    quiet, or does not have the blob.
+
+    @ivar peer: the peer concerned (printable as C{host:port}).
+    """
+
+    def __init__(self, peer: object, message: str) -> None:
+        super().__init__(f"peer {peer}: {message}")
+        self.peer = peer
+
+
+class ProtocolViolationError(PeerError):
+    """
+    A peer sent something the blob-exchange protocol does not allow: a
+    malformed or oversized message, a blob we did not ask for, more bytes
+    than it announced.  The connection is closed and the peer is avoided.
+
+    @ivar reason: what was wrong, in a few words.
+    """
+
+    def __init__(self, peer: object, reason: str) -> None:
+        super().__init__(peer, f"broke the protocol: {reason}")
+        self.reason = reason
+
+
+class PeerTimeoutError(PeerError):
+    """
+    A peer stopped answering in the middle of an exchange.
+
+    @ivar seconds: how long it was silent.
+    """
+
+    def __init__(self, peer: object, seconds: float) -> None:
+        super().__init__(peer, f"sent nothing for {seconds:g} seconds")
+        self.seconds = seconds
+
+
+class BlobUnavailableError(PeerError):
+    """
+    A peer does not have the blob we asked it for (or will not send it).
+
+    @ivar blob_hash: the blob asked for.
+    """
+
+    def __init__(self, peer: object, blob_hash: str, detail: str = "does not have it") -> None:
+        super().__init__(peer, f"blob {blob_hash[:16]}…: {detail}")
+        self.blob_hash = blob_hash
+
+
+class NoResponseError(PeerError):
+    """
+    A peer answered a request but left out the part we asked for.
+
+    @ivar key: the response key that was missing.
+    """
+
+    def __init__(self, peer: object, key: str) -> None:
+        super().__init__(peer, f"its answer has no {key!r}")
+        self.key = key
+
+
+class NoPeersError(StreamError):
+    """
+    No peer could provide what a download needs: every known peer lacks a
+    blob, failed, or could not be reached.
+
+    @ivar missing: how many blobs were still missing.
+    """
+
+    def __init__(self, missing: int, detail: str) -> None:
+        super().__init__(f"download stalled with {missing} blob(s) missing: {detail}")
+        self.missing = missing

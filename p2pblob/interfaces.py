@@ -1022,7 +1022,9 @@ class IBlobStore(Interface):
             pass the disk-use limit and evicting blobs cannot make room.
         """
 
-    def put_blob(data: bytes | bytearray | memoryview) -> Deferred[IBlob]:
+    def put_blob(
+        data: bytes | bytearray | memoryview, expected_hash: str | None = None
+    ) -> Deferred[IBlob]:
         """
         Store a whole blob given in memory (for instance one just created by
         publishing a stream); hashing and disk I/O happen off the reactor
@@ -1030,9 +1032,13 @@ class IBlobStore(Interface):
 
         @param data: the blob's bytes; their sha384 is the blob's name.
         @type data: C{bytes}
+        @param expected_hash: if given, the name the bytes must hash to (a
+            blob received from a peer); other bytes are not stored.
+        @type expected_hash: C{str} or C{None}
 
         @return: a Deferred that fires with the stored L{IBlob}.  It fails
-            with L{p2pblob.errors.BlobTooLargeError} if C{data} is over the
+            with L{p2pblob.errors.BlobHashMismatchError} if the bytes do not
+            hash to C{expected_hash}, with L{p2pblob.errors.BlobTooLargeError} if C{data} is over the
             2 MiB blob size limit, or with L{p2pblob.errors.DiskLimitError}
             if storing it would pass the disk-use limit and evicting blobs
             cannot make room.

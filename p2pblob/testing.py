@@ -35,6 +35,7 @@ from p2pblob.blob._space import SpaceKeeper
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
 from p2pblob.blob.writer import BlobWriter, ChunkSink
 from p2pblob.errors import (
+    BlobHashMismatchError,
     BlobNotFoundError,
     BlobTooLargeError,
     DiskLimitError,
@@ -168,11 +169,15 @@ class MemoryBlobStore(SpaceKeeper):
             writer._verify()
         return writer
 
-    def put_blob(self, data: bytes | bytearray | memoryview) -> Deferred[IBlob]:
-        if len(data) > MAX_BLOB_SIZE:
-            return fail(BlobTooLargeError("(unhashed)", len(data), MAX_BLOB_SIZE))
+    def put_blob(
+        self, data: bytes | bytearray | memoryview, expected_hash: str | None = None
+    ) -> Deferred[IBlob]:
         content = bytes(data)
         name = hashing.blob_hash(content)
+        if expected_hash is not None and name != expected_hash:
+            return fail(BlobHashMismatchError(expected_hash, name))
+        if len(data) > MAX_BLOB_SIZE:
+            return fail(BlobTooLargeError(name, len(data), MAX_BLOB_SIZE))
         if name not in self._lengths:
             try:
                 self._reserve(len(content))

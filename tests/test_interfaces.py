@@ -149,7 +149,7 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "has_blob": (("blob_hash",), False),
             "get_blob": (("blob_hash",), False),
             "open_writer": (("blob_hash", "length"), False),
-            "put_blob": (("data",), True),
+            "put_blob": (("data", "expected_hash"), True),
             "read_blob": (("blob_hash",), True),
             "check_blob": (("blob_hash",), True),
             "delete_blobs": (("blob_hashes",), True),
@@ -205,8 +205,13 @@ def _implementation(iface: InterfaceClass) -> object:
     namespace: dict[str, Any] = {}
     for name, description in iface.namesAndDescriptions(all=True):
         if IMethod.providedBy(description):
-            declared = cast(Any, description).getSignatureInfo()["positional"]
-            arguments = ["self", *(a for a in declared if a != "self")]
+            info = cast(Any, description).getSignatureInfo()
+            optional = info["optional"]
+            arguments = ["self"] + [
+                f"{a}={optional[a]!r}" if a in optional else a
+                for a in info["positional"]
+                if a != "self"
+            ]
             source = f"def {name}({', '.join(arguments)}):\n    pass\n"
             # The source is built from our own interface declarations.
             exec(source, namespace)

@@ -28,6 +28,7 @@ from p2pblob.blob._space import SpaceKeeper
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
 from p2pblob.blob.writer import BlobWriter, ChunkSink, TempFileSink
 from p2pblob.errors import (
+    BlobHashMismatchError,
     BlobNotFoundError,
     BlobTooLargeError,
     InvalidBlobHashError,
@@ -227,9 +228,13 @@ class BlobStore(SpaceKeeper):
             writer._verify()
         return writer
 
-    def put_blob(self, data: bytes | bytearray | memoryview) -> Deferred[IBlob]:
+    def put_blob(
+        self, data: bytes | bytearray | memoryview, expected_hash: str | None = None
+    ) -> Deferred[IBlob]:
         async def put() -> IBlob:
             blob_hash = await self._run(_files.hash_bytes, data)
+            if expected_hash is not None and blob_hash != expected_hash:
+                raise BlobHashMismatchError(expected_hash, blob_hash)
             if self._index is None:
                 raise StorageError("the blob store was stopped while storing a blob")
             if len(data) > MAX_BLOB_SIZE:

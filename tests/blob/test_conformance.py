@@ -336,6 +336,24 @@ class IBlobStoreTestsMixin(_TestCase):
         self.assertEqual(late.received, 0)
         self.assertEqual(self.successResultOf(store.verified_blobs()), [name])
 
+    def test_put_blob_expected_hash(self) -> None:
+        """
+        With C{expected_hash}, bytes that hash to another name are refused
+        with L{BlobHashMismatchError} and nothing is stored; the right bytes
+        are stored as usual.
+        """
+        store = self.make_store()
+        good = b"the expected bytes"
+        name = blob_hash(good)
+        failure = self.failureResultOf(
+            store.put_blob(b"other bytes", expected_hash=name), BlobHashMismatchError
+        )
+        self.assertEqual(failure.value.actual, blob_hash(b"other bytes"))
+        self.assertFalse(store.has_blob(blob_hash(b"other bytes")))
+        self.assertEqual(store.used_bytes(), 0)
+        blob = self.successResultOf(store.put_blob(good, expected_hash=name))
+        self.assertEqual(blob.blob_hash, name)
+
     def test_put_blob_cancels_running_writers(self) -> None:
         """
         A blob given whole while writers of it are running wins the race.
