@@ -133,6 +133,9 @@ class JSONObjectFramer:
             message, _ = _decoder.raw_decode(text, len(text) - len(text.lstrip()))
         except json.JSONDecodeError as e:
             raise FramingError(f"message is not valid JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:
+            # too deeply nested, or a number too long to convert
+            raise FramingError(f"message cannot be decoded ({type(e).__name__})") from None
         rest = bytes(buffer[end:])
         del buffer[:]
         self._reset_scan()
