@@ -16,6 +16,9 @@ runs the same tests against both stores.
 Each fake is checked against its interface with
 L{zope.interface.verify.verifyClass} right after its definition, so a fake
 that drifts from its contract fails at import.
+
+L{CorruptingBlobStore} wraps a real store for tests of hostile peers: the
+blobs it hands out read back with one byte changed.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ from p2pblob.errors import (
     DiskLimitError,
     InvalidBlobHashError,
 )
-from p2pblob.interfaces import IBlob, IBlobStore
+from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
 
-__all__ = ["MemoryBlob", "MemoryBlobStore"]
+__all__ = ["CorruptingBlobStore", "MemoryBlob", "MemoryBlobStore"]
 
 
 @implementer(IBlob)
@@ -282,3 +285,92 @@ class MemoryBlobStore(SpaceKeeper):
         return False  # commits finish at once
 
 verifyClass(IBlobStore, MemoryBlobStore)
+
+
+@implementer(IBlob)
+class _CorruptBlob:
+    """
+    A blob that reads back damaged: its last byte is inverted.
+    """
+
+    def __init__(self, blob: IBlob) -> None:
+        self._blob = blob
+        self.blob_hash = blob.blob_hash
+        self.length = blob.length
+
+    def _damaged(self, data: bytes) -> bytes:
+        if not data:
+            return data
+        return data[:-1] + bytes([data[-1] ^ 0xFF])
+
+    def open_for_reading(self) -> BufferedIOBase:
+        with self._blob.open_for_reading() as f:
+            return io.BytesIO(self._damaged(f.read()))
+
+    def read(self) -> Deferred[bytes]:
+        return self._blob.read().addCallback(self._damaged)
+
+
+verifyClass(IBlob, _CorruptBlob)
+
+
+@implementer(IBlobStore)
+class CorruptingBlobStore:
+    """
+    Another store, except that every blob it hands out reads back with a
+    byte changed (what a faulty or hostile peer would serve).  Used by the
+    node's testing-only C{--corrupt-uploads} option.
+    """
+
+    def __init__(self, store: IBlobStore) -> None:
+        self._store = store
+
+    @property
+    def disk_limit(self) -> int | None:
+        return self._store.disk_limit  # type: ignore[no-any-return]
+
+    def get_blob(self, blob_hash: str) -> IBlob:
+        return _CorruptBlob(self._store.get_blob(blob_hash))
+
+    def read_blob(self, blob_hash: str) -> Deferred[bytes]:
+        return self.get_blob(blob_hash).read()
+
+    # everything else is the wrapped store's
+
+    def has_blob(self, blob_hash: str) -> bool:
+        return self._store.has_blob(blob_hash)
+
+    def open_writer(self, blob_hash: str, length: int) -> IBlobWriter:
+        return self._store.open_writer(blob_hash, length)
+
+    def put_blob(
+        self, data: bytes | bytearray | memoryview, expected_hash: str | None = None
+    ) -> Deferred[IBlob]:
+        return self._store.put_blob(data, expected_hash)
+
+    def check_blob(self, blob_hash: str) -> Deferred[str]:
+        return self._store.check_blob(blob_hash)
+
+    def delete_blobs(self, blob_hashes: list[str]) -> Deferred[None]:
+        return self._store.delete_blobs(blob_hashes)
+
+    def verified_blobs(self) -> Deferred[list[str]]:
+        return self._store.verified_blobs()
+
+    def used_bytes(self) -> int:
+        return self._store.used_bytes()
+
+    def add_stream(self, sd_hash: str, blob_hashes: list[str], role: str) -> Deferred[None]:
+        return self._store.add_stream(sd_hash, blob_hashes, role)
+
+    def set_stream_finished(self, sd_hash: str) -> Deferred[None]:
+        return self._store.set_stream_finished(sd_hash)
+
+    def pin_stream(self, sd_hash: str, pinned: bool) -> Deferred[None]:
+        return self._store.pin_stream(sd_hash, pinned)
+
+    def remove_stream(self, sd_hash: str, delete_blobs: bool) -> Deferred[None]:
+        return self._store.remove_stream(sd_hash, delete_blobs)
+
+
+verifyClass(IBlobStore, CorruptingBlobStore)

@@ -1,0 +1,126 @@
+"""
+Which blobs a download still needs, and handing finished blobs on in order.
+
+Blobs may arrive in any order, from several peers at once; the output must
+be written strictly in stream order.  L{StreamProgressManager} keeps the
+position of the next blob to output and, whenever that blob is verified,
+asks the download manager to handle it, one blob at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from p2pblob.interfaces import IBlob, IProgressManager
+from p2pblob.stream.descriptor import BlobInfo
+
+__all__ = ["StreamProgressManager"]
+
+
+class _Handles(Protocol):
+    def handle_blob(self, blob_num: int) -> Deferred[object]: ...
+
+
+@implementer(IProgressManager)
+class StreamProgressManager:
+    """
+    Tracks the data blobs of one stream.
+
+    @ivar finished: fires with L{None} once every blob has been handled, or
+        fails with the first handling failure.
+    """
+
+    def __init__(
+        self, download_manager: _Handles, blob_infos: Iterable[BlobInfo], position: int = 0
+    ) -> None:
+        self._manager = download_manager
+        self._infos = sorted(blob_infos, key=lambda info: info.blob_num)
+        self._by_num = {info.blob_num: info for info in self._infos}
+        self._end = self._infos[-1].blob_num + 1 if self._infos else 0
+        self._position = position
+        self._verified: set[int] = set()
+        self._handling = False
+        self._running = False
+        self._idle: list[Deferred[None]] = []
+        self.finished: Deferred[None] = Deferred()
+        if self._position >= self._end:
+            self.finished.callback(None)
+
+    def __repr__(self) -> str:
+        return f"<StreamProgressManager {self._position}/{self._end}>"
+
+    @property
+    def total(self) -> int:
+        return len(self._infos)
+
+    @property
+    def done(self) -> bool:
+        return self.finished.called
+
+    def start(self) -> None:
+        self._running = True
+        self._output()
+
+    def stop(self) -> Deferred[None]:
+        """
+        Hand no more blobs on; the Deferred fires once the blob being
+        handled, if any, is done.
+        """
+        self._running = False
+        if not self._handling:
+            return succeed(None)
+        idle: Deferred[None] = Deferred()
+        self._idle.append(idle)
+        return idle
+
+    def _now_idle(self) -> None:
+        self._handling = False
+        idle, self._idle = self._idle, []
+        for d in idle:
+            d.callback(None)
+
+    def stream_position(self) -> int:
+        return self._position
+
+    def needed_blobs(self) -> list[BlobInfo]:
+        return [
+            info
+            for info in self._infos
+            if info.blob_num >= self._position and info.blob_num not in self._verified
+        ]
+
+    def is_needed(self, blob_hash: str) -> bool:
+        return any(info.blob_hash == blob_hash for info in self.needed_blobs())
+
+    def blob_downloaded(self, blob: IBlob, blob_info: BlobInfo) -> None:
+        if blob_info.blob_num in self._by_num:
+            self._verified.add(blob_info.blob_num)
+            self._output()
+
+    def _output(self) -> None:
+        if self._handling or not self._running or self.finished.called:
+            return
+        if self._position not in self._verified:
+            return
+        self._handling = True
+        handled = self._manager.handle_blob(self._position)
+        handled.addCallbacks(self._handled, self._failed)
+
+    def _handled(self, _: object) -> None:
+        self._now_idle()
+        self._verified.discard(self._position)
+        self._position += 1
+        if self._position >= self._end:
+            self.finished.callback(None)
+        else:
+            self._output()
+
+    def _failed(self, failure: Failure) -> None:
+        self._now_idle()
+        if not self.finished.called:
+            self.finished.errback(failure)

@@ -1,0 +1,288 @@
+"""
+Deciding what to ask each peer for.
+
+One L{BlobRequester} serves one download.  Each time a connection is free
+it picks a blob for that peer: the first blob the stream still needs that no
+other connection is fetching and that the peer is not known to lack (so
+several connections fetch different blobs at once, roughly in stream order);
+when every needed blob is already being fetched it races the oldest one on a
+second peer ("end game"), and the first verified copy wins.  Each request
+has the form modern LBRY clients send, so LBRY peers answer it, plus the
+availability of a few more needed blobs.
+
+What happens with each answer is scored on the peer (see
+L{p2pblob.peer.peer.Peer}): a served blob raises its score; bad data, a
+protocol violation, a stall or a lost connection lower it and back it off,
+and after enough failures the peer is not used again for this download;
+a peer that lacks a blob is simply not asked for it again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from p2pblob._buffers import BufferPool
+from p2pblob.blob.staged import StagedBlobWriter
+from p2pblob.errors import (
+    BlobHashMismatchError,
+    BlobTooLargeError,
+    BlobUnavailableError,
+    BlobWriteCancelledError,
+    ProtocolViolationError,
+    StorageError,
+)
+from p2pblob.interfaces import IBlob, IBlobStore, IPeerFinder, IRequestCreator, IRequestSender
+from p2pblob.peer.peer import FAILURE_POINTS, MINOR_FAILURE_POINTS, Peer
+from p2pblob.peer.requests import ClientBlobRequest, ClientRequest
+from p2pblob.stream.descriptor import BlobInfo
+
+__all__ = ["BlobRequester"]
+
+_log = Logger()
+
+# Hashes asked about besides the requested blob; keeps requests well under
+# the 1,200 bytes lbry-sdk servers accept (each hash costs ~100 bytes).
+AVAILABILITY_BATCH = 6
+# A peer whose score within this download falls below this is dropped.
+MIN_LOCAL_SCORE = -25.0
+# At most this many connections fetch the same blob in the end game, and
+# only once the first has been at it this many seconds.
+MAX_RACERS = 2
+RACE_AFTER = 1.0
+
+
+class Wanted(Protocol):
+    """
+    What the requester needs to know about the download.
+    """
+
+    def needed_blobs(self) -> list[BlobInfo]: ...
+
+    def blob_downloaded(self, blob: IBlob, blob_info: BlobInfo) -> None: ...
+
+    def download_failed(self, failure: Failure) -> None: ...
+
+
+class _InFlight:
+    def __init__(
+        self, info: BlobInfo, peer: Peer, request: ClientBlobRequest, started: float
+    ) -> None:
+        self.info = info
+        self.peer = peer
+        self.request = request
+        self.started = started
+
+
+@implementer(IRequestCreator)
+class BlobRequester:
+    """
+    The request creator of one download.
+
+    @param wanted: the download: which blobs are needed, and where verified
+        ones go.
+    @param store: where received blobs are verified and kept.
+    @param peer_finder: where to look for peers of the first needed blob.
+    @param peer_for: turns what the finder returns into L{Peer}s.
+    """
+
+    def __init__(
+        self,
+        wanted: Wanted,
+        store: IBlobStore,
+        peer_finder: IPeerFinder,
+        clock: IReactorTime,
+        buffers: BufferPool,
+    ) -> None:
+        self._wanted = wanted
+        self._store = store
+        self._finder = peer_finder
+        self._clock = clock
+        self._buffers = buffers
+        self._in_flight: dict[str, list[_InFlight]] = {}
+        self._has: dict[Peer, set[str]] = {}
+        self._lacks: dict[Peer, set[str]] = {}
+        self._local_score: dict[Peer, float] = {}
+        self.bytes_received = 0
+        self.last_error: str | None = None
+
+    # IRequestCreator
+
+    def get_new_peers(self) -> Deferred[list[Any]]:
+        needed = self._wanted.needed_blobs()
+        if not needed:
+            return succeed([])
+        # the first needed blob that no known peer is known to have
+        target = needed[0]
+        for info in needed:
+            if not any(info.blob_hash in has for has in self._has.values()):
+                target = info
+                break
+        assert target.blob_hash is not None
+        found = self._finder.find_peers_for_blob(target.blob_hash)
+
+        def usable(peers: list[Peer]) -> list[Peer]:
+            return [p for p in peers if self.usable(p) and self._choose(p) is not None]
+
+        def failed(failure: Failure) -> list[Peer]:
+            _log.warn("Could not look for peers: {error}", error=failure.value)
+            return []
+
+        return found.addCallbacks(usable, failed)
+
+    def send_next_request(self, peer: Any, protocol: IRequestSender) -> Deferred[bool]:
+        if not self.usable(peer):
+            return succeed(False)
+        info = self._choose(peer)
+        if info is None:
+            return succeed(False)
+        assert info.blob_hash is not None
+        blob_hash = info.blob_hash
+        others = self._unknown_on(peer, exclude=blob_hash)
+        availability = ClientRequest(
+            {"requested_blobs": [blob_hash, *others], "lbrycrd_address": True},
+            "available_blobs",
+        )
+        price = ClientRequest({"blob_data_payment_rate": 0.0}, "blob_data_payment_rate")
+        length = info.length if info.length > 0 else None
+        request = ClientBlobRequest(
+            {"requested_blob": blob_hash},
+            "incoming_blob",
+            blob_hash,
+            length,
+            lambda n: StagedBlobWriter(self._store, blob_hash, n, self._buffers),
+        )
+        started = self._clock.seconds()
+        entry = _InFlight(info, peer, request, started)
+        self._in_flight.setdefault(blob_hash, []).append(entry)
+        protocol.add_request(availability).addCallbacks(
+            lambda response: self._availability(peer, [blob_hash, *others], response),
+            lambda failure: None,
+        )
+        protocol.add_request(price).addErrback(lambda failure: None)
+        protocol.add_blob_request(request).addErrback(lambda failure: None)
+        request.finished_deferred.addCallbacks(
+            lambda blob: self._received(entry, blob, started),
+            lambda failure: self._not_received(entry, failure),
+        )
+        return succeed(True)
+
+    # choosing
+
+    def usable(self, peer: Peer) -> bool:
+        return self._local_score.get(peer, 0.0) > MIN_LOCAL_SCORE
+
+    def _choose(self, peer: Peer) -> BlobInfo | None:
+        lacks = self._lacks.get(peer, set())
+        has = self._has.get(peer, set())
+        racing: BlobInfo | None = None
+        fresh_unknown: BlobInfo | None = None
+        race_before = self._clock.seconds() - RACE_AFTER
+        for info in self._wanted.needed_blobs():
+            blob_hash = info.blob_hash
+            if blob_hash is None or blob_hash in lacks:
+                continue
+            fetching = self._in_flight.get(blob_hash, [])
+            if not fetching:
+                if blob_hash in has:
+                    return info
+                if fresh_unknown is None:
+                    fresh_unknown = info
+            elif (
+                racing is None
+                and len(fetching) < MAX_RACERS
+                and fetching[0].started <= race_before
+                and all(entry.peer is not peer for entry in fetching)
+            ):
+                racing = info
+        return fresh_unknown or racing
+
+    def _unknown_on(self, peer: Peer, exclude: str) -> list[str]:
+        known = self._has.get(peer, set()) | self._lacks.get(peer, set())
+        hashes = []
+        for info in self._wanted.needed_blobs():
+            if info.blob_hash and info.blob_hash != exclude and info.blob_hash not in known:
+                hashes.append(info.blob_hash)
+                if len(hashes) == AVAILABILITY_BATCH:
+                    break
+        return hashes
+
+    def _availability(self, peer: Peer, asked: list[str], response: dict[str, Any]) -> None:
+        available = response.get("available_blobs")
+        if not isinstance(available, list):
+            return
+        has = self._has.setdefault(peer, set())
+        lacks = self._lacks.setdefault(peer, set())
+        present = {h for h in available if isinstance(h, str)}
+        for blob_hash in asked:
+            if blob_hash in present:
+                has.add(blob_hash)
+            elif blob_hash not in has:
+                lacks.add(blob_hash)
+
+    # outcomes
+
+    def _done(self, entry: _InFlight) -> None:
+        entries = self._in_flight.get(entry.info.blob_hash or "", [])
+        if entry in entries:
+            entries.remove(entry)
+        if not entries:
+            self._in_flight.pop(entry.info.blob_hash or "", None)
+
+    def _received(self, entry: _InFlight, blob: IBlob, started: float) -> None:
+        self._done(entry)
+        peer = entry.peer
+        peer.report_success(blob.length, self._clock.seconds() - started)
+        self._local_score[peer] = self._local_score.get(peer, 0.0) + 5.0
+        self._has.setdefault(peer, set()).add(blob.blob_hash)
+        self.bytes_received += blob.length
+        _log.debug(
+            "Received blob {blob} ({length} bytes) from {peer}",
+            blob=blob.blob_hash[:16], length=blob.length, peer=str(peer),
+        )
+        # others racing for the same blob can stop
+        for other in list(self._in_flight.get(blob.blob_hash, [])):
+            other.request.cancel()
+        self._wanted.blob_downloaded(blob, entry.info)
+
+    def _not_received(self, entry: _InFlight, failure: Failure) -> None:
+        self._done(entry)
+        peer = entry.peer
+        error = failure.value
+        blob_hash = entry.info.blob_hash or ""
+        if isinstance(error, BlobWriteCancelledError):
+            return
+        if isinstance(error, BlobUnavailableError):
+            self._lacks.setdefault(peer, set()).add(blob_hash)
+            self._has.get(peer, set()).discard(blob_hash)
+            peer.score += MINOR_FAILURE_POINTS
+            return
+        if isinstance(error, StorageError):
+            # our disk, not the peer: the download cannot go on
+            self._wanted.download_failed(failure)
+            return
+        if isinstance(error, (BlobHashMismatchError, BlobTooLargeError, ProtocolViolationError)):
+            _log.warn("Peer {peer} sent bad data: {error}", peer=str(peer), error=error)
+            self._lacks.setdefault(peer, set()).add(blob_hash)
+            self._penalise(peer, 4 * FAILURE_POINTS)
+        elif isinstance(error, ConnectionDone):
+            self._penalise(peer, MINOR_FAILURE_POINTS)
+        else:
+            _log.info("Peer {peer} failed: {error}", peer=str(peer), error=error)
+            self._penalise(peer, FAILURE_POINTS)
+        self.last_error = f"{peer}: {error}"
+
+    def _penalise(self, peer: Peer, points: float) -> None:
+        self._local_score[peer] = self._local_score.get(peer, 0.0) + points
+        peer.report_failure(self._clock.seconds(), points)
+
+    def cancel_all(self) -> None:
+        for entries in list(self._in_flight.values()):
+            for entry in list(entries):
+                entry.request.cancel()
