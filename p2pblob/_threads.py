@@ -47,12 +47,19 @@ class ThreadWorker:
     ) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=0, maxthreads=max_threads, name=name)
+        self._running = False
 
     def start(self) -> None:
         self._pool.start()
+        self._running = True
 
     def stop(self) -> None:
-        self._pool.stop()
+        """
+        Stop the threads once the work queued so far is done (at most once).
+        """
+        if self._running:
+            self._running = False
+            self._pool.stop()
 
     def __call__(
         self, f: Callable[..., _T], *args: Any, **kwargs: Any

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pblob.errors import ConfigError
@@ -15,12 +15,15 @@ from p2pblob.errors import ConfigError
 __all__ = [
     "Config",
     "DEFAULT_DISK_LIMIT",
+    "DEFAULT_PEER_LISTEN",
     "default_data_dir",
     "parse_size",
     "format_size",
 ]
 
 DEFAULT_DISK_LIMIT = 20 * 1024**3
+DEFAULT_PEER_LISTEN = "tcp:3333"
+DEFAULT_PAYMENT_ADDRESS = "p2pblob-free"
 
 _UNITS = {
     "": 1, "b": 1,
@@ -74,14 +77,35 @@ class Config:
     """
     @ivar data_dir: where the node keeps everything (blobs, index).
     @ivar disk_limit: bytes the blob store may use, or L{None} for no limit.
+    @ivar peer_listen: the endpoint the peer server listens on.
+    @ivar peers: C{(host, port)} of peers to download from besides those
+        found on the DHT.
+    @ivar payment_address: what the server answers to C{lbrycrd_address}.
+    @ivar max_request_size: requests this long or longer close the connection.
+    @ivar idle_timeout: seconds a peer connection may stay silent.
+    @ivar max_connections_per_ip: simultaneous peer connections from one IP.
+    @ivar corrupt_uploads: testing only: flip a byte of every blob served.
     """
 
     data_dir: Path
     disk_limit: int | None = DEFAULT_DISK_LIMIT
+    peer_listen: str = DEFAULT_PEER_LISTEN
+    peers: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    payment_address: str = DEFAULT_PAYMENT_ADDRESS
+    max_request_size: int = 64 * 1024
+    idle_timeout: float = 30.0
+    max_connections_per_ip: int = 8
+    corrupt_uploads: bool = False
 
     def __post_init__(self) -> None:
         if self.disk_limit is not None and self.disk_limit <= 0:
             raise ConfigError("disk-limit must be positive (or 0 for no limit)")
+        if self.max_request_size < 64:
+            raise ConfigError("max-request-size must be at least 64 bytes")
+        if self.idle_timeout <= 0:
+            raise ConfigError("idle-timeout must be positive")
+        if self.max_connections_per_ip < 1:
+            raise ConfigError("max-connections-per-ip must be at least 1")
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")
 

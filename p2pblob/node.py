@@ -5,10 +5,14 @@ a L{Config}.  Nothing else constructs services.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.application.service import MultiService
 
-from p2pblob.blob.service import BlobStoreService, _Reactor
+from p2pblob.blob.service import BlobStoreService
 from p2pblob.config import Config
+from p2pblob.interfaces import IBlobStore
+from p2pblob.peer.service import PeerServerService, make_server_factory
 
 __all__ = ["Node", "make_node"]
 
@@ -19,17 +23,37 @@ class Node(MultiService):
 
     @ivar config: what it was built from.
     @ivar blob_store: the L{BlobStoreService}.
+    @ivar peer_server: the L{PeerServerService}.
     """
 
-    def __init__(self, config: Config, blob_store: BlobStoreService) -> None:
+    def __init__(
+        self, config: Config, blob_store: BlobStoreService, peer_server: PeerServerService
+    ) -> None:
         super().__init__()
         self.config = config
         self.blob_store = blob_store
+        self.peer_server = peer_server
         blob_store.setServiceParent(self)
+        peer_server.setServiceParent(self)
 
 
-def make_node(reactor: _Reactor, config: Config) -> Node:
+def make_node(reactor: Any, config: Config) -> Node:
     """
     Build a node (not yet started) on C{reactor}.
     """
-    return Node(config, BlobStoreService(reactor, config))
+    blob_store = BlobStoreService(reactor, config)
+    served: IBlobStore = blob_store.store
+    if config.corrupt_uploads:
+        from p2pblob.testing import CorruptingBlobStore
+
+        served = CorruptingBlobStore(served)
+    factory = make_server_factory(
+        served,
+        reactor,
+        config.payment_address,
+        config.max_request_size,
+        config.idle_timeout,
+        config.max_connections_per_ip,
+    )
+    peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
+    return Node(config, blob_store, peer_server)

@@ -11,17 +11,25 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from p2pblob import __version__
-from p2pblob.config import DEFAULT_DISK_LIMIT, Config, default_data_dir, format_size, parse_size
+from p2pblob.config import (
+    DEFAULT_DISK_LIMIT,
+    DEFAULT_PEER_LISTEN,
+    Config,
+    default_data_dir,
+    format_size,
+    parse_size,
+)
+from p2pblob.discovery.static import parse_peer
 from p2pblob.errors import ConfigError
 
-__all__ = ["Options", "makeService"]
+__all__ = ["Options", "config_from", "makeService", "peers_from"]
 
 
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run a p2pblob node: keep verified blobs in the data directory and "
-        "serve them to peers."
+        "serve them to peers (LBRY-compatible blob exchange)."
     )
     optParameters = [
         ["data-dir", None, None,
@@ -31,7 +39,36 @@ class Options(usage.Options):
          "Most bytes the blob store may use, e.g. 500MB or 20GiB; 0 for no limit. "
          "Finished downloads are evicted oldest-first to stay under it "
          f"[default: $P2PBLOB_DISK_LIMIT or {format_size(DEFAULT_DISK_LIMIT)}]."],
+        ["peer-listen", None, DEFAULT_PEER_LISTEN,
+         "Endpoint the peer server listens on (tcp:3333, "
+         "tcp:3333:interface=127.0.0.1, ...)."],
+        ["payment-address", None, None,
+         "What the server answers when a peer asks for its payment address."],
+        ["max-request-size", None, "65536",
+         "Requests of this many bytes or more close the connection."],
+        ["idle-timeout", None, "30",
+         "Seconds a peer connection may stay idle before it is closed."],
+        ["max-connections-per-ip", None, "8",
+         "Simultaneous peer connections accepted from one IP address."],
     ]
+    optFlags = [
+        ["corrupt-uploads", None,
+         "TESTING ONLY: damage every blob served, to test how downloaders cope."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["peers"] = []
+
+    def opt_peer(self, value: str) -> None:
+        """
+        A peer to download from, HOST:PORT (repeatable; also $P2PBLOB_PEERS,
+        comma-separated).
+        """
+        try:
+            self["peers"].append(parse_peer(value))
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def opt_version(self) -> None:
         """
@@ -42,12 +79,49 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         try:
-            self["config"] = config_from(self["data-dir"], self["disk-limit"])
+            self["config"] = config_from(
+                self["data-dir"],
+                self["disk-limit"],
+                peer_listen=self["peer-listen"],
+                peers=self["peers"],
+                payment_address=self["payment-address"],
+                max_request_size=_number(int, self["max-request-size"], "max-request-size"),
+                idle_timeout=_number(float, self["idle-timeout"], "idle-timeout"),
+                max_connections_per_ip=_number(
+                    int, self["max-connections-per-ip"], "max-connections-per-ip"
+                ),
+                corrupt_uploads=bool(self["corrupt-uploads"]),
+            )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 
 
-def config_from(data_dir: str | None, disk_limit: str | None) -> Config:
+def _number(kind: type[int] | type[float], text: str, option: str) -> int | float:
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{option}: {text!r} is not a number") from None
+
+
+def peers_from(given: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+    """
+    Peers from options, then from C{$P2PBLOB_PEERS} (comma-separated).
+    """
+    peers = list(given)
+    for text in os.environ.get("P2PBLOB_PEERS", "").split(","):
+        if text.strip():
+            peers.append(parse_peer(text))
+    return tuple(dict.fromkeys(peers))
+
+
+def config_from(
+    data_dir: str | None,
+    disk_limit: str | None,
+    *,
+    peers: list[tuple[str, int]] | None = None,
+    payment_address: str | None = None,
+    **settings: object,
+) -> Config:
     """
     A L{Config} from option values, falling back to the environment and the
     defaults; shared by C{twistd p2pblob} and the C{p2pblob} command.
@@ -56,7 +130,14 @@ def config_from(data_dir: str | None, disk_limit: str | None) -> Config:
         disk_limit = os.environ.get("P2PBLOB_DISK_LIMIT")
     limit = DEFAULT_DISK_LIMIT if disk_limit is None else parse_size(disk_limit, "disk-limit")
     directory = Path(data_dir).expanduser() if data_dir else default_data_dir()
-    return Config(data_dir=directory, disk_limit=limit)
+    if payment_address is not None:
+        settings["payment_address"] = payment_address
+    return Config(
+        data_dir=directory,
+        disk_limit=limit,
+        peers=peers_from(peers or []),
+        **settings,  # type: ignore[arg-type]
+    )
 
 
 def makeService(options: Options) -> IService:
@@ -64,4 +145,4 @@ def makeService(options: Options) -> IService:
 
     from p2pblob.node import make_node
 
-    return make_node(reactor, options["config"])  # type: ignore[arg-type]
+    return make_node(reactor, options["config"])

@@ -1,5 +1,6 @@
 """
-C{p2pblob}: publish, assemble and verify streams in a node's data directory.
+C{p2pblob}: publish, assemble, verify, download and serve streams with a
+node's data directory.
 
 Every command runs on the reactor through L{_run}, which also turns errors
 into one line for the user and an exit status, in this one place:
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from twisted.internet.defer import Deferred
-from twisted.internet.task import react
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.task import LoopingCall, react
 from twisted.logger import (
     FilteringLogObserver,
     LogLevel,
@@ -31,8 +33,20 @@ from p2pblob import __version__
 from p2pblob._threads import ThreadWorker
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
-from p2pblob.cli._progress import ProgressLine
-from p2pblob.errors import BlobNotFoundError, DescriptorError, P2PBlobError, StreamError
+from p2pblob.cli._progress import DownloadLine, ProgressLine
+from p2pblob.config import DEFAULT_PEER_LISTEN, Config
+from p2pblob.discovery.static import StaticPeerFinder, parse_peer
+from p2pblob.download.downloader import FileStreamDownloader, get_descriptor, tcp_connector
+from p2pblob.download.manager import DEFAULT_STALL_TIMEOUT, Swarm
+from p2pblob.errors import (
+    BlobNotFoundError,
+    ConfigError,
+    DescriptorError,
+    P2PBlobError,
+    StreamError,
+)
+from p2pblob.peer.peer import PeerRegistry
+from p2pblob.peer.service import make_server_factory
 from p2pblob.stream.assembler import assemble_stream, verify_stream
 from p2pblob.stream.creator import publish_file
 from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
@@ -49,7 +63,7 @@ class _Options:
     debug: bool
 
 
-Command = Callable[[Any, BlobStore, ThreadWorker], Awaitable[int]]
+Command = Callable[[Any, BlobStore, ThreadWorker, Config], Awaitable[int]]
 
 
 def _report(error: BaseException, debug: bool) -> int:
@@ -58,7 +72,7 @@ def _report(error: BaseException, debug: bool) -> int:
         if debug:
             traceback.print_exception(error)
         return 1
-    if isinstance(error, KeyboardInterrupt):
+    if isinstance(error, KeyboardInterrupt | CancelledError):
         click.echo("p2pblob: interrupted", err=True)
         return 130
     click.echo(
@@ -92,10 +106,13 @@ def _run(options: _Options, command: Command) -> None:
             config = config_from(options.data_dir, options.disk_limit)
             worker = ThreadWorker(reactor, "p2pblob-cli", max_threads=4)
             worker.start()
+            # however the command ends, its threads must not keep the
+            # process alive
+            reactor.addSystemEventTrigger("after", "shutdown", worker.stop)
             store = BlobStore(reactor, worker, config.blob_dir, config.index_path, config.disk_limit)
             try:
                 await store.start()
-                status = await command(reactor, store, worker)
+                status = await command(reactor, store, worker, config)
             finally:
                 store.stop()
                 worker.stop()
@@ -166,7 +183,9 @@ def publish(options: _Options, file: Path, sd_out: Path) -> None:
     Encrypt FILE into blobs, store them, print the sd hash and write FILE.sd.
     """
 
-    async def command(reactor: Any, store: BlobStore, worker: ThreadWorker) -> int:
+    async def command(
+        reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
+    ) -> int:
         if not file.is_file():
             raise StreamError(f"{file}: no such file")
         with ProgressLine(f"publishing {file.name}") as progress:
@@ -204,7 +223,9 @@ def assemble(options: _Options, sd: str, output: Path) -> None:
     Rebuild the file of stream SD (an .sd file or an sd hash) from local blobs.
     """
 
-    async def command(reactor: Any, store: BlobStore, worker: ThreadWorker) -> int:
+    async def command(
+        reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
+    ) -> int:
         descriptor, _ = await _load_descriptor(store, sd)
         if output.is_dir():
             destination = unique_path(output, safe_file_name(descriptor.suggested_file_name))
@@ -229,7 +250,9 @@ def verify(options: _Options, sd: str) -> None:
     intact; corrupt blobs are removed from the store.
     """
 
-    async def command(reactor: Any, store: BlobStore, worker: ThreadWorker) -> int:
+    async def command(
+        reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
+    ) -> int:
         descriptor, sd_hash = await _load_descriptor(store, sd)
         check = await verify_stream(store, descriptor)
         total = len(descriptor.data_blobs)
@@ -244,6 +267,173 @@ def verify(options: _Options, sd: str) -> None:
             f"{len(check.missing)} missing, {len(check.corrupt)} corrupt"
         )
         return 0 if check.complete else 1
+
+    _run(options, command)
+
+
+def _peers(given: tuple[str, ...], config: Config) -> list[tuple[str, int]]:
+    peers = [parse_peer(text) for text in given]
+    return list(dict.fromkeys([*peers, *config.peers]))
+
+
+@cli.command()
+@click.argument("sd")
+@click.option(
+    "--peer",
+    "peers",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A peer to download from (repeatable; also $P2PBLOB_PEERS, comma-separated).",
+)
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default="current directory",
+    help="The directory to save the file in, under the stream's suggested name "
+    "(created if missing).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a peer may stay silent in the middle of an exchange.",
+)
+@click.option(
+    "--stall-timeout",
+    type=click.FloatRange(min=1.0),
+    default=DEFAULT_STALL_TIMEOUT,
+    show_default=True,
+    help="Give up after this many seconds without receiving a blob.",
+)
+@click.option(
+    "--connections",
+    type=click.IntRange(min=1, max=64),
+    default=8,
+    show_default=True,
+    help="Most connections to peers at once.",
+)
+@click.pass_obj
+def download(
+    options: _Options,
+    sd: str,
+    peers: tuple[str, ...],
+    output: Path,
+    timeout: float,
+    stall_timeout: float,
+    connections: int,
+) -> None:
+    """
+    Download stream SD (an .sd file or an sd hash) from peers, verify and
+    decrypt it, and save it in OUTPUT.  Interrupted downloads resume: run
+    the same command again and only missing blobs are fetched.
+    """
+
+    async def command(
+        reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
+    ) -> int:
+        addresses = _peers(peers, config)
+        if not addresses:
+            raise ConfigError("no peers to download from: give --peer HOST:PORT")
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StreamError(f"cannot use {output} as the output directory: {e.strerror}") from None
+        source: str | bytes
+        path = Path(sd)
+        if path.is_file():
+            if path.stat().st_size > MAX_BLOB_SIZE:
+                raise DescriptorError(f"{sd} is too large to be a stream descriptor")
+            source = path.read_bytes()
+        elif is_blob_hash(sd):
+            source = sd
+        else:
+            raise DescriptorError(f"{sd}: no such file, and not an sd hash")
+        swarm = Swarm(
+            reactor,
+            store,
+            StaticPeerFinder(PeerRegistry(reactor), addresses),
+            tcp_connector(reactor, reactor, timeout),
+            max_connections=connections,
+            stall_timeout=stall_timeout,
+        )
+        validator = await get_descriptor(swarm, source)
+        downloader = FileStreamDownloader(swarm, worker, validator, output)
+        # Ctrl-C or SIGTERM: save what was written before the reactor stops
+        trigger = reactor.addSystemEventTrigger("before", "shutdown", downloader.stop)
+        name = downloader.output.file_name
+        with DownloadLine(f"downloading {name}") as line:
+
+            def show() -> None:
+                status = downloader.status()
+                line(status.done_bytes, status.total_bytes, status.peers)
+
+            ticker = LoopingCall(show)
+            ticker.start(0.5)
+            try:
+                final = await downloader.start()
+            finally:
+                ticker.stop()
+                reactor.removeSystemEventTrigger(trigger)
+        if downloader.resumed_blobs:
+            click.echo(f"resumed after {downloader.resumed_blobs} blob(s)", err=True)
+        click.echo(str(final))
+        size = final.stat().st_size
+        click.echo(f"downloaded {size} bytes to {final}", err=True)
+        return 0
+
+    _run(options, command)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--listen",
+    default=DEFAULT_PEER_LISTEN,
+    show_default=True,
+    metavar="ENDPOINT",
+    help="Endpoint to serve peers on (tcp:3333, tcp:0:interface=127.0.0.1, ...).",
+)
+@click.pass_obj
+def serve(options: _Options, files: tuple[Path, ...], listen: str) -> None:
+    """
+    Publish FILES (if any), then serve every blob in the store to peers
+    until interrupted: a foreground node without twistd.
+    """
+
+    async def command(
+        reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
+    ) -> int:
+        for file in files:
+            if not file.is_file():
+                raise StreamError(f"{file}: no such file")
+            with ProgressLine(f"publishing {file.name}") as progress:
+                descriptor, sd_hash = await publish_file(store, worker, file, progress=progress)
+            sd_path, f = open_new_file(file.parent, f"{file.name}.sd")
+            with f:
+                f.write(descriptor.to_sd_blob())
+            click.echo(f"{sd_hash}  {file.name} (descriptor {sd_path})")
+        factory = make_server_factory(
+            store,
+            reactor,
+            config.payment_address,
+            config.max_request_size,
+            config.idle_timeout,
+            config.max_connections_per_ip,
+        )
+        try:
+            port = await serverFromString(reactor, listen).listen(factory)
+        except Exception as e:
+            raise ConfigError(f"cannot serve peers on {listen}: {e}") from None
+        count = len(await store.verified_blobs())
+        click.echo(f"serving {count} blob(s) on {port.getHost()}; Ctrl-C to stop", err=True)
+        stopped: Deferred[None] = Deferred()
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: stopped.callback(None))
+        await stopped
+        await maybeDeferred(port.stopListening)
+        await factory.close_all()
+        return 0
 
     _run(options, command)
 

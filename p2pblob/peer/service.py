@@ -1,0 +1,114 @@
+"""
+The peer server as a service of the node: listens on an endpoint string once
+the blob store is ready, and stops listening (closing connections) when the
+node stops.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from p2pblob.interfaces import IBlobStore
+from p2pblob.peer.handlers import (
+    BlobAvailabilityHandlerFactory,
+    BlobRequestHandlerFactory,
+    WalletInfoHandlerFactory,
+)
+from p2pblob.peer.server import BlobServerFactory
+
+__all__ = ["PeerServerService", "make_server_factory"]
+
+_log = Logger()
+
+
+def make_server_factory(
+    store: IBlobStore,
+    clock: Any,
+    payment_address: str,
+    max_request_size: int,
+    idle_timeout: float,
+    max_connections_per_ip: int,
+) -> BlobServerFactory:
+    """
+    A server that answers availability, blob, price and address queries
+    from C{store}, for free.
+    """
+    return BlobServerFactory(
+        [
+            BlobAvailabilityHandlerFactory(store),
+            BlobRequestHandlerFactory(store),
+            WalletInfoHandlerFactory(payment_address),
+        ],
+        clock,
+        max_request_size=max_request_size,
+        idle_timeout=idle_timeout,
+        max_connections_per_ip=max_connections_per_ip,
+    )
+
+
+class PeerServerService(Service):
+    """
+    @ivar listening: fires with the listening port once the server listens
+        (fails if it cannot).
+    """
+
+    name = "peer-server"
+
+    def __init__(
+        self, reactor: Any, endpoint: str, factory: BlobServerFactory, ready: Deferred[Any]
+    ) -> None:
+        self._reactor = reactor
+        self.endpoint = endpoint
+        self.factory = factory
+        self._ready = ready
+        self._port: IListeningPort | None = None
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    def startService(self) -> None:
+        super().startService()
+
+        async def listen(_: object) -> IListeningPort:
+            endpoint = serverFromString(self._reactor, self.endpoint)
+            port: IListeningPort = await endpoint.listen(self.factory)
+            self._port = port
+            address = port.getHost()
+            _log.info(
+                "Serving blobs to peers on {endpoint} ({address})",
+                endpoint=self.endpoint, address=address,
+            )
+            return port
+
+        def failed(failure: Failure) -> None:
+            _log.critical(
+                "Cannot serve peers on {endpoint}: {error}; stopping",
+                endpoint=self.endpoint, error=failure.value,
+            )
+            self.listening.errback(failure)
+            self.listening.addErrback(lambda f: None)
+            if self._reactor.running:
+                self._reactor.stop()
+
+        def ready(result: object) -> object:
+            Deferred.fromCoroutine(listen(result)).addCallbacks(self.listening.callback, failed)
+            return result
+
+        self._ready.addCallback(ready)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        port, self._port = self._port, None
+        if port is None:
+            return None
+        stopped: Deferred[None] = Deferred.fromCoroutine(self._stop(port))
+        return stopped
+
+    async def _stop(self, port: IListeningPort) -> None:
+        await maybeDeferred(port.stopListening)
+        await self.factory.close_all()
