@@ -20,7 +20,7 @@ a complete request (pipelining: a client must wait for the whole answer,
 blob included, before it sends again).  A handler that fails also closes
 the connection.  Nothing a peer sends can raise out of L{dataReceived}.
 
-Every byte sent goes through an L{_UploadChannel}, which counts it for the
+Every byte sent goes through an L{UploadChannel}, which counts it for the
 rate limiter and stands between the transport and the blob producer: the
 producer runs only while the transport wants data I{and} the rate limiter
 has not throttled uploads.
@@ -28,7 +28,9 @@ has not throttled uploads.
 A connection that sends no complete request for C{idle_timeout} seconds
 (from its opening, or from the end of the last answer) is closed; partial
 requests do not reset the timer, so a peer cannot hold a connection open by
-trickling bytes.  The timer does not run while an answer is being sent.
+trickling bytes.  While an answer is being sent a transfer timer runs
+instead: a peer that takes no bytes for C{transfer_timeout} seconds (lbry-sdk:
+60) is cut off.
 The factory refuses a connection from an address that already has
 C{max_connections_per_ip} open.
 """
@@ -43,10 +45,7 @@ from twisted.internet.defer import Deferred, DeferredList, FirstError, gatherRes
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
-    IConsumer,
     IDelayedCall,
-    IProducer,
-    IPushProducer,
     IReactorTime,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
@@ -63,6 +62,7 @@ from p2pblob.interfaces import (
     IRateLimiter,
     IRequestHandler,
 )
+from p2pblob.peer._channel import UploadChannel
 from p2pblob.peer.peer import Peer
 from p2pblob.peer.wire import (
     DEFAULT_MAX_REQUEST_SIZE,
@@ -99,82 +99,6 @@ class _State(Enum):
     CLOSED = "closed"
 
 
-@implementer(IConsumer, IPushProducer)
-class _UploadChannel:
-    """
-    The consumer blob senders write to: it reports every byte to the rate
-    limiter, and registers itself with the transport as the producer, so
-    that the blob producer is resumed only when neither the transport nor
-    the rate limiter wants it paused.
-    """
-
-    def __init__(self, transport: Any, rate_limiter: IRateLimiter | None) -> None:
-        self._transport = transport
-        self._rate_limiter = rate_limiter
-        self._producer: IPushProducer | None = None
-        self._transport_paused = False
-        self._throttled = False
-
-    @property
-    def busy(self) -> bool:
-        """
-        Whether a producer is uploading.
-        """
-        return self._producer is not None
-
-    # IConsumer, for the blob producer
-
-    def registerProducer(self, producer: IProducer, streaming: bool) -> None:
-        if not (streaming and IPushProducer.providedBy(producer)):
-            raise ValueError("blobs are uploaded by push producers only")
-        if self._producer is not None:
-            raise RuntimeError("another upload is in progress")
-        self._producer = push = IPushProducer(producer)
-        self._transport_paused = False
-        self._transport.registerProducer(self, True)
-        if self._throttled:
-            push.pauseProducing()
-
-    def unregisterProducer(self) -> None:
-        if self._producer is not None:
-            self._producer = None
-            self._transport.unregisterProducer()
-
-    def write(self, data: bytes) -> None:
-        if self._rate_limiter is not None:
-            self._rate_limiter.report_ul_bytes(len(data))
-        self._transport.write(data)
-
-    # IPushProducer, for the transport
-
-    def pauseProducing(self) -> None:
-        self._transport_paused = True
-        if self._producer is not None:
-            self._producer.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._transport_paused = False
-        if self._producer is not None and not self._throttled:
-            self._producer.resumeProducing()
-
-    def stopProducing(self) -> None:
-        producer, self._producer = self._producer, None
-        if producer is not None:
-            producer.stopProducing()
-
-    # for the rate limiter
-
-    def throttle(self) -> None:
-        self._throttled = True
-        if self._producer is not None:
-            self._producer.pauseProducing()
-
-    def unthrottle(self) -> None:
-        self._throttled = False
-        if self._producer is not None and not self._transport_paused:
-            self._producer.resumeProducing()
-
-
 @implementer(IRequestHandler, IRateLimited)
 class BlobServerProtocol(Protocol):
     """
@@ -198,7 +122,7 @@ class BlobServerProtocol(Protocol):
         self._routes: dict[str, IQueryHandler] = {}
         self._handlers: list[IQueryHandler] = []
         self._blob_senders: list[IBlobSender] = []
-        self._channel: _UploadChannel | None = None
+        self._channel: UploadChannel | None = None
         self._idle_call: IDelayedCall | None = None
         self._answering: Deferred[None] | None = None
         self._limited = False
@@ -246,7 +170,7 @@ class BlobServerProtocol(Protocol):
 
     def connectionMade(self) -> None:
         rate_limiter = self._factory.rate_limiter
-        self._channel = _UploadChannel(self.transport, rate_limiter)
+        self._channel = UploadChannel(self.transport, rate_limiter, self._factory.clock)
         try:
             if rate_limiter is not None:
                 rate_limiter.register_protocol(self)
@@ -341,6 +265,33 @@ class BlobServerProtocol(Protocol):
         if call is not None and call.active():
             call.cancel()
 
+    def _start_transfer_timer(self) -> None:
+        """
+        While an answer is being sent, the idle timer watches the upload
+        instead: a peer that stops reading for C{transfer_timeout} seconds
+        is cut off (it would hold a connection and an open blob forever).
+        """
+        self._stop_idle_timer()
+        timeout = self._factory.transfer_timeout
+        if timeout is not None and not self._closing():
+            self._idle_call = self._factory.clock.callLater(timeout, self._check_transfer)
+
+    def _check_transfer(self) -> None:
+        self._idle_call = None
+        timeout = self._factory.transfer_timeout
+        assert timeout is not None and self._channel is not None
+        stalled = self._factory.clock.seconds() - self._channel.last_write
+        if self._state is not _State.ANSWERING or self._closing():
+            return
+        if stalled >= timeout:
+            _log.info(
+                "Aborting the connection from {peer}: it read nothing for {seconds:g} seconds",
+                peer=self._label, seconds=timeout,
+            )
+            self._close(abort=True)
+        else:
+            self._idle_call = self._factory.clock.callLater(timeout - stalled, self._check_transfer)
+
     def _idle(self) -> None:
         self._idle_call = None
         _log.info(
@@ -418,6 +369,7 @@ class BlobServerProtocol(Protocol):
             response["lbrycrd_address"] = True
         assert self._channel is not None
         self._channel.write(encode_response(response))
+        self._start_transfer_timer()
         for sender in list(self._blob_senders):
             try:
                 await sender.send_blob_if_requested(self._channel)
@@ -435,6 +387,7 @@ class BlobServerProtocol(Protocol):
                 return
         self._answering = None
         self._state = _State.WAITING
+        self._stop_idle_timer()
         self._start_idle_timer()
 
     def _handler_failed(self, failure: Failure) -> None:
@@ -464,6 +417,8 @@ class BlobServerFactory(ServerFactory):
         request; L{None} for no limit.
     @param max_connections_per_ip: connections one address may hold open
         at once; L{None} for no limit.
+    @param transfer_timeout: seconds an upload may go without the peer
+        taking any bytes; L{None} for no limit.
     @param rate_limiter: what every connection reports its traffic to and
         is throttled by, if anything.
     """
@@ -476,8 +431,10 @@ class BlobServerFactory(ServerFactory):
         idle_timeout: float | None = 30.0,
         max_connections_per_ip: int | None = 8,
         rate_limiter: IRateLimiter | None = None,
+        transfer_timeout: float | None = 60.0,
     ) -> None:
         self.query_handler_factories = list(query_handler_factories)
+        self.transfer_timeout = transfer_timeout
         self.clock = clock
         self.max_request_size = max_request_size
         self.idle_timeout = idle_timeout

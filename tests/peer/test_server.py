@@ -430,20 +430,36 @@ class TimeoutTests(_ServerTestCase):
 
     def test_restarted_after_answer(self) -> None:
         """
-        The timer starts again once an answer has been sent, and does not
-        run while a blob is being sent.
+        The idle timer does not run while a blob is being sent, however
+        slowly the peer reads, and starts again once the answer is sent.
         """
         protocol, transport = connect(self.factory, slow=True)
         self.clock.advance(29)
         protocol.dataReceived(full_request(H_BIG))
-        self.clock.advance(100)
+        while transport.producer is not None:
+            self.clock.advance(50)  # a slow reader, but a reader
+            producer_of(transport).resumeProducing()
         self.assertFalse(transport.disconnecting)
-        drain(transport)
         self.assertServed(transport, BIG)
         self.clock.advance(29.9)
         self.assertFalse(transport.disconnecting)
         self.clock.advance(0.1)
         self.assertTrue(transport.disconnecting)
+        self.assertFalse(self.clock.getDelayedCalls())
+
+    def test_stalled_upload(self) -> None:
+        """
+        A peer that takes no blob bytes for the transfer timeout (60 s) is
+        cut off, and the blob is let go.
+        """
+        protocol, transport = connect(self.factory, slow=True)
+        protocol.dataReceived(full_request(H_BIG))
+        self.clock.advance(59.9)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(0.1)
+        self.assertTrue(transport.disconnected)  # aborted
+        lose(protocol, transport)
+        self.assertEqual(self.factory.open_connections, 0)
         self.assertFalse(self.clock.getDelayedCalls())
 
 
