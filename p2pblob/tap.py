@@ -62,8 +62,7 @@ class Options(usage.Options):
 
     def opt_peer(self, value: str) -> None:
         """
-        A peer to download from, HOST:PORT (repeatable; also $P2PBLOB_PEERS,
-        comma-separated).
+        A peer to download from, HOST:PORT (repeatable; also $P2PBLOB_PEERS).
         """
         try:
             self["peers"].append(parse_peer(value))

@@ -78,12 +78,16 @@ class StagedBlobWriter:
             self._fail(BlobIncompleteError(self.blob_hash, self.received, self.length))
 
     def cancel(self) -> None:
-        if self._buffer is not None and not self._storing:
-            self._fail(
-                BlobWriteCancelledError(
-                    self.blob_hash, f"write of blob {self.blob_hash[:16]}… cancelled"
-                )
-            )
+        if self.finished.called:
+            return
+        error = BlobWriteCancelledError(
+            self.blob_hash, f"write of blob {self.blob_hash[:16]}… cancelled"
+        )
+        if self._storing:
+            # the store still reads the buffer: it is let go in _stored
+            self.finished.errback(error)
+        elif self._buffer is not None:
+            self._fail(error)
 
     def _store_it(self) -> None:
         self._storing = True
@@ -94,6 +98,8 @@ class StagedBlobWriter:
 
     def _stored(self, result: IBlob | Failure) -> None:
         self._release()
+        if self.finished.called:
+            return None  # cancelled meanwhile; what the store did stands
         if isinstance(result, Failure):
             self.finished.errback(result)
         else:

@@ -27,7 +27,7 @@ def parse_peer(text: str) -> tuple[str, int]:
     host, sep, port_text = text.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
-    if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
         raise ConfigError(f"peer: {text!r} is not HOST:PORT (for example 127.0.0.1:3333)")
     return host, int(port_text)
 

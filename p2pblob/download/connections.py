@@ -13,7 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    gatherResults,
+    succeed,
+)
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -50,6 +56,7 @@ class ConnectionManager:
         self._interval = interval
         self._connections: dict[Peer, list[Any]] = {}
         self._connecting: dict[Peer, int] = {}
+        self._attempts: set[Deferred[Any]] = set()
         self._loop: LoopingCall | None = None
         self._managing = False
         self._stopping = False
@@ -74,6 +81,8 @@ class ConnectionManager:
 
     def start(self) -> None:
         self._stopping = False
+        if self._loop is not None and self._loop.running:
+            return
         loop = self._loop = LoopingCall(self._manage)
         loop.clock = self._clock
         loop.start(self._interval, now=True).addErrback(
@@ -88,6 +97,8 @@ class ConnectionManager:
         self._stopping = True
         if self._loop is not None and self._loop.running:
             self._loop.stop()
+        for attempt in list(self._attempts):
+            attempt.cancel()
         waits = []
         for protocols in self._connections.values():
             for protocol in protocols:
@@ -145,6 +156,8 @@ class ConnectionManager:
 
         def failed(failure: Failure) -> None:
             self._connecting[peer] -= 1
+            if failure.check(CancelledError):
+                return  # we gave up on it (stop), not the peer
             peer.report_failure(self._clock.seconds())
             _log.info(
                 "Could not connect to {peer}: {error}", peer=str(peer), error=failure.value
@@ -155,6 +168,13 @@ class ConnectionManager:
         except Exception:
             d = Deferred()
             d.errback()
+        self._attempts.add(d)
+
+        def settled(result: object) -> object:
+            self._attempts.discard(d)
+            return result
+
+        d.addBoth(settled)
         d.addCallbacks(connected, failed)
 
     # IConnectionManager

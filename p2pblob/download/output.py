@@ -95,8 +95,8 @@ class PartialOutput:
         if (
             isinstance(state, dict)
             and state.get("sd_hash") == self.sd_hash
-            and isinstance(state.get("blobs"), int)
-            and isinstance(state.get("size"), int)
+            and type(state.get("blobs")) is int
+            and type(state.get("size")) is int
             and state["blobs"] >= 0
             and state["size"] >= 0
         ):

@@ -45,6 +45,7 @@ class StreamProgressManager:
         self._position = position
         self._verified: set[int] = set()
         self._handling = False
+        self._in_output = False
         self._running = False
         self._idle: list[Deferred[None]] = []
         self.finished: Deferred[None] = Deferred()
@@ -103,24 +104,37 @@ class StreamProgressManager:
             self._output()
 
     def _output(self) -> None:
-        if self._handling or not self._running or self.finished.called:
+        """
+        Hand on every blob that is next in order, one at a time.  A loop,
+        not recursion: a handler may finish synchronously (its callback
+        then re-enters here and returns at once, and the loop goes on), and
+        hundreds of blobs may be waiting for the one before them.
+        """
+        if self._in_output:
             return
-        if self._position not in self._verified:
-            return
-        self._handling = True
-        handled = self._manager.handle_blob(self._position)
-        handled.addCallbacks(self._handled, self._failed)
+        self._in_output = True
+        try:
+            while (
+                not self._handling
+                and self._running
+                and not self.finished.called
+                and self._position in self._verified
+            ):
+                self._handling = True
+                handled = self._manager.handle_blob(self._position)
+                handled.addCallbacks(self._handled, self._failed)
+        finally:
+            self._in_output = False
 
     def _handled(self, _: object) -> None:
-        self._now_idle()
         self._verified.discard(self._position)
         self._position += 1
         if self._position >= self._end:
             self.finished.callback(None)
-        else:
-            self._output()
+        self._now_idle()
+        self._output()
 
     def _failed(self, failure: Failure) -> None:
-        self._now_idle()
         if not self.finished.called:
             self.finished.errback(failure)
+        self._now_idle()
