@@ -373,6 +373,11 @@ def download(
             ticker.start(0.5)
             try:
                 final = await downloader.start()
+            except CancelledError:
+                click.echo(
+                    "\nprogress saved; run the same command again to resume", err=True
+                )
+                raise
             finally:
                 ticker.stop()
                 reactor.removeSystemEventTrigger(trigger)

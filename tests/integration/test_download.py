@@ -158,6 +158,7 @@ class DownloadFromProcessesTests(SynchronousTestCase):
         _, err = process.communicate(timeout=60)
         self.assertEqual(process.returncode, 130, err.decode())
         self.assertIn(b"interrupted", err)
+        self.assertIn(b"run the same command again to resume", err)
         self.assertFalse((self.output / "video.bin").exists())
         process = start_download(self.downloader_dir, self.sd_file, peers, self.output)
         out, err = self.finish(process)
