@@ -359,7 +359,12 @@ def download(
             stall_timeout=stall_timeout,
         )
         validator = await get_descriptor(swarm, source)
-        downloader = FileStreamDownloader(swarm, worker, validator, output)
+        # decrypting and writing the file in order is a stage of its own: it
+        # must not queue behind the hashing of newly arrived blobs
+        output_worker = ThreadWorker(reactor, "p2pblob-output", max_threads=1)
+        output_worker.start()
+        reactor.addSystemEventTrigger("after", "shutdown", output_worker.stop)
+        downloader = FileStreamDownloader(swarm, worker, validator, output, output_worker)
         # Ctrl-C or SIGTERM: save what was written before the reactor stops
         trigger = reactor.addSystemEventTrigger("before", "shutdown", downloader.stop)
         name = downloader.output.file_name

@@ -128,9 +128,10 @@ class FileStreamDownloader:
         run: BlockingRunner,
         validator: StreamDescriptorValidator,
         directory: Path,
+        output_run: BlockingRunner | None = None,
     ) -> None:
         self._swarm = swarm
-        self._run = run
+        self._run = output_run or run
         self.validator = validator
         self.descriptor = validator.descriptor
         self.directory = directory

@@ -3,7 +3,7 @@ The file a download writes, and the blob handler that decrypts into it.
 
 The output grows in a hidden part file beside its final name
 (C{.<sd hash>.p2pblob-part}); a small state file records how many blobs of it
-are durably written.  Every few megabytes the part file is flushed to disk
+are durably written.  Every 128 MiB the part file is flushed to disk
 and only then the state file replaced (write, fsync, rename), so after a
 crash, C{kill -9} or Ctrl-C the next run trims the part file back to the
 last checkpoint and continues from that blob.  When the last blob is in, the
@@ -34,7 +34,7 @@ from p2pblob.stream.names import unique_path
 
 __all__ = ["DecryptingBlobHandler", "PartialOutput"]
 
-CHECKPOINT_BYTES = 32 * 1024 * 1024
+CHECKPOINT_BYTES = 128 * 1024 * 1024
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -44,6 +44,8 @@ class StreamProgressManager:
         self._end = self._infos[-1].blob_num + 1 if self._infos else 0
         self._position = position
         self._verified: set[int] = set()
+        # in blob_num order; kept up to date rather than rebuilt per call
+        self._needed = {info.blob_num: info for info in self._infos if info.blob_num >= position}
         self._handling = False
         self._in_output = False
         self._running = False
@@ -89,17 +91,14 @@ class StreamProgressManager:
         return self._position
 
     def needed_blobs(self) -> list[BlobInfo]:
-        return [
-            info
-            for info in self._infos
-            if info.blob_num >= self._position and info.blob_num not in self._verified
-        ]
+        return list(self._needed.values())
 
     def is_needed(self, blob_hash: str) -> bool:
         return any(info.blob_hash == blob_hash for info in self.needed_blobs())
 
     def blob_downloaded(self, blob: IBlob, blob_info: BlobInfo) -> None:
-        if blob_info.blob_num in self._by_num:
+        if blob_info.blob_num in self._needed:
+            del self._needed[blob_info.blob_num]
             self._verified.add(blob_info.blob_num)
             self._output()
 

@@ -39,6 +39,7 @@ from p2pblob.errors import (
     StorageError,
 )
 from p2pblob.interfaces import IBlob, IBlobStore, IPeerFinder, IRequestCreator, IRequestSender
+from p2pblob.peer.client import ClientState
 from p2pblob.peer.peer import FAILURE_POINTS, MINOR_FAILURE_POINTS, Peer
 from p2pblob.peer.requests import ClientBlobRequest, ClientRequest
 from p2pblob.stream.descriptor import BlobInfo
@@ -52,6 +53,9 @@ _log = Logger()
 AVAILABILITY_BATCH = 6
 # A peer whose score within this download falls below this is dropped.
 MIN_LOCAL_SCORE = -25.0
+# Blobs held in memory at once, from the request until the store has them:
+# downloading faster than the disk takes the blobs must not grow memory.
+MAX_BUFFERED_BLOBS = 12
 # At most this many connections fetch the same blob in the end game, and
 # only once the first has been at it this many seconds.
 MAX_RACERS = 2
@@ -111,6 +115,8 @@ class BlobRequester:
         self._local_score: dict[Peer, float] = {}
         self.bytes_received = 0
         self.last_error: str | None = None
+        self._buffered = 0
+        self._waiting: list[tuple[Peer, IRequestSender, Deferred[bool]]] = []
 
     # IRequestCreator
 
@@ -137,11 +143,27 @@ class BlobRequester:
         return found.addCallbacks(usable, failed)
 
     def send_next_request(self, peer: Any, protocol: IRequestSender) -> Deferred[bool]:
+        if self._buffered >= MAX_BUFFERED_BLOBS:
+            # the connection waits until the store catches up
+            waiting: Deferred[bool] = Deferred()
+            self._waiting.append((peer, protocol, waiting))
+            return waiting
+        return succeed(self._send(peer, protocol))
+
+    def _wake_waiting(self) -> None:
+        while self._waiting and self._buffered < MAX_BUFFERED_BLOBS:
+            peer, protocol, waiting = self._waiting.pop(0)
+            if getattr(protocol, "state", None) in (ClientState.CLOSING, ClientState.CLOSED):
+                waiting.callback(False)
+            else:
+                waiting.callback(self._send(peer, protocol))
+
+    def _send(self, peer: Peer, protocol: IRequestSender) -> bool:
         if not self.usable(peer):
-            return succeed(False)
+            return False
         info = self._choose(peer)
         if info is None:
-            return succeed(False)
+            return False
         assert info.blob_hash is not None
         blob_hash = info.blob_hash
         others = self._unknown_on(peer, exclude=blob_hash)
@@ -161,6 +183,7 @@ class BlobRequester:
         started = self._clock.seconds()
         entry = _InFlight(info, peer, request, started)
         self._in_flight.setdefault(blob_hash, []).append(entry)
+        self._buffered += 1
         protocol.add_request(availability).addCallbacks(
             lambda response: self._availability(peer, [blob_hash, *others], response),
             lambda failure: None,
@@ -171,7 +194,7 @@ class BlobRequester:
             lambda blob: self._received(entry, blob, started),
             lambda failure: self._not_received(entry, failure),
         )
-        return succeed(True)
+        return True
 
     # choosing
 
@@ -229,6 +252,8 @@ class BlobRequester:
     # outcomes
 
     def _done(self, entry: _InFlight) -> None:
+        self._buffered -= 1
+        self._wake_waiting()
         entries = self._in_flight.get(entry.info.blob_hash or "", [])
         if entry in entries:
             entries.remove(entry)
@@ -283,6 +308,9 @@ class BlobRequester:
         peer.report_failure(self._clock.seconds(), points)
 
     def cancel_all(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for _, _, d in waiting:
+            d.callback(False)
         for entries in list(self._in_flight.values()):
             for entry in list(entries):
                 entry.request.cancel()

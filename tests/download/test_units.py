@@ -39,7 +39,12 @@ from p2pblob.download.manager import (
 )
 from p2pblob.download.output import DecryptingBlobHandler, PartialOutput
 from p2pblob.download.progress import StreamProgressManager
-from p2pblob.download.requester import AVAILABILITY_BATCH, RACE_AFTER, BlobRequester
+from p2pblob.download.requester import (
+    AVAILABILITY_BATCH,
+    MAX_BUFFERED_BLOBS,
+    RACE_AFTER,
+    BlobRequester,
+)
 from p2pblob.errors import (
     BlobHashMismatchError,
     BlobUnavailableError,
@@ -717,6 +722,36 @@ class BlobRequesterTests(SynchronousTestCase):
 
     def test_provides_interface(self) -> None:
         self.assertTrue(verifyObject(IRequestCreator, self.requester))
+
+    def test_memory_is_bounded(self) -> None:
+        """
+        Once MAX_BUFFERED_BLOBS blobs are requested but not yet stored, a
+        free connection waits (it is not closed) until one is stored; then
+        it gets its request.
+        """
+        infos, self.blobs = make_blobs(MAX_BUFFERED_BLOBS + 3)
+        self.requester = self.make_requester(infos)
+        requests = [self.asked(self.a) for _ in range(MAX_BUFFERED_BLOBS)]
+        sender = FakeSender()
+        waiting = self.requester.send_next_request(self.b, sender)
+        self.assertNoResult(waiting)
+        self.assertEqual(sender.blob_requests, [])
+        self.deliver(requests[0])
+        self.assertTrue(self.successResultOf(waiting))
+        self.assertEqual(len(sender.blob_requests), 1)
+
+    def test_waiting_connections_released_on_cancel(self) -> None:
+        """
+        Connections waiting for room are told there is nothing to send when
+        the download stops.
+        """
+        infos, self.blobs = make_blobs(MAX_BUFFERED_BLOBS + 1)
+        self.requester = self.make_requester(infos)
+        for _ in range(MAX_BUFFERED_BLOBS):
+            self.asked(self.a)
+        waiting = self.requester.send_next_request(self.b, FakeSender())
+        self.requester.cancel_all()
+        self.assertFalse(self.successResultOf(waiting))
 
     def test_request_as_lbry_sends_it(self) -> None:
         """
