@@ -28,6 +28,7 @@ from p2pblob._threads import BlockingRunner
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import BlobHashMismatchError, StorageError
 from p2pblob.interfaces import IBlob, IBlobHandler
+from p2pblob.stream._output import SequentialWriter
 from p2pblob.stream.crypt import BLOCK_SIZE, decrypt_into
 from p2pblob.stream.descriptor import BlobInfo
 from p2pblob.stream.names import unique_path
@@ -64,7 +65,7 @@ class PartialOutput:
         self.blobs_done = 0
         self.size = 0
         self._synced_size = 0
-        self._fd = -1
+        self._file: SequentialWriter | None = None
 
     def open(self) -> int:
         """
@@ -73,13 +74,19 @@ class PartialOutput:
         """
         state = self._read_state()
         try:
-            self._fd = os.open(self.part_path, os.O_WRONLY | os.O_CREAT, 0o644)
-            present = os.fstat(self._fd).st_size
-            if state is not None and present >= state["size"]:
-                self.blobs_done, self.size = state["blobs"], state["size"]
-            else:
-                self.blobs_done, self.size = 0, 0
-            os.ftruncate(self._fd, self.size)
+            fd = os.open(self.part_path, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                present = os.fstat(fd).st_size
+                if state is not None and present >= state["size"]:
+                    self.blobs_done, self.size = state["blobs"], state["size"]
+                else:
+                    self.blobs_done, self.size = 0, 0
+                os.ftruncate(fd, self.size)
+            finally:
+                os.close(fd)
+            # past the page cache where the file system allows: the file is
+            # written once and not read back
+            self._file = SequentialWriter(self.part_path, direct=True, start=self.size)
             self._synced_size = self.size
             self._write_state()
         except OSError as e:
@@ -121,18 +128,13 @@ class PartialOutput:
         """
         Add one blob's plaintext (the next blob of the stream).
         """
-        view = memoryview(data)
-        offset = self.size
+        assert self._file is not None
         try:
-            while view:
-                done = os.pwrite(self._fd, view, offset)
-                view = view[done:]
-                offset += done
+            self.size += self._file.write(data)
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise StorageError(f"the disk holding {self.directory} is full") from None
             raise StorageError(f"cannot write {self.part_path}: {e.strerror}") from None
-        self.size = offset
         self.blobs_done += 1
         if self.size - self._synced_size >= CHECKPOINT_BYTES:
             self.checkpoint()
@@ -141,9 +143,9 @@ class PartialOutput:
         """
         Make what is written durable, then record it.
         """
-        if self._fd < 0:
+        if self._file is None:
             return
-        os.fdatasync(self._fd)
+        self._file.sync()
         self._synced_size = self.size
         self._write_state()
 
@@ -152,8 +154,9 @@ class PartialOutput:
         Sync the file and give it its final name (the first free variant of
         C{file_name}); return that path.
         """
-        os.fsync(self._fd)
-        self.close()
+        assert self._file is not None
+        self._file.finish()
+        self._file = None
         while True:
             final = unique_path(self.directory, self.file_name)
             try:
@@ -170,9 +173,13 @@ class PartialOutput:
         return final
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        """
+        Close the file; what was written after the last checkpoint may be
+        lost (the next run starts from the checkpoint anyway).
+        """
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
     def discard_if_empty(self) -> None:
         """

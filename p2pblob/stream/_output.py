@@ -27,13 +27,14 @@ _STAGING = 8 * 1024 * 1024
 
 class SequentialWriter:
     """
-    Appends to a newly created, empty file.
+    Appends to a file, from its start or from byte C{start}.
 
     @param path: the file, already created (normally by C{mkstemp}).
     @param direct: try C{O_DIRECT}; if false, or refused, use ordinary writes.
+    @param start: where to go on writing (the file's length, to continue it).
     """
 
-    def __init__(self, path: Path, direct: bool = True) -> None:
+    def __init__(self, path: Path, direct: bool = True, start: int = 0) -> None:
         self.direct = False
         self._path = path
         self._written = 0  # bytes on disk, always a multiple of _ALIGN while direct
@@ -44,11 +45,48 @@ class SequentialWriter:
             try:
                 self._fd = os.open(path, flags | os.O_DIRECT)
                 self.direct = True
-                return
             except OSError as e:
                 if e.errno != errno.EINVAL:
                     raise
-        self._fd = os.open(path, flags)
+        if not self.direct:
+            self._fd = os.open(path, flags)
+        if start:
+            self._continue_from(start)
+
+    def _continue_from(self, start: int) -> None:
+        """
+        Position after the first C{start} bytes already in the file; when
+        writing direct, the partial block before C{start} is read back into
+        the staging buffer so that writes stay aligned.
+        """
+        if not self.direct:
+            self._written = start
+            return
+        base = start - start % _ALIGN
+        with open(self._path, "rb") as f:
+            f.seek(base)
+            tail = f.read(start - base)
+        self._staging[: len(tail)] = tail
+        self._written = base
+        self._fill = len(tail)
+
+    def sync(self) -> int:
+        """
+        Make every byte written so far durable (the file is then exactly
+        that long) and go on appending; return the length.
+        """
+        length = self._written + self._fill
+        if self.direct and self._fill:
+            padded = -(-self._fill // _ALIGN) * _ALIGN
+            self._staging[self._fill : padded] = bytes(padded - self._fill)
+            block = memoryview(self._staging)[:padded]
+            try:
+                self._write_all(block, self._written)
+            finally:
+                block.release()
+            os.ftruncate(self._fd, length)
+        os.fdatasync(self._fd)
+        return length
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """

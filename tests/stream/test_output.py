@@ -59,3 +59,42 @@ class SequentialWriterTests(SynchronousTestCase):
         chunks = [os.urandom(size) for size in sizes]
         path, _ = self.write(chunks, direct)
         self.assertEqual(path.read_bytes(), b"".join(chunks))
+
+
+class SyncAndContinueTests(SynchronousTestCase):
+    """
+    C{sync} makes what was written durable mid-way (the file is then exactly
+    that long) and writing goes on; a new writer continues a file from a
+    given length, in both modes.
+    """
+
+    def test_sync_then_continue(self) -> None:
+        for direct in (True, False):
+            path = Path(self.mktemp())
+            path.touch()
+            writer = SequentialWriter(path, direct=direct)
+            first = [os.urandom(5000), os.urandom(2_097_151)]
+            for chunk in first:
+                writer.write(chunk)
+            self.assertEqual(writer.sync(), sum(map(len, first)))
+            self.assertEqual(path.read_bytes(), b"".join(first))
+            rest = os.urandom(9_000_001)
+            writer.write(rest)
+            writer.finish()
+            self.assertEqual(path.read_bytes(), b"".join(first) + rest)
+
+    @settings(max_examples=25, deadline=None)
+    @given(
+        kept=st.integers(min_value=0, max_value=3 * 4096 + 17),
+        more=st.binary(min_size=0, max_size=20_000),
+        direct=st.booleans(),
+    )
+    def test_continue_from(self, kept: int, more: bytes, direct: bool) -> None:
+        path = Path(self.mktemp())
+        original = os.urandom(kept + 100)
+        path.write_bytes(original)
+        os.truncate(path, kept)
+        writer = SequentialWriter(path, direct=direct, start=kept)
+        writer.write(more)
+        writer.finish()
+        self.assertEqual(path.read_bytes(), original[:kept] + more)
