@@ -18,6 +18,7 @@ __all__ = [
     "TEMP_PREFIX",
     "new_temp_file",
     "commit_temp_file",
+    "fsync_dir",
     "hash_bytes",
     "store_bytes",
     "hash_file",
@@ -38,7 +39,10 @@ def new_temp_file(blob_dir: Path, blob_hash: str) -> tuple[Path, BinaryIO]:
     return Path(name), os.fdopen(fd, "wb")
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
+    """
+    Make a directory's entries (a rename, a new file) durable.
+    """
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -56,7 +60,7 @@ def commit_temp_file(file: BinaryIO, temp: Path, final: Path) -> None:
         os.fsync(file.fileno())
         file.close()
         os.replace(temp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         file.close()
         remove_quietly(temp)

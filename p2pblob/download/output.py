@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from p2pblob._buffers import BufferPool
 from p2pblob._threads import BlockingRunner
+from p2pblob.blob._files import fsync_dir
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import BlobHashMismatchError, StorageError
 from p2pblob.interfaces import IBlob, IBlobHandler
@@ -36,14 +37,6 @@ from p2pblob.stream.names import unique_path
 __all__ = ["DecryptingBlobHandler", "PartialOutput"]
 
 CHECKPOINT_BYTES = 128 * 1024 * 1024
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class PartialOutput:
@@ -169,7 +162,7 @@ class PartialOutput:
             os.unlink(self.state_path)
         except FileNotFoundError:
             pass
-        _fsync_directory(self.directory)
+        fsync_dir(self.directory)
         return final
 
     def close(self) -> None:

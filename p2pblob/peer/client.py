@@ -47,8 +47,8 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IAddress, IDelayedCall, IPushProducer, IReactorTime
-from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
+from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -73,7 +73,7 @@ from p2pblob.peer.wire import (
     encode_request,
 )
 
-__all__ = ["BlobExchangeClient", "BlobExchangeClientFactory", "ClientState", "RequestTooLargeError"]
+__all__ = ["BlobExchangeClient", "ClientState", "RequestTooLargeError"]
 
 _log = Logger()
 
@@ -508,32 +508,3 @@ class BlobExchangeClient(Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-
-class BlobExchangeClientFactory(ClientFactory):
-    """
-    Builds the L{BlobExchangeClient} for one peer, with the same arguments;
-    use it with C{endpoint.connect} (a failed connection is then reported by
-    the endpoint's Deferred).
-    """
-
-    def __init__(
-        self,
-        peer: Peer,
-        connection_manager: IConnectionManager,
-        clock: IReactorTime,
-        timeout: float = DEFAULT_TIMEOUT,
-        rate_limiter: IRateLimiter | None = None,
-    ) -> None:
-        self.peer = peer
-        self.connection_manager = connection_manager
-        self.clock = clock
-        self.timeout = timeout
-        self.rate_limiter = rate_limiter
-
-    def buildProtocol(self, addr: IAddress | None) -> BlobExchangeClient:
-        protocol = BlobExchangeClient(
-            self.peer, self.connection_manager, self.clock, self.timeout, self.rate_limiter
-        )
-        protocol.factory = self
-        return protocol

@@ -11,11 +11,10 @@ run inline or held until the test releases it).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -33,31 +32,12 @@ from p2pblob.errors import (
 )
 from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
 from p2pblob.testing import MemoryBlobStore
+from tests.blob.test_store import HeldRunner
 
 if TYPE_CHECKING:
     _TestCase = SynchronousTestCase
 else:
     _TestCase = object
-
-
-class HeldRunner:
-    """
-    A blocking-work runner that holds each call until the test releases it,
-    to play out what happens while the store is still busy with a blob.
-    """
-
-    def __init__(self) -> None:
-        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
-
-    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.calls.append((f, args, d))
-        return d
-
-    def release_all(self) -> None:
-        while self.calls:
-            f, args, d = self.calls.pop(0)
-            maybeDeferred(f, *args).chainDeferred(d)
 
 
 class HeldMemoryBlobStore(MemoryBlobStore):

@@ -54,6 +54,10 @@ class HeldRunner:
         else:
             maybeDeferred(f, *args).chainDeferred(d)
 
+    def release_all(self) -> None:
+        while self.calls:
+            self.release()
+
 
 def sd(label: str) -> str:
     """

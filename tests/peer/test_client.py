@@ -43,7 +43,6 @@ from p2pblob.interfaces import (
 from p2pblob.peer.client import (
     READ_SIZE,
     BlobExchangeClient,
-    BlobExchangeClientFactory,
     ClientState,
     RequestTooLargeError,
 )
@@ -205,21 +204,6 @@ class InterfaceTests(SynchronousTestCase):
         client = Harness().client
         self.assertTrue(verifyObject(IRequestSender, client))
         self.assertTrue(verifyObject(IRateLimited, client))
-
-    def test_factory(self) -> None:
-        """
-        L{BlobExchangeClientFactory} builds clients for its peer.
-        """
-        h = Harness()
-        limiter = FakeRateLimiter()
-        factory = BlobExchangeClientFactory(h.peer, h.manager, h.clock, 5.0, limiter)
-        protocol = factory.buildProtocol(None)
-        self.assertIsInstance(protocol, BlobExchangeClient)
-        self.assertIs(protocol.peer, h.peer)
-        self.assertEqual(protocol.timeout, 5.0)
-        self.assertIs(protocol.factory, factory)
-        protocol.makeConnection(StringTransport())
-        self.assertEqual(limiter.registered, [protocol])
 
 
 class RequestTests(SynchronousTestCase):
