@@ -146,6 +146,31 @@ async def _load_descriptor(store: BlobStore, source: str) -> tuple[StreamDescrip
     return parse_sd_blob(data), blob_hash(data)
 
 
+async def _publish(
+    store: BlobStore, worker: ThreadWorker, file: Path, sd_out: Path
+) -> tuple[StreamDescriptor, str, Path]:
+    """
+    Publish C{file} with a progress line and write its descriptor to
+    C{sd_out} (a directory, where it is named C{FILE.sd}, or a file name),
+    never overwriting; return the descriptor, sd hash and descriptor path.
+    """
+    if not file.is_file():
+        raise StreamError(f"{file}: no such file")
+    with ProgressLine(f"publishing {file.name}") as progress:
+        descriptor, sd_hash = await publish_file(store, worker, file, progress=progress)
+    if sd_out.is_dir():
+        directory, name = sd_out, f"{file.name}.sd"
+    else:
+        directory, name = sd_out.parent, sd_out.name
+    try:
+        path, f = open_new_file(directory, name)
+    except OSError as e:
+        raise StreamError(f"cannot write the descriptor in {directory}: {e.strerror}") from None
+    with f:
+        f.write(descriptor.to_sd_blob())
+    return descriptor, sd_hash, path
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--data-dir",
@@ -186,20 +211,7 @@ def publish(options: _Options, file: Path, sd_out: Path) -> None:
     async def command(
         reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
     ) -> int:
-        if not file.is_file():
-            raise StreamError(f"{file}: no such file")
-        with ProgressLine(f"publishing {file.name}") as progress:
-            descriptor, sd_hash = await publish_file(store, worker, file, progress=progress)
-        if sd_out.is_dir():
-            directory, name = sd_out, f"{file.name}.sd"
-        else:
-            directory, name = sd_out.parent, sd_out.name
-        try:
-            path, f = open_new_file(directory, name)
-        except OSError as e:
-            raise StreamError(f"cannot write the descriptor in {directory}: {e.strerror}") from None
-        with f:
-            f.write(descriptor.to_sd_blob())
+        descriptor, sd_hash, path = await _publish(store, worker, file, sd_out)
         click.echo(sd_hash)
         count = len(descriptor.data_blobs)
         click.echo(f"published {file.name}: {count} data blob(s); descriptor written to {path}", err=True)
@@ -416,13 +428,7 @@ def serve(options: _Options, files: tuple[Path, ...], listen: str) -> None:
         reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
     ) -> int:
         for file in files:
-            if not file.is_file():
-                raise StreamError(f"{file}: no such file")
-            with ProgressLine(f"publishing {file.name}") as progress:
-                descriptor, sd_hash = await publish_file(store, worker, file, progress=progress)
-            sd_path, f = open_new_file(file.parent, f"{file.name}.sd")
-            with f:
-                f.write(descriptor.to_sd_blob())
+            _, sd_hash, sd_path = await _publish(store, worker, file, file.parent)
             click.echo(f"{sd_hash}  {file.name} (descriptor {sd_path})")
         factory = make_server_factory(
             store,

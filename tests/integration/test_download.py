@@ -9,11 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import selectors
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from tests._process import environment
 from tests.integration._nodes import (
     Seeder,
     blob_count,
@@ -60,10 +66,7 @@ class DownloadFromProcessesTests(SynchronousTestCase):
             self.seeders.append(Seeder(directory, *extra))
         return self.seeders[-count:]
 
-    def finish(self, process: object) -> tuple[bytes, bytes]:
-        import subprocess
-
-        assert isinstance(process, subprocess.Popen)
+    def finish(self, process: subprocess.Popen[bytes]) -> tuple[bytes, bytes]:
         out, err = process.communicate(timeout=300)
         self.assertEqual(process.returncode, 0, err.decode())
         return out, err
@@ -192,3 +195,44 @@ class DownloadFromProcessesTests(SynchronousTestCase):
         self.assertEqual(process.returncode, 1, err.decode())
         self.assertIn(b"p2pblob: error: download stalled", err)
         self.assertEqual(list(self.output.iterdir()), [])
+
+
+class ServeCommandTests(SynchronousTestCase):
+    def test_serve_publishes_and_serves(self) -> None:
+        """
+        C{p2pblob serve FILE} publishes FILE, writes FILE.sd, serves its
+        blobs until interrupted, and exits 0 on Ctrl-C.
+        """
+        base = Path(self.mktemp()).absolute()
+        base.mkdir(parents=True)
+        source = base / "clip.bin"
+        source.write_bytes(os.urandom(5 * 1024 * 1024 + 7))
+        serving = subprocess.Popen(
+            [sys.executable, "-m", "p2pblob", "serve", str(source),
+             "--listen", "tcp:0:interface=127.0.0.1"],
+            env=environment(base / "server"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: serving.poll() is None and serving.kill())
+        assert serving.stderr is not None
+        selector = selectors.DefaultSelector()
+        selector.register(serving.stderr, selectors.EVENT_READ)
+        said = b""
+        deadline = time.monotonic() + 60
+        while (match := re.search(rb"serving (\d+) blob\(s\) on .*port=(\d+)", said)) is None:
+            self.assertIsNone(serving.poll(), said.decode())
+            self.assertLess(time.monotonic(), deadline, said.decode())
+            if selector.select(1):
+                said += serving.stderr.read1(65536)  # type: ignore[attr-defined]
+        self.assertEqual(int(match.group(1)), 4)  # sd blob + 3 data blobs
+        sd_file = base / "clip.bin.sd"
+        self.assertTrue(sd_file.is_file())
+        output = base / "out"
+        process = start_download(base / "client", sd_file, [f"127.0.0.1:{match.group(2).decode()}"],
+                                 output)
+        out, err = process.communicate(timeout=120)
+        self.assertEqual(process.returncode, 0, err.decode())
+        self.assertEqual(Path(out.decode().strip()).read_bytes(), source.read_bytes())
+        serving.send_signal(signal.SIGINT)
+        stdout, _ = serving.communicate(timeout=60)
+        self.assertEqual(serving.returncode, 0)
+        self.assertIn(b"clip.bin", stdout)
