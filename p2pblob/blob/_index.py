@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["BlobIndex", "ROLE_PUBLISHED", "ROLE_DOWNLOADED"]
@@ -73,12 +74,27 @@ class BlobIndex:
             raise sqlite3.DatabaseError(
                 f"{path} was written by a newer p2pblob (schema {version})"
             )
-        with self._db:
+        with self._db:  # executescript commits by itself
             self._db.executescript(_SCHEMA)
             self._db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
 
     def close(self) -> None:
         self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[None]:
+        """
+        Run the statements of the block as one transaction.  (The connection
+        is in autocommit mode, in which C{with connection} would commit each
+        statement on its own: hundreds of commits for one stream.)
+        """
+        self._db.execute("BEGIN")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     # blobs
 
@@ -92,8 +108,18 @@ class BlobIndex:
             (blob_hash, length, now),
         )
 
+    def add_blobs(self, rows: Iterable[tuple[str, int]], now: float) -> None:
+        """
+        Add C{(blob_hash, length)} rows in one transaction.
+        """
+        with self._transaction():
+            self._db.executemany(
+                "INSERT OR IGNORE INTO blob (blob_hash, length, added_on) VALUES (?, ?, ?)",
+                ((blob_hash, length, now) for blob_hash, length in rows),
+            )
+
     def remove_blobs(self, blob_hashes: Iterable[str]) -> None:
-        with self._db:
+        with self._transaction():
             self._db.executemany(
                 "DELETE FROM blob WHERE blob_hash = ?", ((h,) for h in blob_hashes)
             )
@@ -106,7 +132,7 @@ class BlobIndex:
     def add_stream(
         self, sd_hash: str, blob_hashes: list[str], role: str, now: float
     ) -> None:
-        with self._db:
+        with self._transaction():
             self._db.execute(
                 "INSERT INTO stream (sd_hash, role, added_on) VALUES (?, ?, ?) "
                 "ON CONFLICT (sd_hash) DO UPDATE SET role = "
@@ -146,7 +172,7 @@ class BlobIndex:
         """
         Forget a stream; return those of its blobs no other stream uses.
         """
-        with self._db:
+        with self._transaction():
             orphans = [
                 h
                 for (h,) in self._db.execute(

@@ -11,9 +11,10 @@ nothing else can go, the write fails with L{DiskLimitError}.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from io import BufferedIOBase
 from pathlib import Path
+from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -99,6 +100,11 @@ class BlobStore(SpaceKeeper):
         # blob hash -> the writer whose file is being made durable, and the
         # writers that verified meanwhile and wait for its outcome
         self._committing: dict[str, tuple[BlobWriter, list[BlobWriter]]] = {}
+        # blobs written but not yet durable (their length, and a token for
+        # the batch that syncs them), and the batch being gathered
+        self._unsynced: dict[str, tuple[int, object]] = {}
+        self._batch: list[tuple[str, object]] = []
+        self._syncing = False
 
     # life cycle
 
@@ -141,12 +147,31 @@ class BlobStore(SpaceKeeper):
         return result
 
     def stop(self) -> None:
+        """
+        Cancel the writes in progress, make the blobs already written durable
+        and close the index.
+        """
         for writers in list(self._writers.values()):
             for writer in list(writers):
                 writer.cancel()
-        if self._index is not None:
-            self._index.close()
-            self._index = None
+        if self._index is None:
+            return
+        if self._unsynced:
+            # the last batches, synced here rather than in a thread: the
+            # reactor may be stopping, and there are a few blobs at most
+            rows = [(blob_hash, length) for blob_hash, (length, _) in self._unsynced.items()]
+            self._unsynced.clear()
+            try:
+                _files.sync_blobs(self._blob_dir, [blob_hash for blob_hash, _ in rows])
+            except OSError as e:
+                _log.warn(
+                    "Could not make the last {count} blobs durable ({error}); they "
+                    "will be checked again at the next start", count=len(rows), error=e,
+                )
+            else:
+                self._index.add_blobs(rows, self._clock.seconds())
+        self._index.close()
+        self._index = None
 
     @property
     def index(self) -> BlobIndex:
@@ -232,28 +257,103 @@ class BlobStore(SpaceKeeper):
         self, data: bytes | bytearray | memoryview, expected_hash: str | None = None
     ) -> Deferred[IBlob]:
         async def put() -> IBlob:
-            blob_hash = await self._run(_files.hash_bytes, data)
-            if expected_hash is not None and blob_hash != expected_hash:
-                raise BlobHashMismatchError(expected_hash, blob_hash)
-            if self._index is None:
-                raise StorageError("the blob store was stopped while storing a blob")
-            if len(data) > MAX_BLOB_SIZE:
-                raise BlobTooLargeError(blob_hash, len(data), MAX_BLOB_SIZE)
-            if blob_hash in self._lengths:
-                return self.get_blob(blob_hash)
-            self._reserve(len(data))
-            try:
-                await self._run(_files.store_bytes, self._blob_dir, blob_hash, data)
-            except OSError as e:
-                raise StorageError(f"could not write to the blob store: {e}") from None
-            finally:
-                self._reserved -= len(data)
-            if self._index is None:
-                raise StorageError("the blob store was stopped while storing a blob")
-            self._verified(blob_hash, len(data))
+            if (
+                expected_hash is not None
+                and expected_hash not in self._lengths
+                and len(data) <= MAX_BLOB_SIZE
+            ):
+                # a blob named in advance, as from a peer: hashed and
+                # written in one trip to a worker thread
+                await self._write(
+                    len(data), _files.store_verified, self._blob_dir, expected_hash, data, False
+                )
+                blob_hash = expected_hash
+            else:
+                blob_hash = await self._run(_files.hash_bytes, data)
+                if expected_hash is not None and blob_hash != expected_hash:
+                    raise BlobHashMismatchError(expected_hash, blob_hash)
+                if len(data) > MAX_BLOB_SIZE:
+                    raise BlobTooLargeError(blob_hash, len(data), MAX_BLOB_SIZE)
+                if blob_hash in self._lengths:
+                    return self.get_blob(blob_hash)
+                await self._write(
+                    len(data), _files.store_bytes, self._blob_dir, blob_hash, data, False
+                )
+            self._verified(blob_hash, len(data), durable=False)
             return self.get_blob(blob_hash)
 
         return Deferred.fromCoroutine(put())
+
+    # group commit
+
+    def _sync_later(self, blob_hash: str, length: int) -> None:
+        """
+        Have a blob that is written, but not yet durable, synced with the
+        next batch and then recorded in the index.
+
+        The blobs written while one batch is being synced are synced
+        together next, with one directory sync for all of them and one
+        index transaction, so that many concurrent writes cost few journal
+        commits.  Until then the index does not list the blob: after a
+        power failure it is hashed again at start (see L{start}) rather
+        than trusted.
+        """
+        token = object()
+        self._unsynced[blob_hash] = (length, token)
+        self._batch.append((blob_hash, token))
+        if not self._syncing:
+            self._sync_batch()
+
+    def _sync_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        self._syncing = bool(batch) and self._index is not None
+        if not self._syncing:
+            return
+
+        def synced(result: None | Failure) -> None:
+            # only what is still wanted: a blob deleted meanwhile, or
+            # written again (a new token, for a later batch), is not ours
+            ours = []
+            for blob_hash, token in batch:
+                entry = self._unsynced.get(blob_hash)
+                if entry is not None and entry[1] is token:
+                    del self._unsynced[blob_hash]
+                    ours.append((blob_hash, entry[0]))
+            if self._index is None:
+                pass  # stopped: stop() synced and recorded what was left
+            elif isinstance(result, Failure):
+                # what a failed sync leaves in the page cache cannot be
+                # trusted to be what is on disk
+                _log.error(
+                    "Could not make {count} blobs durable ({error}); they are dropped",
+                    count=len(ours), error=result.value,
+                )
+                self.delete_blobs([blob_hash for blob_hash, _ in ours]).addErrback(
+                    lambda f: _log.failure("Could not delete the blobs", f)
+                )
+            else:
+                self._index.add_blobs(ours, self._clock.seconds())
+            self._sync_batch()
+
+        hashes = [blob_hash for blob_hash, _ in batch]
+        self._run(_files.sync_blobs, self._blob_dir, hashes).addBoth(synced)
+
+    async def _write(self, length: int, write: Callable[..., None], *args: Any) -> None:
+        """
+        Run C{write(*args)}, which stores a blob of C{length} bytes, in a
+        worker thread, with that much space reserved meanwhile.
+        """
+        if self._index is None:
+            raise StorageError("the blob store was stopped while storing a blob")
+        self._reserve(length)
+        try:
+            await self._run(write, *args)
+        except OSError as e:
+            raise StorageError(f"could not write to the blob store: {e}") from None
+        finally:
+            self._reserved -= length
+        if self._index is None:
+            raise StorageError("the blob store was stopped while storing a blob")
 
     def delete_blobs(self, blob_hashes: Iterable[str]) -> Deferred[None]:
         hashes = [h for h in blob_hashes if h in self._lengths]
@@ -308,20 +408,31 @@ class BlobStore(SpaceKeeper):
 
     def _forget(self, blob_hashes: list[str]) -> None:
         for blob_hash in blob_hashes:
+            self._unsynced.pop(blob_hash, None)
             length = self._lengths.pop(blob_hash, None)
             if length is not None:
                 self._stored -= length
         self.index.remove_blobs(blob_hashes)
 
-    def _verified(self, blob_hash: str, length: int, winner: BlobWriter | None = None) -> None:
+    def _verified(
+        self,
+        blob_hash: str,
+        length: int,
+        winner: BlobWriter | None = None,
+        durable: bool = True,
+    ) -> None:
         """
-        Record a blob whose file is durable, hand it to the writer that made it
+        Record a blob whose file is written (and durable, or to be made
+        durable by the next group sync), hand it to the writer that made it
         and cancel every other writer of the same blob.
         """
         if blob_hash not in self._lengths:
             self._lengths[blob_hash] = length
             self._stored += length
-            self.index.add_blob(blob_hash, length, self._clock.seconds())
+            if durable:
+                self.index.add_blob(blob_hash, length, self._clock.seconds())
+            else:
+                self._sync_later(blob_hash, length)
         if winner is not None:
             winner._succeed(self.get_blob(blob_hash))
         self._cancel_writers(blob_hash)

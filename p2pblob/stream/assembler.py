@@ -14,7 +14,7 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred, DeferredSemaphore, gatherResults
 
-from p2pblob._buffers import BufferPool
+from p2pblob._buffers import Buffer, BufferPool
 from p2pblob._threads import BlockingRunner
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import IncompleteStreamError, StreamError
@@ -31,7 +31,7 @@ class _Corrupt(Exception):
     pass
 
 
-def _load(blob: IBlob, info: BlobInfo, key: bytes, data: bytearray, out: bytearray) -> int:
+def _load(blob: IBlob, info: BlobInfo, key: bytes, data: Buffer, out: Buffer) -> int:
     """
     Read a blob into C{data}, check it against its name, decrypt it into
     C{out}; return the plaintext length.
@@ -101,7 +101,7 @@ async def assemble_stream(
     inputs = BufferPool(MAX_BLOB_SIZE, keep=workers + 1)
     outputs = BufferPool(MAX_BLOB_SIZE + BLOCK_SIZE, keep=workers + 1)
 
-    async def load(info: BlobInfo) -> tuple[bytearray, int]:
+    async def load(info: BlobInfo) -> tuple[Buffer, int]:
         assert info.blob_hash is not None
         data, plain = inputs.acquire(), outputs.acquire()
         try:
@@ -123,7 +123,7 @@ async def assemble_stream(
         if progress is not None:
             progress(written, total)
 
-    pending: deque[Deferred[tuple[bytearray, int]]] = deque()
+    pending: deque[Deferred[tuple[Buffer, int]]] = deque()
     try:
         for info in blobs:
             pending.append(Deferred.fromCoroutine(load(info)))

@@ -16,7 +16,7 @@ from pathlib import Path
 from twisted.internet.defer import Deferred, DeferredList, DeferredSemaphore
 from twisted.logger import Logger
 
-from p2pblob._buffers import BufferPool
+from p2pblob._buffers import Buffer, BufferPool
 from p2pblob._threads import BlockingRunner
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import StreamError
@@ -42,7 +42,7 @@ Called as C{progress(done, total)} with plaintext bytes processed so far.
 
 
 def _read_and_encrypt(
-    fd: int, offset: int, length: int, key: bytes, iv: bytes, chunk: bytearray, out: bytearray
+    fd: int, offset: int, length: int, key: bytes, iv: bytes, chunk: Buffer, out: Buffer
 ) -> memoryview:
     if os.preadv(fd, [memoryview(chunk)[:length]], offset) != length:
         raise StreamError("the file changed size while it was being published")

@@ -14,6 +14,7 @@ import os
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from p2pblob._buffers import Buffer
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import DecryptionError
 
@@ -124,7 +125,7 @@ def decrypt_blob(key: bytes, iv: bytes, ciphertext: bytes) -> bytes:
 
 
 def encrypt_into(
-    key: bytes, iv: bytes, buffer: bytearray, length: int, out: bytearray
+    key: bytes, iv: bytes, buffer: bytearray | Buffer, length: int, out: bytearray | Buffer
 ) -> int:
     """
     Encrypt the chunk C{buffer[:length]} into C{out} without allocating: the
@@ -142,12 +143,14 @@ def encrypt_into(
     pad = padded - length
     buffer[length:padded] = bytes([pad]) * pad
     encryptor = _cipher(key, iv).encryptor()
-    written = encryptor.update_into(memoryview(buffer)[:padded], out)
+    written = encryptor.update_into(memoryview(buffer)[:padded], memoryview(out))
     encryptor.finalize()
     return written
 
 
-def decrypt_into(key: bytes, iv: bytes, ciphertext: bytes | memoryview, out: bytearray) -> int:
+def decrypt_into(
+    key: bytes, iv: bytes, ciphertext: bytes | memoryview, out: bytearray | Buffer
+) -> int:
     """
     Decrypt one blob into C{out} (at least L{BLOCK_SIZE} - 1 bytes longer
     than C{ciphertext}) without allocating, checking the padding as strictly
@@ -163,7 +166,7 @@ def decrypt_into(key: bytes, iv: bytes, ciphertext: bytes | memoryview, out: byt
             f"(it must be a nonzero multiple of {BLOCK_SIZE} bytes)"
         )
     decryptor = _cipher(key, iv).decryptor()
-    written = decryptor.update_into(ciphertext, out)
+    written = decryptor.update_into(ciphertext, memoryview(out))
     decryptor.finalize()
     pad = out[written - 1]
     if not 1 <= pad <= BLOCK_SIZE:

@@ -20,7 +20,9 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pblob._threads import run_inline
+from p2pblob.blob import _files
 from p2pblob.blob._files import TEMP_PREFIX
+from p2pblob.blob._index import BlobIndex
 from p2pblob.blob.hashing import blob_hash
 from p2pblob.blob.store import ROLE_DOWNLOADED, BlobStore
 from p2pblob.errors import (
@@ -337,3 +339,147 @@ class StopTests(StoreTestsMixin, SynchronousTestCase):
         self.assertEqual(runner.calls, [])
         again = self.make_store(directory)
         self.assertEqual(self.successResultOf(again.verified_blobs()), [blob_hash(data)])
+
+
+class GroupSyncTests(StoreTestsMixin, SynchronousTestCase):
+    """
+    Blobs stored with C{put_blob} are visible once written, and recorded in
+    the index only once a group sync made them durable.
+    """
+
+    def written(self, runner: HeldRunner, data: bytes) -> str:
+        """
+        Put C{data} and let its write (hash and file) happen.
+        """
+        put = self.store.put_blob(data, expected_hash=blob_hash(data))
+        f, _, _ = runner.calls[-1]
+        self.assertIs(f, _files.store_verified)
+        runner.release(len(runner.calls) - 1)
+        self.assertEqual(self.successResultOf(put).blob_hash, blob_hash(data))
+        return blob_hash(data)
+
+    def sync_calls(self, runner: HeldRunner) -> list[list[str]]:
+        return [list(args[1]) for f, args, _ in runner.calls if f is _files.sync_blobs]
+
+    def test_visible_then_indexed(self) -> None:
+        self.store, runner = self.make_held_store(Path(self.mktemp()))
+        name = self.written(runner, b"a blob")
+        self.assertTrue(self.store.has_blob(name))
+        self.assertEqual(self.store.index.blobs(), {})
+        self.assertEqual(self.sync_calls(runner), [[name]])
+        runner.release_all()
+        self.assertEqual(self.store.index.blobs(), {name: 6})
+
+    def test_writes_during_a_sync_share_the_next(self) -> None:
+        """
+        The blobs written while a sync runs are synced together by one call,
+        and indexed in one go after it.
+        """
+        self.store, runner = self.make_held_store(Path(self.mktemp()))
+        first = self.written(runner, b"first")
+        others = [self.written(runner, bytes([i]) * 100) for i in range(3)]
+        self.assertEqual(self.sync_calls(runner), [[first]])
+        runner.release()
+        self.assertEqual(self.store.index.blobs(), {first: 5})
+        self.assertEqual(self.sync_calls(runner), [others])
+        runner.release()
+        self.assertEqual(set(self.store.index.blobs()), {first, *others})
+        self.assertEqual(runner.calls, [])
+
+    def test_deleted_before_its_sync(self) -> None:
+        self.store, runner = self.make_held_store(Path(self.mktemp()))
+        name = self.written(runner, b"short-lived")
+        deleted = self.store.delete_blobs([name])
+        runner.release_all()
+        self.successResultOf(deleted)
+        self.assertEqual(self.store.index.blobs(), {})
+        self.assertFalse(self.store.has_blob(name))
+
+    def test_failed_sync_drops_the_blobs(self) -> None:
+        """
+        A blob whose sync failed is not trusted: it is no longer served and
+        its file is deleted.
+        """
+        directory = Path(self.mktemp())
+        self.store, runner = self.make_held_store(directory)
+        name = self.written(runner, b"the disk failed under it")
+        runner.release(0, OSError(5, "Input/output error"))
+        self.assertFalse(self.store.has_blob(name))
+        runner.release_all()  # the deletion
+        self.assertEqual(self.store.index.blobs(), {})
+        self.assertEqual(blob_files(directory / "blobfiles"), [])
+
+    def test_stop_syncs_what_is_left(self) -> None:
+        """
+        Stopping while blobs wait for their sync syncs and indexes them
+        there and then: the next start trusts them without hashing them.
+        """
+        directory = Path(self.mktemp())
+        self.store, runner = self.make_held_store(directory)
+        names = [self.written(runner, bytes([i]) * 10) for i in range(3)]
+        self.store.stop()
+        runner.release_all()  # the sync that was running ends after the stop
+        again = BlobStore(Clock(), run_inline, directory / "blobfiles", directory / "index.sqlite")
+        result = self.successResultOf(Deferred.fromCoroutine(again.start()))
+        self.addCleanup(again.stop)
+        self.assertEqual(result.adopted, {})
+        self.assertEqual(sorted(result.present), sorted(names))
+
+    def test_crash_before_the_sync(self) -> None:
+        """
+        A process that dies after writing a blob and before its sync leaves
+        a file the index does not list: the next start hashes it again
+        before serving it, and drops it if it is damaged.
+        """
+        directory = Path(self.mktemp()).absolute()
+        directory.mkdir()
+        good, damaged = os.urandom(50_000), os.urandom(50_000)
+        script = f"""
+import os, sys
+from pathlib import Path
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import Clock
+from p2pblob.blob import _files
+from p2pblob.blob.store import BlobStore
+
+def run(f, *args):
+    return Deferred() if f is _files.sync_blobs else maybeDeferred(f, *args)
+
+d = Path({str(directory)!r})
+store = BlobStore(Clock(), run, d / "blobfiles", d / "index.sqlite")
+Deferred.fromCoroutine(store.start())
+for data in (sys.stdin.buffer.read(50_000), sys.stdin.buffer.read(50_000)):
+    store.put_blob(data)
+assert store.index.blobs() == {{}}
+os._exit(9)
+"""
+        proc = subprocess.run(
+            [sys.executable, "-c", script], input=good + damaged,
+            cwd=Path(__file__).parents[2], capture_output=True,
+        )
+        self.assertEqual(proc.returncode, 9, proc.stderr.decode())
+        blobdir = directory / "blobfiles"
+        self.assertEqual(blob_files(blobdir), sorted([blob_hash(good), blob_hash(damaged)]))
+        # what a power failure may leave of a file that was never synced
+        (blobdir / blob_hash(damaged)).write_bytes(bytes(50_000))
+        store = BlobStore(Clock(), run_inline, blobdir, directory / "index.sqlite")
+        result = self.successResultOf(Deferred.fromCoroutine(store.start()))
+        self.addCleanup(store.stop)
+        self.assertEqual(result.adopted, {blob_hash(good): 50_000})
+        self.assertEqual(self.successResultOf(store.verified_blobs()), [blob_hash(good)])
+        self.assertEqual(blob_files(blobdir), [blob_hash(good)])
+
+
+class IndexTransactionTests(SynchronousTestCase):
+    def test_all_or_nothing(self) -> None:
+        """
+        The rows of one call are one transaction: an error half-way leaves
+        none of them.
+        """
+        index = BlobIndex(Path(self.mktemp()))
+        self.addCleanup(index.close)
+        rows = [(blob_hash(b"one"), 3), (blob_hash(b"two"), 3), ("not a row",)]
+        self.assertRaises(ValueError, index.add_blobs, rows, 0.0)  # type: ignore[arg-type]
+        self.assertEqual(index.blobs(), {})
+        index.add_blobs(rows[:2], 0.0)  # type: ignore[arg-type]
+        self.assertEqual(index.blobs(), {blob_hash(b"one"): 3, blob_hash(b"two"): 3})
