@@ -12,12 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["BlockingRunner", "ThreadWorker", "run_inline"]
+__all__ = ["BlockingRunner", "ThreadWorker", "one_at_a_time", "run_inline"]
 
 _T = TypeVar("_T")
 
@@ -34,6 +34,30 @@ def run_inline(f: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
     nothing else to do meanwhile).
     """
     return maybeDeferred(f, *args, **kwargs)
+
+
+def one_at_a_time(run: BlockingRunner) -> BlockingRunner:
+    """
+    A runner that passes its jobs to C{run} one at a time, in the order they
+    were given: each starts once the one before it is done, whatever its
+    outcome.  (A L{ThreadWorker} of one thread keeps that order by itself,
+    and faster: the next job does not wait for the reactor.)
+    """
+    previous: Deferred[None] = succeed(None)
+
+    def serial(f: Callable[..., _T], *args: Any, **kwargs: Any) -> Deferred[_T]:
+        nonlocal previous
+        result: Deferred[_T] = Deferred()
+
+        def start(_: object) -> Deferred[None]:
+            job = run(f, *args, **kwargs)
+            job.chainDeferred(result)
+            return job  # type: ignore[return-value]  # fires None once passed on
+
+        previous = previous.addCallback(start)
+        return result
+
+    return serial
 
 
 class ThreadWorker:

@@ -376,6 +376,12 @@ class IBlobHandler(Interface):
     Does whatever the download is for with each blob it fetches: decrypts
     it into a file, feeds it to an HTTP response, copies it to a storage
     backend.
+
+    The blobs of a stream are given in stream order, and the next may be
+    given before the Deferred of the one before it has fired (a few at a
+    time, so that a handler working in a thread always has the next blob at
+    hand).  A handler deals with them in the order given, and once one
+    fails, deals with none given after it.
     """
 
     def blob_downloaded(blob: IBlob, blob_info: Any) -> Deferred[Any]:
@@ -962,8 +968,11 @@ class IBlobStore(Interface):
     Where a node keeps its blobs.
 
     Only verified blobs are ever visible: a blob is present once its bytes
-    have been checked against its name and are durable on disk, and not
-    before.  The store also records which streams its blobs belong to, so
+    have been checked against its name and written to disk, and not before.
+    A blob is listed in a durable index only once it is durable itself
+    (blobs written at about the same time are synced together), so after a
+    power failure a blob that was not yet durable is checked again before
+    it is served.  The store also records which streams its blobs belong to, so
     that, when a disk-use limit is set, it can evict the blobs of finished
     downloads to make room, and never those of streams this node published
     or pinned.

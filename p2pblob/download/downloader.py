@@ -21,8 +21,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from p2pblob._threads import BlockingRunner
+from p2pblob._threads import BlockingRunner, one_at_a_time
 from p2pblob.blob.hashing import blob_hash as hash_of
+from p2pblob.blob.staged import HeldBlobs
 from p2pblob.blob.store import ROLE_DOWNLOADED
 from p2pblob.download.connections import Connector
 from p2pblob.download.manager import (
@@ -33,6 +34,7 @@ from p2pblob.download.manager import (
     fetch_blob,
 )
 from p2pblob.download.output import DecryptingBlobHandler, PartialOutput
+from p2pblob.download.requester import MAX_BUFFERED_BLOBS
 from p2pblob.errors import DescriptorError, P2PBlobError
 from p2pblob.interfaces import (
     IConnectionManager,
@@ -54,6 +56,10 @@ __all__ = [
 ]
 
 _log = Logger()
+
+# Blobs kept in memory after they are stored, until the output takes them:
+# as many as the requester lets arrive ahead of the store.
+HELD_BLOBS = MAX_BUFFERED_BLOBS
 
 
 def tcp_connector(
@@ -120,6 +126,11 @@ class FileStreamDownloader:
     Downloads one stream and writes it, decrypted, as a file in a directory.
 
     L{start}'s Deferred fires with the path of the finished file.
+
+    @param run: runs blocking work.
+    @param output_run: runs the output's blocking work; it must run its jobs
+        one at a time, in order (a L{ThreadWorker} of one thread does).  By
+        default, C{run} is given them one at a time.
     """
 
     def __init__(
@@ -131,7 +142,10 @@ class FileStreamDownloader:
         output_run: BlockingRunner | None = None,
     ) -> None:
         self._swarm = swarm
-        self._run = output_run or run
+        # the output takes its blobs in order: the handler is given the next
+        # before the last is written (see StreamProgressManager), so its
+        # jobs must run one at a time, in order
+        self._run = output_run or one_at_a_time(run)
         self.validator = validator
         self.descriptor = validator.descriptor
         self.directory = directory
@@ -172,10 +186,13 @@ class FileStreamDownloader:
             )
         # blobs verified in an earlier run are hashed again as they are read
         present: set[str] = set()
-        handler = DecryptingBlobHandler(self._run, descriptor.key, self.output, present)
+        # blobs just received are decrypted from memory, not read back
+        places = {info.blob_hash: info.blob_num for info in descriptor.data_blobs}
+        held = HeldBlobs(self._swarm.buffers, HELD_BLOBS, places.get)
+        handler = DecryptingBlobHandler(self._run, descriptor.key, self.output, present, held)
         manager = self.manager = DownloadManager(
             self._swarm, DescriptorMetadataHandler(descriptor), handler, self.resumed_blobs,
-            present,
+            present, held,
         )
         try:
             await manager.start_downloading()
@@ -184,6 +201,8 @@ class FileStreamDownloader:
         except BaseException:
             await self._save()
             raise
+        finally:
+            held.clear()
         await store.set_stream_finished(self.validator.sd_hash)
         return path
 

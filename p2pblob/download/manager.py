@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pblob._buffers import BufferPool
-from p2pblob.blob.staged import blob_buffers
+from p2pblob.blob.staged import HeldBlobs, blob_buffers
 from p2pblob.download.connections import ConnectionManager, Connector
 from p2pblob.download.progress import StreamProgressManager
 from p2pblob.download.requester import BlobRequester
@@ -161,6 +161,8 @@ class DownloadManager:
     Downloads the data blobs of one stream and hands them, in order, to a
     blob handler.
 
+    @param held: where the blobs received are kept in memory for the blob
+        handler, if anywhere.
     @ivar finished: fires once every blob has been handled; fails with
         L{NoPeersError} if the download stalls, or with the handler's or
         the store's error.
@@ -173,6 +175,7 @@ class DownloadManager:
         blob_handler: IBlobHandler,
         position: int = 0,
         present_at_start: set[str] | None = None,
+        held: HeldBlobs | None = None,
     ) -> None:
         self._swarm = swarm
         self._metadata = metadata_handler
@@ -181,7 +184,7 @@ class DownloadManager:
         self._infos: dict[int, BlobInfo] = {}
         self.progress: StreamProgressManager | None = None
         self.requester = BlobRequester(
-            self, swarm.store, swarm.peer_finder, swarm.clock, swarm.buffers
+            self, swarm.store, swarm.peer_finder, swarm.clock, swarm.buffers, held
         )
         self.connections = ConnectionManager(
             swarm.clock, swarm.connect, [self.requester], swarm.max_connections, swarm.per_peer

@@ -23,11 +23,12 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from p2pblob._buffers import BufferPool
+from p2pblob._buffers import Buffer, BufferPool
 from p2pblob._threads import BlockingRunner
 from p2pblob.blob._files import fsync_dir
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
-from p2pblob.errors import BlobHashMismatchError, StorageError
+from p2pblob.blob.staged import HeldBlobs
+from p2pblob.errors import BlobHashMismatchError, StorageError, StreamError
 from p2pblob.interfaces import IBlob, IBlobHandler
 from p2pblob.stream._output import SequentialWriter
 from p2pblob.stream.crypt import BLOCK_SIZE, decrypt_into
@@ -117,11 +118,20 @@ class PartialOutput:
             os.close(fd)
         os.replace(temp, self.state_path)
 
-    def append(self, data: memoryview | bytes) -> None:
+    def append(self, data: memoryview | bytes, blob_num: int) -> None:
         """
-        Add one blob's plaintext (the next blob of the stream).
+        Add the plaintext of blob C{blob_num}, which must be the next blob
+        of the stream: the file never gets a blob out of order, even from a
+        handler that was given blobs while an earlier one failed.
+
+        @raise StreamError: if C{blob_num} is not the next blob.
         """
         assert self._file is not None
+        if blob_num != self.blobs_done:
+            raise StreamError(
+                f"blob {blob_num} cannot be written before blob {self.blobs_done}: "
+                "the output file stays as it is"
+            )
         try:
             self.size += self._file.write(data)
         except OSError as e:
@@ -194,18 +204,25 @@ def _decrypt_append(
     key: bytes,
     output: PartialOutput,
     verify: bool,
-    data: bytearray,
-    plain: bytearray,
+    data: Buffer,
+    length: int | None,
+    plain: Buffer,
 ) -> None:
-    with blob.open_for_reading() as f:
-        length = f.readinto(memoryview(data)[: info.length])
+    """
+    Decrypt blob C{info} onto the end of C{output}: its ciphertext is the
+    first C{length} bytes of C{data}, or, if C{length} is C{None}, is read
+    from C{blob} into C{data} first.
+    """
+    if length is None:
+        with blob.open_for_reading() as f:
+            length = f.readinto(memoryview(data)[: info.length])
     view = memoryview(data)[:length]
     if verify:
         actual = hashlib.sha384(view).hexdigest()
         if length != info.length or actual != info.blob_hash:
             raise BlobHashMismatchError(str(info.blob_hash), actual)
     size = decrypt_into(key, bytes.fromhex(info.iv), view, plain)
-    output.append(memoryview(plain)[:size])
+    output.append(memoryview(plain)[:size], info.blob_num)
 
 
 @implementer(IBlobHandler)
@@ -216,28 +233,40 @@ class DecryptingBlobHandler:
     @param reverify: blobs to hash again as they are read (those that were
         already on disk when the download started: they were verified in
         an earlier run and may have been damaged since).
+    @param held: blobs that just arrived, still in memory: these are
+        decrypted from there rather than read back from the store.
     """
 
     def __init__(
         self, run: BlockingRunner, key: bytes, output: PartialOutput,
-        reverify: set[str] | None = None,
+        reverify: set[str] | None = None, held: HeldBlobs | None = None,
     ) -> None:
         self._run = run
         self._key = key
         self._output = output
         self._reverify = reverify if reverify is not None else set()
+        self._held = held
         self._inputs = BufferPool(MAX_BLOB_SIZE, keep=1)
         self._outputs = BufferPool(MAX_BLOB_SIZE + BLOCK_SIZE, keep=1)
 
     def blob_downloaded(self, blob: IBlob, blob_info: BlobInfo) -> Deferred[None]:
-        data, plain = self._inputs.acquire(), self._outputs.acquire()
-        verify = blob_info.blob_hash in self._reverify
+        assert blob_info.blob_hash is not None
+        taken = self._held.take(blob_info.blob_hash) if self._held is not None else None
+        if taken is not None:
+            data, length, verify = taken[0], taken[1], False
+        else:
+            data, length = self._inputs.acquire(), None
+            verify = blob_info.blob_hash in self._reverify
+        plain = self._outputs.acquire()
         done = self._run(
-            _decrypt_append, blob, blob_info, self._key, self._output, verify, data, plain
+            _decrypt_append, blob, blob_info, self._key, self._output, verify, data, length, plain
         )
 
         def release(result: object) -> object:
-            self._inputs.release(data)
+            if taken is not None and self._held is not None:
+                self._held.release(data)
+            else:
+                self._inputs.release(data)
             self._outputs.release(plain)
             return result
 

@@ -4,7 +4,11 @@ Which blobs a download still needs, and handing finished blobs on in order.
 Blobs may arrive in any order, from several peers at once; the output must
 be written strictly in stream order.  L{StreamProgressManager} keeps the
 position of the next blob to output and, whenever that blob is verified,
-asks the download manager to handle it, one blob at a time.
+asks the download manager to handle it.  Up to L{HANDLING_DEPTH} blobs are
+handed on before the first of them is handled, in order, so that a handler
+working in another thread is never idle waiting for the reactor to give it
+the next blob; the handler deals with them in the order given (see
+L{p2pblob.interfaces.IBlobHandler}).
 """
 
 from __future__ import annotations
@@ -19,7 +23,12 @@ from zope.interface import implementer
 from p2pblob.interfaces import IBlob, IProgressManager
 from p2pblob.stream.descriptor import BlobInfo
 
-__all__ = ["StreamProgressManager"]
+__all__ = ["HANDLING_DEPTH", "StreamProgressManager"]
+
+HANDLING_DEPTH = 4
+"""
+How many blobs may be handed on and not yet handled at once.
+"""
 
 
 class _Handles(Protocol):
@@ -46,7 +55,11 @@ class StreamProgressManager:
         self._verified: set[int] = set()
         # in blob_num order; kept up to date rather than rebuilt per call
         self._needed = {info.blob_num: info for info in self._infos if info.blob_num >= position}
-        self._handling = False
+        # the next blob to hand on; of blobs _position.._next-1, those not
+        # in _handled_early are being handled
+        self._next = position
+        self._handled_early: set[int] = set()
+        self._outstanding = 0
         self._in_output = False
         self._running = False
         self._idle: list[Deferred[None]] = []
@@ -71,18 +84,17 @@ class StreamProgressManager:
 
     def stop(self) -> Deferred[None]:
         """
-        Hand no more blobs on; the Deferred fires once the blob being
-        handled, if any, is done.
+        Hand no more blobs on; the Deferred fires once the blobs being
+        handled, if any, are done.
         """
         self._running = False
-        if not self._handling:
+        if not self._outstanding:
             return succeed(None)
         idle: Deferred[None] = Deferred()
         self._idle.append(idle)
         return idle
 
     def _now_idle(self) -> None:
-        self._handling = False
         idle, self._idle = self._idle, []
         for d in idle:
             d.callback(None)
@@ -104,36 +116,55 @@ class StreamProgressManager:
 
     def _output(self) -> None:
         """
-        Hand on every blob that is next in order, one at a time.  A loop,
-        not recursion: a handler may finish synchronously (its callback
-        then re-enters here and returns at once, and the loop goes on), and
-        hundreds of blobs may be waiting for the one before them.
+        Hand on every blob that is next in order, up to L{HANDLING_DEPTH}
+        ahead of the last one handled.  A loop, not recursion: a handler may
+        finish synchronously (its callback then re-enters here and returns
+        at once, and the loop goes on), and hundreds of blobs may be waiting
+        for the one before them.
         """
         if self._in_output:
             return
         self._in_output = True
         try:
             while (
-                not self._handling
+                self._next - self._position < HANDLING_DEPTH
                 and self._running
                 and not self.finished.called
-                and self._position in self._verified
+                and self._next in self._verified
             ):
-                self._handling = True
-                handled = self._manager.handle_blob(self._position)
-                handled.addCallbacks(self._handled, self._failed)
+                blob_num = self._next
+                self._next += 1
+                self._outstanding += 1
+                handled = self._manager.handle_blob(blob_num)
+                handled.addCallbacks(self._handled, self._failed, callbackArgs=(blob_num,))
         finally:
             self._in_output = False
 
-    def _handled(self, _: object) -> None:
-        self._verified.discard(self._position)
-        self._position += 1
+    def _handled(self, _: object, blob_num: int) -> None:
+        self._outstanding -= 1
+        if self.finished.called:
+            self._settle()
+            return
+        self._handled_early.add(blob_num)
+        while self._position in self._handled_early:
+            self._handled_early.discard(self._position)
+            self._verified.discard(self._position)
+            self._position += 1
         if self._position >= self._end:
             self.finished.callback(None)
-        self._now_idle()
+        self._settle()
         self._output()
 
     def _failed(self, failure: Failure) -> None:
+        self._outstanding -= 1
         if not self.finished.called:
             self.finished.errback(failure)
-        self._now_idle()
+        self._settle()
+
+    def _settle(self) -> None:
+        """
+        After a blob was dealt with: tell those waiting once no blob is
+        being handled.
+        """
+        if not self._outstanding:
+            self._now_idle()

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pblob._buffers import BufferPool
-from p2pblob.blob.staged import StagedBlobWriter
+from p2pblob.blob.staged import HeldBlobs, StagedBlobWriter
 from p2pblob.errors import (
     BlobHashMismatchError,
     BlobTooLargeError,
@@ -53,9 +53,10 @@ _log = Logger()
 AVAILABILITY_BATCH = 6
 # A peer whose score within this download falls below this is dropped.
 MIN_LOCAL_SCORE = -25.0
-# Blobs held in memory at once, from the request until the store has them:
-# downloading faster than the disk takes the blobs must not grow memory.
-MAX_BUFFERED_BLOBS = 12
+# Blobs in memory at once, from the request until the store has them, or,
+# when they are held for the blob handler, until it takes them: downloading
+# faster than the disk or the output takes the blobs must not grow memory.
+MAX_BUFFERED_BLOBS = 24
 # At most this many connections fetch the same blob in the end game, and
 # only once the first has been at it this many seconds.
 MAX_RACERS = 2
@@ -93,7 +94,9 @@ class BlobRequester:
         ones go.
     @param store: where received blobs are verified and kept.
     @param peer_finder: where to look for peers of the first needed blob.
-    @param peer_for: turns what the finder returns into L{Peer}s.
+    @param buffers: where each arriving blob's buffer comes from.
+    @param held: where each stored blob's buffer is kept for the blob
+        handler, if anywhere.
     """
 
     def __init__(
@@ -103,12 +106,16 @@ class BlobRequester:
         peer_finder: IPeerFinder,
         clock: IReactorTime,
         buffers: BufferPool,
+        held: HeldBlobs | None = None,
     ) -> None:
         self._wanted = wanted
         self._store = store
         self._finder = peer_finder
         self._clock = clock
         self._buffers = buffers
+        self._held = held
+        if held is not None:
+            held.when_taken(self._wake_waiting)
         self._in_flight: dict[str, list[_InFlight]] = {}
         self._has: dict[Peer, set[str]] = {}
         self._lacks: dict[Peer, set[str]] = {}
@@ -143,15 +150,18 @@ class BlobRequester:
         return found.addCallbacks(usable, failed)
 
     def send_next_request(self, peer: Any, protocol: IRequestSender) -> Deferred[bool]:
-        if self._buffered >= MAX_BUFFERED_BLOBS:
+        if self._in_memory() >= MAX_BUFFERED_BLOBS:
             # the connection waits until the store catches up
             waiting: Deferred[bool] = Deferred()
             self._waiting.append((peer, protocol, waiting))
             return waiting
         return succeed(self._send(peer, protocol))
 
+    def _in_memory(self) -> int:
+        return self._buffered + (len(self._held) if self._held is not None else 0)
+
     def _wake_waiting(self) -> None:
-        while self._waiting and self._buffered < MAX_BUFFERED_BLOBS:
+        while self._waiting and self._in_memory() < MAX_BUFFERED_BLOBS:
             peer, protocol, waiting = self._waiting.pop(0)
             if getattr(protocol, "state", None) in (ClientState.CLOSING, ClientState.CLOSED):
                 waiting.callback(False)
@@ -178,7 +188,7 @@ class BlobRequester:
             "incoming_blob",
             blob_hash,
             length,
-            lambda n: StagedBlobWriter(self._store, blob_hash, n, self._buffers),
+            lambda n: StagedBlobWriter(self._store, blob_hash, n, self._buffers, self._held),
         )
         started = self._clock.seconds()
         entry = _InFlight(info, peer, request, started)

@@ -19,10 +19,10 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from p2pblob._buffers import BufferPool
+from p2pblob._buffers import Buffer, BufferPool
 from p2pblob._threads import run_inline
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash
-from p2pblob.blob.staged import StagedBlobWriter, blob_buffers
+from p2pblob.blob.staged import HeldBlobs, StagedBlobWriter, blob_buffers
 from p2pblob.blob.store import BlobStore
 from p2pblob.errors import (
     BlobHashMismatchError,
@@ -283,6 +283,31 @@ class StagedWriterTestsMixin(_TestCase):
         runner.release_all()
         self.assertIs(self.pool.acquire(), self.buffer)
 
+    def test_held_once_stored(self) -> None:
+        """
+        Given L{HeldBlobs}, the writer leaves its buffer there once the blob
+        is stored, holding the blob's bytes, instead of giving it back.
+        """
+        held = HeldBlobs(self.pool, limit=4)
+        data = os.urandom(10_000)
+        writer = StagedBlobWriter(self.store, blob_hash(data), len(data), self.pool, held)
+        writer.write(data)
+        self.successResultOf(writer.finished)
+        taken = held.take(blob_hash(data))
+        assert taken is not None
+        buffer, length = taken
+        self.assertIs(buffer, self.buffer)
+        self.assertEqual((bytes(memoryview(buffer)[:length]), length), (data, len(data)))
+        self.assertEqual(len(held), 0)
+
+    def test_not_held_when_refused(self) -> None:
+        held = HeldBlobs(self.pool, limit=4)
+        data = os.urandom(10_000)
+        writer = StagedBlobWriter(self.store, blob_hash(b"other"), len(data), self.pool, held)
+        writer.write(data)
+        self.failureResultOf(writer.finished, BlobHashMismatchError)
+        self.assertEqual(len(held), 0)
+        self.assertBufferReturned()
 
 
 class MemoryStagedWriterTests(StagedWriterTestsMixin, SynchronousTestCase):
@@ -331,3 +356,76 @@ class BlobBuffersTests(SynchronousTestCase):
         pool.release(b)
         self.assertIs(pool.acquire(), a)
         self.assertIsNot(pool.acquire(), b)
+
+
+class HeldBlobsTests(SynchronousTestCase):
+    def setUp(self) -> None:
+        self.pool = BufferPool(16, keep=8)
+        self.places = {f"blob{n}": n for n in range(10)}
+        self.held = HeldBlobs(self.pool, limit=3, order=self.places.get)
+        self.taken: list[int] = []
+        self.held.when_taken(lambda: self.taken.append(len(self.held)))
+
+    def hold(self, *nums: int) -> dict[int, Buffer]:
+        buffers = {}
+        for num in nums:
+            buffers[num] = self.pool.acquire()
+            self.held.hold(f"blob{num}", buffers[num], num)
+        return buffers
+
+    def test_take(self) -> None:
+        buffers = self.hold(1, 2)
+        self.assertIn("blob1", self.held)
+        self.assertEqual(self.held.take("blob1"), (buffers[1], 1))
+        self.assertNotIn("blob1", self.held)
+        self.assertIsNone(self.held.take("blob1"))
+        self.assertIsNone(self.held.take("blob7"))
+        self.assertEqual(self.taken, [1])
+        self.held.release(buffers[1])
+        self.assertIs(self.pool.acquire(), buffers[1])
+
+    def test_full_keeps_the_soonest_needed(self) -> None:
+        """
+        When the limit is reached, the blob read last (the highest blob
+        number) gives way: a later one is not held, an earlier one takes
+        the place of the latest held.
+        """
+        buffers = self.hold(5, 2, 7)
+        late = self.hold(9)
+        self.assertNotIn("blob9", self.held)
+        self.assertIs(self.pool.acquire(), late[9])  # back in the pool
+        self.hold(1)
+        self.assertEqual(sorted(b for b in self.places if b in self.held), ["blob1", "blob2", "blob5"])
+        self.assertIs(self.pool.acquire(), buffers[7])
+
+    def test_unknown_blobs_come_last(self) -> None:
+        self.hold(1, 2)
+        self.held.hold("stranger", self.pool.acquire(), 1)
+        self.hold(3)
+        self.assertNotIn("stranger", self.held)
+        self.assertIn("blob3", self.held)
+
+    def test_same_blob_twice(self) -> None:
+        """
+        A blob held again (two peers raced to deliver it) keeps the newer
+        buffer; the older goes back to the pool.
+        """
+        first = self.hold(4)[4]
+        second = self.hold(4)[4]
+        self.assertEqual(len(self.held), 1)
+        self.assertEqual(self.held.take("blob4"), (second, 4))
+        self.assertIs(self.pool.acquire(), first)
+
+    def test_clear(self) -> None:
+        buffers = self.hold(1, 2)
+        self.held.clear()
+        self.assertEqual(len(self.held), 0)
+        self.assertEqual(self.taken, [0])
+        self.assertEqual({id(self.pool.acquire()), id(self.pool.acquire())}, {id(b) for b in buffers.values()})
+
+    def test_no_room_at_all(self) -> None:
+        held = HeldBlobs(self.pool, limit=0)
+        buffer = self.pool.acquire()
+        held.hold("blob1", buffer, 1)
+        self.assertEqual(len(held), 0)
+        self.assertIs(self.pool.acquire(), buffer)

@@ -26,7 +26,7 @@ from zope.interface.verify import verifyObject
 
 from p2pblob._threads import run_inline
 from p2pblob.blob.hashing import blob_hash
-from p2pblob.blob.staged import blob_buffers
+from p2pblob.blob.staged import HeldBlobs, blob_buffers
 from p2pblob.discovery.static import StaticPeerFinder, parse_peer
 from p2pblob.download import output as output_module
 from p2pblob.download.connections import ConnectionManager
@@ -38,7 +38,7 @@ from p2pblob.download.manager import (
     Swarm,
 )
 from p2pblob.download.output import DecryptingBlobHandler, PartialOutput
-from p2pblob.download.progress import StreamProgressManager
+from p2pblob.download.progress import HANDLING_DEPTH, StreamProgressManager
 from p2pblob.download.requester import (
     AVAILABILITY_BATCH,
     MAX_BUFFERED_BLOBS,
@@ -242,11 +242,16 @@ class HandlingManager:
         self.handling.append((blob_num, d))
         return d
 
-    def finish(self) -> None:
+    def finish(self, blob_num: int | None = None) -> None:
         """
-        The blob being handled is done.
+        The blob C{blob_num} being handled is done (by default, the first
+        of those still being handled).
         """
-        self.handling[-1][1].callback(None)
+        for num, d in self.handling:
+            if not d.called and blob_num in (None, num):
+                d.callback(None)
+                return
+        raise AssertionError(f"blob {blob_num} is not being handled")
 
 
 class SyncManager:
@@ -317,32 +322,45 @@ class StreamProgressManagerTests(SynchronousTestCase):
 
     def test_handed_on_in_order(self) -> None:
         """
-        Blobs verified out of order are handed on in stream order.
+        Blobs verified out of order are handed on in stream order, none
+        before the blobs ahead of it.
         """
         progress = self.progress()
         self.verified(progress, 2, 1)
         self.assertEqual(self.manager.handled, [])
         self.verified(progress, 0)
-        self.assertEqual(self.manager.handled, [0])
-        self.manager.finish()
-        self.assertEqual(self.manager.handled, [0, 1])
-        self.manager.finish()
         self.assertEqual(self.manager.handled, [0, 1, 2])
-        self.manager.finish()
+        for _ in range(3):
+            self.manager.finish()
         self.assertEqual(self.manager.handled, [0, 1, 2])  # 3 is not in yet
         self.verified(progress, 3)
         self.assertEqual(self.manager.handled, [0, 1, 2, 3])
 
-    def test_one_at_a_time(self) -> None:
+    def test_a_few_at_a_time(self) -> None:
         """
-        The next blob is handed on only once the manager is done with the
-        one before.
+        At most HANDLING_DEPTH blobs are being handled at once; the next is
+        handed on as the first of them is done.
+        """
+        self.infos, _ = make_blobs(HANDLING_DEPTH + 2)
+        progress = self.progress()
+        self.verified(progress, *range(HANDLING_DEPTH + 2))
+        self.assertEqual(self.manager.handled, list(range(HANDLING_DEPTH)))
+        self.manager.finish(0)
+        self.assertEqual(self.manager.handled, list(range(HANDLING_DEPTH + 1)))
+        self.assertEqual(progress.stream_position(), 1)
+
+    def test_position_moves_in_order(self) -> None:
+        """
+        A blob whose handling is over before the one ahead of it does not
+        move the position past that one.
         """
         progress = self.progress()
         self.verified(progress, 0, 1, 2)
-        self.assertEqual(self.manager.handled, [0])
-        self.verified(progress, 3)
-        self.assertEqual(self.manager.handled, [0])
+        self.manager.finish(1)
+        self.manager.finish(2)
+        self.assertEqual(progress.stream_position(), 0)
+        self.manager.finish(0)
+        self.assertEqual(progress.stream_position(), 3)
 
     def test_not_before_start(self) -> None:
         progress = StreamProgressManager(self.manager, self.infos)
@@ -390,24 +408,37 @@ class StreamProgressManagerTests(SynchronousTestCase):
         self.assertEqual(progress.needed_blobs(), [])
 
     def test_handling_failure_fails_finished(self) -> None:
+        """
+        The first failure fails the download; no blob is handed on after it,
+        and blobs handed on before it may still end either way.
+        """
         progress = self.progress()
         self.verified(progress, 0, 1)
         self.manager.handling[0][1].errback(StreamError("cannot decrypt"))
         self.failureResultOf(progress.finished, StreamError)
-        self.assertEqual(self.manager.handled, [0])
+        self.assertEqual(self.manager.handled, [0, 1])
         self.verified(progress, 2)
-        self.assertEqual(self.manager.handled, [0])
+        self.assertEqual(self.manager.handled, [0, 1])
+        stopped = progress.stop()
+        self.assertNoResult(stopped)
+        self.manager.handling[1][1].errback(StreamError("not after a failure"))
+        self.successResultOf(stopped)
+        self.assertEqual(progress.stream_position(), 0)
 
-    def test_stop_waits_for_blob_being_handled(self) -> None:
+    def test_stop_waits_for_blobs_being_handled(self) -> None:
         progress = self.progress()
         self.verified(progress, 0, 1)
         stopped = progress.stop()
+        self.verified(progress, 2)
+        self.assertNoResult(stopped)
+        self.manager.finish()
         self.assertNoResult(stopped)
         self.manager.finish()
         self.successResultOf(stopped)
-        self.assertEqual(self.manager.handled, [0])  # 1 waits for a restart
+        self.assertEqual(self.manager.handled, [0, 1])  # 2 waits for a restart
+        self.assertEqual(progress.stream_position(), 2)
         progress.start()
-        self.assertEqual(self.manager.handled, [0, 1])
+        self.assertEqual(self.manager.handled, [0, 1, 2])
 
     def test_stop_when_idle(self) -> None:
         progress = self.progress()
@@ -489,11 +520,11 @@ class PartialOutputTests(SynchronousTestCase):
         """
         out = self.output()
         out.open()
-        for piece in pieces:
-            out.append(piece)
+        for num, piece in enumerate(pieces):
+            out.append(piece, num)
         out.checkpoint()
         if extra:
-            out.append(extra)
+            out.append(extra, len(pieces))
         out.close()
 
     def test_fresh(self) -> None:
@@ -517,7 +548,7 @@ class PartialOutputTests(SynchronousTestCase):
         self.assertEqual(out.open(), 2)
         self.assertEqual((out.blobs_done, out.size), (2, 15))
         self.assertEqual(out.part_path.read_bytes(), b"a" * 10 + b"b" * 5)
-        out.append(b"d" * 3)
+        out.append(b"d" * 3, 2)
         out.checkpoint()  # staged until then (the file may be written direct)
         self.assertEqual(out.part_path.read_bytes(), b"a" * 10 + b"b" * 5 + b"d" * 3)
         out.close()
@@ -526,9 +557,9 @@ class PartialOutputTests(SynchronousTestCase):
         self.patch(output_module, "CHECKPOINT_BYTES", 8)
         out = self.output()
         out.open()
-        out.append(b"x" * 5)
-        out.append(b"y" * 5)
-        out.append(b"z" * 2)
+        out.append(b"x" * 5, 0)
+        out.append(b"y" * 5, 1)
+        out.append(b"z" * 2, 2)
         out.close()
         again = self.output()
         self.assertEqual(again.open(), 2)
@@ -575,10 +606,28 @@ class PartialOutputTests(SynchronousTestCase):
         self.assertEqual(out.part_path.read_bytes(), b"")
         out.close()
 
+    def test_blobs_in_order_only(self) -> None:
+        """
+        A blob that is not the next one is refused and nothing is written:
+        a handler given blob 2 after blob 1 failed leaves a file that the
+        next run continues correctly.
+        """
+        out = self.output()
+        out.open()
+        out.append(b"zero", 0)
+        for wrong in (0, 2, 5):
+            error = self.assertRaises(StreamError, out.append, b"later", wrong)
+            self.assertIn(f"blob {wrong} cannot be written before blob 1", str(error))
+        self.assertEqual((out.blobs_done, out.size), (1, 4))
+        out.append(b"one", 1)
+        out.checkpoint()
+        self.assertEqual(out.part_path.read_bytes(), b"zeroone")
+        out.close()
+
     def test_finish(self) -> None:
         out = self.output()
         out.open()
-        out.append(b"the film")
+        out.append(b"the film", 0)
         path = out.finish()
         self.assertEqual(path, self.directory / "movie.mp4")
         self.assertEqual(path.read_bytes(), b"the film")
@@ -588,7 +637,7 @@ class PartialOutputTests(SynchronousTestCase):
         (self.directory / "movie.mp4").write_bytes(b"someone else's")
         out = self.output()
         out.open()
-        out.append(b"ours")
+        out.append(b"ours", 0)
         path = out.finish()
         self.assertEqual(path, self.directory / "movie_1.mp4")
         self.assertEqual(path.read_bytes(), b"ours")
@@ -604,7 +653,7 @@ class PartialOutputTests(SynchronousTestCase):
     def test_discard_keeps_written(self) -> None:
         out = self.output()
         out.open()
-        out.append(b"a blob")
+        out.append(b"a blob", 0)
         out.checkpoint()
         out.discard_if_empty()
         self.assertEqual(self.files(), sorted([out.part_path.name, out.state_path.name]))
@@ -676,6 +725,38 @@ class DecryptingBlobHandlerTests(SynchronousTestCase):
         self.output.checkpoint()
         self.assertEqual(self.output.part_path.read_bytes(), b"y" * 100 + b"z" * 50)
 
+    def test_held_blob_decrypted_from_memory(self) -> None:
+        """
+        A blob still held in the buffer it arrived in is decrypted from
+        there, not read back from the store; the buffer then goes back to
+        the pool.
+        """
+        blob, info = self.stored(0, b"x" * 100)
+        assert info.blob_hash is not None
+        arrived = self.successResultOf(self.store.read_blob(info.blob_hash))
+        self.store.corrupt(info.blob_hash, encrypt_blob(self.key, bytes.fromhex(info.iv), b"y" * 100))
+        pool = blob_buffers(keep=2)
+        held = HeldBlobs(pool, limit=2)
+        buffer = pool.acquire()
+        buffer[: len(arrived)] = arrived
+        held.hold(info.blob_hash, buffer, len(arrived))
+        handler = DecryptingBlobHandler(run_inline, self.key, self.output, held=held)
+        self.successResultOf(handler.blob_downloaded(blob, info))
+        self.output.checkpoint()
+        self.assertEqual(self.output.part_path.read_bytes(), b"x" * 100)
+        self.assertEqual(len(held), 0)
+        self.assertIs(pool.acquire(), buffer)
+
+    def test_out_of_order_refused(self) -> None:
+        """
+        A blob given before the one ahead of it was written (that one
+        failed) is not written.
+        """
+        handler = DecryptingBlobHandler(run_inline, self.key, self.output)
+        self.stored(0, b"never written")
+        self.failureResultOf(handler.blob_downloaded(*self.stored(1, b"later")), StreamError)
+        self.assertEqual((self.output.size, self.output.blobs_done), (0, 0))
+
 
 # ---------------------------------------------------------------------------
 # BlobRequester
@@ -743,6 +824,33 @@ class BlobRequesterTests(SynchronousTestCase):
         self.deliver(requests[0])
         self.assertTrue(self.successResultOf(waiting))
         self.assertEqual(len(sender.blob_requests), 1)
+
+    def test_held_blobs_count_until_taken(self) -> None:
+        """
+        With the blobs stored kept in memory for the blob handler, a blob
+        counts against MAX_BUFFERED_BLOBS until the handler takes it: the
+        waiting connection gets its request then, not when the blob is
+        stored.
+        """
+        infos, self.blobs = make_blobs(MAX_BUFFERED_BLOBS + 3)
+        pool = blob_buffers()
+        held = HeldBlobs(pool, MAX_BUFFERED_BLOBS)
+        self.store = MemoryBlobStore()
+        self.wanted = Wanted(infos)
+        self.requester = BlobRequester(
+            self.wanted, self.store, self.finder, self.clock, pool, held
+        )
+        requests = [self.asked(self.a) for _ in range(MAX_BUFFERED_BLOBS)]
+        sender = FakeSender()
+        waiting = self.requester.send_next_request(self.b, sender)
+        self.deliver(requests[0])
+        self.assertIn(requests[0].blob_hash, held)
+        self.assertNoResult(waiting)
+        taken = held.take(requests[0].blob_hash)
+        assert taken is not None
+        self.assertTrue(self.successResultOf(waiting))
+        self.assertEqual(len(sender.blob_requests), 1)
+        held.release(taken[0])
 
     def test_waiting_connections_released_on_cancel(self) -> None:
         """
