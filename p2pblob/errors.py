@@ -32,6 +32,11 @@ __all__ = [
     "BlobUnavailableError",
     "NoResponseError",
     "NoPeersError",
+    "DHTError",
+    "BencodeError",
+    "DatagramError",
+    "RPCTimeoutError",
+    "RemoteDHTError",
 ]
 
 
@@ -293,3 +298,60 @@ class NoPeersError(StreamError):
     def __init__(self, missing: int, detail: str) -> None:
         super().__init__(f"download stalled with {missing} blob(s) missing: {detail}")
         self.missing = missing
+
+
+class DHTError(P2PBlobError):
+    """
+    Something went wrong in the distributed hash table that finds peers: a
+    node sent us something we cannot read, or we were asked to send
+    something LBRY nodes could not read.
+    """
+
+
+class BencodeError(DHTError):
+    """
+    Bytes are not valid bencode (the encoding of every DHT message), or a
+    value cannot be bencoded.
+
+    @ivar reason: what is wrong, in words (with the byte offset for bad
+        input).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid bencoded data: {reason}")
+        self.reason = reason
+
+
+class DatagramError(DHTError):
+    """
+    A DHT datagram is not a well-formed LBRY DHT message (a request, a
+    response or an error), or a message we were to send is malformed or too
+    large for one datagram.  A received datagram like that is dropped.
+
+    @ivar reason: what is wrong, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"invalid DHT datagram: {reason}")
+        self.reason = reason
+
+
+class RPCTimeoutError(DHTError):
+    """
+    A DHT node did not answer our request in time.
+    """
+
+
+class RemoteDHTError(DHTError):
+    """
+    A DHT node answered our request with an error (for instance "Invalid
+    token").
+
+    @ivar kind: the error type the node named.
+    @ivar text: its message.
+    """
+
+    def __init__(self, kind: str, text: str) -> None:
+        super().__init__(f"the DHT node refused: {text} ({kind})")
+        self.kind = kind
+        self.text = text

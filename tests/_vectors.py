@@ -21,6 +21,7 @@ __all__ = [
     "load_case",
     "load_json",
     "sd_blob_bytes",
+    "typed_value",
     "vector_bytes",
     "vector_path",
 ]
@@ -95,3 +96,21 @@ def generate_plaintext(length: int, offset: int = 0) -> bytes:
     period = bytes(range(_GENERATOR_PERIOD))
     repeats = (start + length) // _GENERATOR_PERIOD + 1
     return (period * repeats)[start : start + length]
+
+
+def typed_value(node: Any) -> Any:
+    """
+    The Python value of a typed JSON rendering from the DHT vectors: a
+    number is an C{int}, C{{"hex": ...}} is C{bytes} (C{"text"} is only a
+    reading aid), an array is a C{list}, and C{{"dict": [[key, value],
+    ...]}} is a C{dict} built in the order of its pairs.
+    """
+    if isinstance(node, bool) or not isinstance(node, (int, list, dict)):
+        raise ValueError(f"not a typed value: {node!r}")
+    if isinstance(node, int):
+        return node
+    if isinstance(node, list):
+        return [typed_value(item) for item in node]
+    if "hex" in node:
+        return bytes.fromhex(node["hex"])
+    return {typed_value(key): typed_value(value) for key, value in node["dict"]}

@@ -1,0 +1,3 @@
+"""
+The Kademlia DHT, wire-compatible with LBRY's (spec section 7).
+"""
