@@ -1,0 +1,348 @@
+"""
+A DHT node: iterative lookups, announcing, joining and keeping the routing
+table fresh (spec section 7.4).
+
+The lookups follow Kademlia as LBRY runs it: start from the C{K} closest
+contacts we know, keep up to C{ALPHA} requests in flight, add every contact
+the answers name to a shortlist ordered by distance to the key, and stop
+once the C{K} closest contacts of the shortlist have all answered (or
+failed).  A value lookup also collects the peers each answer carries,
+asking a node that has more pages of peers for the rest.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from p2pblob.dht.constants import ALPHA, TOKEN_SECRET_REFRESH, K
+from p2pblob.dht.ids import distance, random_id_in_range
+from p2pblob.dht.messages import FindValueResult
+from p2pblob.dht.protocol import Address, KademliaProtocol
+from p2pblob.dht.routing import Contact
+
+__all__ = ["DHTNode", "Lookup"]
+
+_log = Logger()
+
+# Joining: retry after 1, 2, 4 … seconds, at most this long apart.
+MAX_JOIN_DELAY = 60.0
+# How often the table is checked for stale buckets, expired peers and a
+# lost network.
+MAINTENANCE_INTERVAL = 60.0
+# Peers per page of a findValue answer (LBRY: K).
+PAGE_SIZE = K
+# At most this many pages are asked of one node.
+MAX_PAGES = 8
+
+
+class Lookup:
+    """
+    One iterative lookup of C{key}: for nodes (C{find_value=False}) or for
+    the peers of a blob.
+
+    @ivar result: fires with the C{K} closest contacts that answered.
+    @ivar peers: the compact peer addresses found, in the order found.
+    @ivar rpcs: how many requests the lookup sent.
+    @ivar hops: the longest chain of answers that led to a contact queried.
+    """
+
+    def __init__(
+        self,
+        protocol: KademliaProtocol,
+        key: bytes,
+        start: Iterable[Contact],
+        *,
+        find_value: bool = False,
+        on_peers: Callable[[list[bytes]], None] | None = None,
+        k: int = K,
+        alpha: int = ALPHA,
+    ) -> None:
+        self._protocol = protocol
+        self.key = key
+        self._find_value = find_value
+        self._on_peers = on_peers
+        self._k = k
+        self._alpha = alpha
+        self._shortlist: dict[bytes, Contact] = {}
+        self._depth: dict[bytes, int] = {}
+        self._queried: set[bytes] = set()
+        self._answered: dict[bytes, Contact] = {}
+        self._in_flight = 0
+        self.tokens: dict[bytes, bytes] = {}
+        self.peers: list[bytes] = []
+        self._seen_peers: set[bytes] = set()
+        self.rpcs = 0
+        self.hops = 0
+        self.result: Deferred[list[Contact]] = Deferred()
+        for contact in start:
+            self._offer(contact, 0)
+
+    def start(self) -> Deferred[list[Contact]]:
+        self._step()
+        return self.result
+
+    def _offer(self, contact: Contact, depth: int) -> None:
+        node_id = contact.node_id
+        if node_id == self._protocol.node_id or node_id in self._shortlist:
+            return
+        self._shortlist[node_id] = contact
+        self._depth[node_id] = depth
+
+    def _closest(self) -> list[Contact]:
+        return sorted(self._shortlist.values(), key=lambda c: distance(c.node_id, self.key))
+
+    def _step(self) -> None:
+        if self.result.called:
+            return
+        candidates = [c for c in self._closest()[: self._k] if c.node_id not in self._queried]
+        for contact in candidates:
+            if self._in_flight >= self._alpha:
+                break
+            self._query(contact)
+        if self._in_flight == 0:
+            closest = sorted(self._answered.values(), key=lambda c: distance(c.node_id, self.key))
+            self.result.callback(closest[: self._k])
+
+    def _query(self, contact: Contact) -> None:
+        self._queried.add(contact.node_id)
+        self._in_flight += 1
+        self.rpcs += 1
+        depth = self._depth[contact.node_id]
+        self.hops = max(self.hops, depth + 1)
+        asked: Deferred[Any]
+        if self._find_value:
+            asked = self._protocol.find_value(contact.address, self.key)
+            asked.addCallback(self._value_answer, contact, depth)
+        else:
+            asked = self._protocol.find_node(contact.address, self.key)
+            asked.addCallback(self._node_answer, contact, depth)
+        asked.addErrback(self._failed, contact)
+        asked.addBoth(self._done)
+
+    def _node_answer(self, contacts: list[Contact], contact: Contact, depth: int) -> None:
+        self._answered[contact.node_id] = contact
+        for found in contacts:
+            self._offer(found, depth + 1)
+
+    def _value_answer(self, result: FindValueResult, contact: Contact, depth: int) -> Deferred[None] | None:
+        self._answered[contact.node_id] = contact
+        self.tokens[contact.node_id] = result.token
+        for triple in result.contacts or ():
+            node_id, host, port = triple
+            if node_id != self._protocol.node_id and self._protocol._valid(host, port):
+                self._offer(Contact(host, port, node_id), depth + 1)
+        self._add_peers(result.peers)
+        if result.pages > 1:
+            return self._more_pages(contact, min(result.pages, MAX_PAGES))
+        return None
+
+    def _more_pages(self, contact: Contact, pages: int) -> Deferred[None]:
+        asked = []
+        for page in range(1, pages):
+            self.rpcs += 1
+            d = self._protocol.find_value(contact.address, self.key, page)
+            d.addCallbacks(lambda r: self._add_peers(r.peers), lambda f: None)
+            asked.append(d)
+        return DeferredList(asked).addCallback(lambda _: None)
+
+    def _add_peers(self, peers: Sequence[bytes]) -> None:
+        new = [p for p in peers if p not in self._seen_peers]
+        if not new:
+            return
+        self._seen_peers.update(new)
+        self.peers.extend(new)
+        if self._on_peers is not None:
+            self._on_peers(new)
+
+    def _failed(self, failure: Failure, contact: Contact) -> None:
+        self._shortlist.pop(contact.node_id, None)
+
+    def _done(self, _: object) -> None:
+        self._in_flight -= 1
+        self._step()
+
+
+class DHTNode:
+    """
+    Our node in the DHT: lookups, announcing, joining and upkeep.
+
+    @param bootstrap: addresses of nodes to join through.
+    @param saved: contacts remembered from the last run, tried first.
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        protocol: KademliaProtocol,
+        bootstrap: Iterable[Address] = (),
+        saved: Iterable[Address] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.clock = clock
+        self.protocol = protocol
+        self.routing = protocol.routing
+        self.bootstrap = list(bootstrap)
+        self.saved = list(saved)
+        self._rng = rng or random.Random()
+        self._join_delay = 1.0
+        self._join_call: IDelayedCall | None = None
+        self._joining: Deferred[None] | None = None
+        self._maintenance = LoopingCall(self._maintain)
+        self._maintenance.clock = clock
+        # node id -> (token, when it was given)
+        self._tokens: dict[bytes, tuple[bytes, float]] = {}
+        self.joined = False
+
+    @property
+    def node_id(self) -> bytes:
+        return self.protocol.node_id
+
+    def start(self) -> None:
+        self.protocol.tokens.start()
+        self._maintenance.start(MAINTENANCE_INTERVAL, now=False)
+        self.join()
+
+    def stop(self) -> None:
+        if self._maintenance.running:
+            self._maintenance.stop()
+        if self._join_call is not None and self._join_call.active():
+            self._join_call.cancel()
+        self._join_call = None
+        self.protocol.tokens.stop()
+
+    # joining
+
+    def join(self) -> Deferred[None]:
+        """
+        Ping the remembered contacts and the bootstrap nodes, then look up
+        our own id; while the table stays empty, try again later (after 1,
+        2, 4 … seconds, at most a minute apart).
+        """
+        if self._joining is not None:
+            return self._joining
+        joining = Deferred.fromCoroutine(self._join())
+        if not joining.called:
+            # (a join with nobody to ask is over at once; _join clears this)
+            self._joining = joining
+        return joining
+
+    async def _join(self) -> None:
+        try:
+            addresses = list(dict.fromkeys([*self.saved, *self.bootstrap]))
+            pings = [self.protocol.ping(address) for address in addresses]
+            await DeferredList(pings, consumeErrors=True)
+            if len(self.routing):
+                await self.find_node(self.node_id)
+                if not self.joined:
+                    # fill the table: a lookup in every bucket's range, as
+                    # Kademlia joins (our own id's lookup only finds the
+                    # nodes near us)
+                    await self._refresh(self._every_bucket())
+        finally:
+            self._joining = None
+        if len(self.routing):
+            if not self.joined:
+                _log.info("Joined the DHT: {count} contacts", count=len(self.routing))
+            self.joined = True
+            self._join_delay = 1.0
+        else:
+            self.joined = False
+            _log.info(
+                "No DHT node answered; trying again in {delay:g} s", delay=self._join_delay
+            )
+            self._join_call = self.clock.callLater(self._join_delay, self._rejoin)
+            self._join_delay = min(self._join_delay * 2, MAX_JOIN_DELAY)
+
+    def _rejoin(self) -> None:
+        self._join_call = None
+        self.join()
+
+    # lookups
+
+    def find_node(self, key: bytes) -> Deferred[list[Contact]]:
+        """
+        The C{K} nodes closest to C{key} that answered.
+        """
+        return Lookup(self.protocol, key, self.routing.closest(key, K)).start()
+
+    def find_value(
+        self, key: bytes, on_peers: Callable[[list[bytes]], None] | None = None
+    ) -> Lookup:
+        """
+        Start a lookup of the peers of blob C{key}; C{on_peers} is called
+        with the compact addresses as they are found.
+        """
+        lookup = Lookup(
+            self.protocol, key, self.routing.closest(key, K), find_value=True, on_peers=on_peers
+        )
+        lookup.start()
+        return lookup
+
+    # announcing
+
+    async def announce(self, blob_hash: bytes, tcp_port: int) -> int:
+        """
+        Store ourselves as a peer of C{blob_hash} at the C{K} closest nodes;
+        return at how many it was stored.
+        """
+        lookup = Lookup(self.protocol, blob_hash, self.routing.closest(blob_hash, K), find_value=True)
+        closest = await lookup.start()
+        now = self.clock.seconds()
+        for node_id, token in lookup.tokens.items():
+            self._tokens[node_id] = (token, now)
+        stores = []
+        for contact in closest:
+            given = self._token_for(contact, now)
+            if given is not None:
+                stores.append(self.protocol.store(contact.address, blob_hash, given, tcp_port))
+        results = await DeferredList(stores, consumeErrors=True)
+        return sum(1 for ok, _ in results if ok)
+
+    def _token_for(self, contact: Contact, now: float) -> bytes | None:
+        entry = self._tokens.get(contact.node_id)
+        if entry is None or now - entry[1] > TOKEN_SECRET_REFRESH:
+            return None
+        return entry[0]
+
+    # upkeep
+
+    def _maintain(self) -> Deferred[None] | None:
+        """
+        Every minute: drop expired peers and old tokens; join again if the
+        table is empty; refresh the buckets nobody looked into for an hour.
+        """
+        now = self.clock.seconds()
+        self.protocol.peers.expire()
+        self._tokens = {
+            node_id: entry for node_id, entry in self._tokens.items()
+            if now - entry[1] <= TOKEN_SECRET_REFRESH
+        }
+        if not len(self.routing):
+            # the network was lost (or never found): join again
+            self.joined = False
+            if self._join_call is None and self._joining is None:
+                self.join()
+            return None
+        return self._refresh(self.routing.buckets_to_refresh(now))
+
+    def _every_bucket(self) -> list[bytes]:
+        return [
+            random_id_in_range(bucket.low, bucket.high, self._rng)
+            for bucket in self.routing.buckets()
+        ]
+
+    def _refresh(self, keys: list[bytes]) -> Deferred[None]:
+        """
+        Look up each of C{keys} (random ids in buckets to refresh).
+        """
+        lookups = [self.find_node(key) for key in keys]
+        return DeferredList(lookups, consumeErrors=True).addCallback(lambda _: None)
+
