@@ -37,6 +37,7 @@ from p2pblob.dht.peers import compact_ip, compact_peer, decode_compact_peer
 from p2pblob.dht.tokens import make_token
 from p2pblob.errors import DatagramError, DHTError
 from tests._vectors import load_json, typed_value
+from tests.dht.test_bencode import _mutate
 
 DATAGRAMS = load_json("dht", "datagrams.json")
 CONSTRUCTORS = load_json("dht", "request_constructors.json")
@@ -783,25 +784,6 @@ _find_value_results = st.builds(
     st.integers(min_value=0, max_value=1000),
 )
 _captured = [bytes.fromhex(d["hex"]) for d in all_datagrams() + CONSTRUCTORS["datagrams"]]
-
-
-def _mutate(data: bytes, edits: list[tuple[int, int, int]]) -> bytes:
-    """
-    C{data} with each edit applied: C{(kind, place, byte)} replaces,
-    inserts or deletes one byte, or cuts the data there.
-    """
-    buffer = bytearray(data)
-    for kind, place, byte in edits:
-        index = place % (len(buffer) + 1)
-        if kind == 0 and index < len(buffer):
-            buffer[index] = byte
-        elif kind == 1:
-            buffer.insert(index, byte)
-        elif kind == 2 and index < len(buffer):
-            del buffer[index]
-        elif kind == 3:
-            del buffer[index:]
-    return bytes(buffer)
 
 
 _edits = st.lists(
