@@ -12,6 +12,7 @@ asking a node that has more pages of peers for the rest.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -102,12 +103,14 @@ class Lookup:
     def _step(self) -> None:
         if self.result.called:
             return
-        candidates = [c for c in self._closest()[: self._k] if c.node_id not in self._queried]
-        for contact in candidates:
-            if self._in_flight >= self._alpha:
+        for contact in self._closest()[: self._k]:
+            # (a request that fails at once re-enters _step through _done,
+            # which may end the lookup)
+            if self._in_flight >= self._alpha or self.result.called:
                 break
-            self._query(contact)
-        if self._in_flight == 0:
+            if contact.node_id not in self._queried:
+                self._query(contact)
+        if self._in_flight == 0 and not self.result.called:
             closest = sorted(self._answered.values(), key=lambda c: distance(c.node_id, self.key))
             self.result.callback(closest[: self._k])
 
@@ -170,12 +173,24 @@ class Lookup:
         self._step()
 
 
+def _is_ipv4(host: str) -> bool:
+    try:
+        ipaddress.IPv4Address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class DHTNode:
     """
     Our node in the DHT: lookups, announcing, joining and upkeep.
 
-    @param bootstrap: addresses of nodes to join through.
+    @param bootstrap: addresses of nodes to join through; a host may be a
+        name if C{resolve} is given.
     @param saved: contacts remembered from the last run, tried first.
+    @param resolve: turns a host name into an IPv4 address (for example
+        C{reactor.resolve}); names are resolved again at every attempt to
+        join, so a node started before its network is up joins later.
     """
 
     def __init__(
@@ -185,6 +200,7 @@ class DHTNode:
         bootstrap: Iterable[Address] = (),
         saved: Iterable[Address] = (),
         rng: random.Random | None = None,
+        resolve: Callable[[str], Deferred[str]] | None = None,
     ) -> None:
         self.clock = clock
         self.protocol = protocol
@@ -192,6 +208,7 @@ class DHTNode:
         self.bootstrap = list(bootstrap)
         self.saved = list(saved)
         self._rng = rng or random.Random()
+        self._resolve = resolve
         self._join_delay = 1.0
         self._join_call: IDelayedCall | None = None
         self._joining: Deferred[None] | None = None
@@ -199,18 +216,30 @@ class DHTNode:
         self._maintenance.clock = clock
         # node id -> (token, when it was given)
         self._tokens: dict[bytes, tuple[bytes, float]] = {}
-        self.joined = False
+        # whether the table was filled since it was last empty
+        self._filled = False
+        self._running = False
 
     @property
     def node_id(self) -> bytes:
         return self.protocol.node_id
 
+    @property
+    def joined(self) -> bool:
+        """
+        Whether we know a node of the DHT that is not known to be down
+        (through joining, or because others found us).
+        """
+        return any(not contact.is_bad for contact in self.routing.contacts())
+
     def start(self) -> None:
+        self._running = True
         self.protocol.tokens.start()
         self._maintenance.start(MAINTENANCE_INTERVAL, now=False)
         self.join()
 
     def stop(self) -> None:
+        self._running = False
         if self._maintenance.running:
             self._maintenance.stop()
         if self._join_call is not None and self._join_call.active():
@@ -228,6 +257,10 @@ class DHTNode:
         """
         if self._joining is not None:
             return self._joining
+        if self._join_call is not None and self._join_call.active():
+            # asked to join now: the scheduled retry is not needed
+            self._join_call.cancel()
+        self._join_call = None
         joining = Deferred.fromCoroutine(self._join())
         if not joining.called:
             # (a join with nobody to ask is over at once; _join clears this)
@@ -236,30 +269,47 @@ class DHTNode:
 
     async def _join(self) -> None:
         try:
-            addresses = list(dict.fromkeys([*self.saved, *self.bootstrap]))
+            addresses = list(dict.fromkeys([*self.saved, *await self._bootstrap_addresses()]))
+            if not addresses and not len(self.routing):
+                # nobody to ask: wait for other nodes to find us
+                return
             pings = [self.protocol.ping(address) for address in addresses]
             await DeferredList(pings, consumeErrors=True)
-            if len(self.routing):
+            if self.joined:
                 await self.find_node(self.node_id)
-                if not self.joined:
+                if not self._filled:
                     # fill the table: a lookup in every bucket's range, as
                     # Kademlia joins (our own id's lookup only finds the
                     # nodes near us)
                     await self._refresh(self._every_bucket())
         finally:
             self._joining = None
-        if len(self.routing):
-            if not self.joined:
+        if self.joined:
+            if not self._filled:
                 _log.info("Joined the DHT: {count} contacts", count=len(self.routing))
-            self.joined = True
+            self._filled = True
             self._join_delay = 1.0
-        else:
-            self.joined = False
+        elif self._running:
+            self._filled = False
             _log.info(
                 "No DHT node answered; trying again in {delay:g} s", delay=self._join_delay
             )
             self._join_call = self.clock.callLater(self._join_delay, self._rejoin)
             self._join_delay = min(self._join_delay * 2, MAX_JOIN_DELAY)
+
+    async def _bootstrap_addresses(self) -> list[Address]:
+        addresses = []
+        for host, port in self.bootstrap:
+            if self._resolve is None or _is_ipv4(host):
+                addresses.append((host, port))
+                continue
+            try:
+                addresses.append((await self._resolve(host), port))
+            except Exception as e:
+                _log.warn(
+                    "Cannot find DHT bootstrap node {host}: {error}", host=host, error=e
+                )
+        return addresses
 
     def _rejoin(self) -> None:
         self._join_call = None
@@ -271,6 +321,8 @@ class DHTNode:
         """
         The C{K} nodes closest to C{key} that answered.
         """
+        # a lookup in a bucket's range refreshes it, whatever it finds
+        self.routing.touch_bucket(key, self.clock.seconds())
         return Lookup(self.protocol, key, self.routing.closest(key, K)).start()
 
     def find_value(
@@ -325,9 +377,11 @@ class DHTNode:
             node_id: entry for node_id, entry in self._tokens.items()
             if now - entry[1] <= TOKEN_SECRET_REFRESH
         }
-        if not len(self.routing):
-            # the network was lost (or never found): join again
-            self.joined = False
+        joined = self.joined
+        if not joined or not self._filled:
+            # the network was lost or never found (join again), or other
+            # nodes found us (fill the table through them)
+            self._filled = self._filled and joined
             if self._join_call is None and self._joining is None:
                 self.join()
             return None

@@ -62,6 +62,8 @@ _log = Logger()
 MAYBE_PING_QUEUE = 64
 MAYBE_PING_INTERVAL = 1.0
 MAYBE_PING_AGAIN = 300.0
+# Peers on lower ports are refused (as by is_valid_address).
+MIN_PEER_PORT = 1024
 
 Address = tuple[str, int]
 
@@ -85,6 +87,8 @@ class KademliaProtocol(DatagramProtocol):
         swarms and tests); LBRY's public DHT refuses them.
     @ivar dropped: datagrams ignored because they could not be decoded.
     """
+
+    noisy = False
 
     def __init__(
         self,
@@ -178,7 +182,14 @@ class KademliaProtocol(DatagramProtocol):
         pending.timer = self.clock.callLater(self.timeout, self._timed_out, request.rpc_id)
         self._pending[request.rpc_id] = pending
         self.requests_sent += 1
-        self.transport.write(data, address)
+        try:
+            self.transport.write(data, address)
+        except OSError as e:
+            # no route, network down, refused by a firewall rule ...
+            del self._pending[request.rpc_id]
+            pending.timer.cancel()
+            host, port = address
+            result.errback(DHTError(f"cannot send to {host}:{port}: {e.strerror or e}"))
         return result
 
     def _timed_out(self, rpc_id: bytes) -> None:
@@ -199,6 +210,10 @@ class KademliaProtocol(DatagramProtocol):
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         address: Address = (addr[0], addr[1])
+        if ":" in address[0]:
+            # LBRY's DHT is IPv4 only: tokens and peer addresses are too
+            self.dropped += 1
+            return
         try:
             message = decode_datagram(data)
         except DatagramError as e:
@@ -266,7 +281,11 @@ class KademliaProtocol(DatagramProtocol):
             _log.warn("Could not answer {address}: {error}", address=address, error=e)
             return
         assert self.transport is not None
-        self.transport.write(data, address)
+        try:
+            self.transport.write(data, address)
+        except OSError as e:
+            _log.debug("Could not answer {address}: {error}", address=address, error=e)
+            return
         contact = self.routing.get(request.node_id)
         if contact is not None:
             contact.requested(self.clock.seconds())
@@ -310,8 +329,10 @@ class KademliaProtocol(DatagramProtocol):
             raise _Refusal("ValueError", "Invalid blob hash")
         if not (isinstance(token, bytes) and self.tokens.verify(token, address[0])):
             raise _Refusal("ValueError", "Invalid token")
-        if type(port) is not int or not self._valid(address[0], port):
+        if type(port) is not int or not MIN_PEER_PORT <= port <= 65535:
             raise _Refusal("ValueError", f"Invalid port {port!r}")
+        if not self._valid(address[0], port):
+            raise _Refusal("ValueError", f"Peers at {address[0]} are not accepted")
         if not (isinstance(publisher, bytes) and len(publisher) == HASH_LENGTH):
             raise _Refusal("ValueError", "Invalid publisher id")
         self.peers.add(
