@@ -5,6 +5,7 @@ and the environment, validated once, passed to everything that needs it.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
@@ -13,17 +14,20 @@ from pathlib import Path
 from p2pblob.errors import ConfigError
 
 __all__ = [
+    "ANNOUNCE_POLICIES",
     "Config",
     "DEFAULT_DISK_LIMIT",
     "DEFAULT_PEER_LISTEN",
     "default_data_dir",
     "parse_size",
     "format_size",
+    "is_loopback",
 ]
 
 DEFAULT_DISK_LIMIT = 20 * 1024**3
 DEFAULT_PEER_LISTEN = "tcp:3333"
 DEFAULT_PAYMENT_ADDRESS = "p2pblob-free"
+ANNOUNCE_POLICIES = ("all", "head")
 
 _UNITS = {
     "": 1, "b": 1,
@@ -85,6 +89,19 @@ class Config:
     @ivar idle_timeout: seconds a peer connection may stay silent.
     @ivar max_connections_per_ip: simultaneous peer connections from one IP.
     @ivar corrupt_uploads: testing only: flip a byte of every blob served.
+    @ivar dht: whether the node joins the DHT at all.
+    @ivar dht_port: the DHT's UDP port; L{None} for the peer server's TCP
+        port number (LBRY's downloaders assume they are the same).
+    @ivar bootstrap: C{(host, port)} of DHT nodes to join through.
+    @ivar dht_allow_loopback: accept DHT contacts and peers on 127.0.0.0/8
+        (a local swarm); L{None} to allow them exactly when a bootstrap
+        node is on loopback.
+    @ivar reachable: whether peers can reach this node; an unreachable node
+        does not announce its blobs.
+    @ivar announce: C{"all"} blobs of every stream, or C{"head"}: the sd
+        blob and the first data blob only.
+    @ivar announce_rate: most announcements started per second.
+    @ivar announce_concurrency: most announcements in flight.
     """
 
     data_dir: Path
@@ -96,6 +113,14 @@ class Config:
     idle_timeout: float = 30.0
     max_connections_per_ip: int = 8
     corrupt_uploads: bool = False
+    dht: bool = True
+    dht_port: int | None = None
+    bootstrap: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    dht_allow_loopback: bool | None = None
+    reachable: bool = True
+    announce: str = "all"
+    announce_rate: float = 5.0
+    announce_concurrency: int = 4
 
     def __post_init__(self) -> None:
         if self.disk_limit is not None and self.disk_limit <= 0:
@@ -106,6 +131,17 @@ class Config:
             raise ConfigError("idle-timeout must be positive")
         if self.max_connections_per_ip < 1:
             raise ConfigError("max-connections-per-ip must be at least 1")
+        if self.dht_port is not None and not 0 <= self.dht_port < 65536:
+            raise ConfigError(f"dht-port: {self.dht_port} is not a port number (0 to 65535)")
+        if self.announce not in ANNOUNCE_POLICIES:
+            raise ConfigError(
+                f"announce: {self.announce!r} is not a policy (all, or head: the sd blob "
+                "and the first data blob)"
+            )
+        if not self.announce_rate > 0:
+            raise ConfigError("announce-rate must be positive")
+        if self.announce_concurrency < 1:
+            raise ConfigError("announce-concurrency must be at least 1")
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")
 
@@ -116,3 +152,30 @@ class Config:
     @property
     def index_path(self) -> Path:
         return self.data_dir / "p2pblob.sqlite"
+
+    @property
+    def dht_dir(self) -> Path:
+        """
+        The DHT's own files: the node id and the contacts saved for the
+        next start.
+        """
+        return self.data_dir / "dht"
+
+    @property
+    def allow_loopback(self) -> bool:
+        if self.dht_allow_loopback is not None:
+            return self.dht_allow_loopback
+        return any(is_loopback(host) for host, _ in self.bootstrap)
+
+
+def is_loopback(host: str) -> bool:
+    """
+    Whether C{host} names this machine: C{localhost} or an address of
+    127.0.0.0/8 (or C{::1}).
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -11,6 +11,7 @@ from twisted.application.service import MultiService
 
 from p2pblob.blob.service import BlobStoreService
 from p2pblob.config import Config
+from p2pblob.dht.service import DHTService
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.service import PeerServerService, make_server_factory
 
@@ -24,16 +25,24 @@ class Node(MultiService):
     @ivar config: what it was built from.
     @ivar blob_store: the L{BlobStoreService}.
     @ivar peer_server: the L{PeerServerService}.
+    @ivar dht: the L{DHTService}, unless the node stays off the DHT.
     """
 
     def __init__(
-        self, config: Config, blob_store: BlobStoreService, peer_server: PeerServerService
+        self,
+        config: Config,
+        blob_store: BlobStoreService,
+        peer_server: PeerServerService,
+        dht: DHTService | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.blob_store = blob_store
         self.peer_server = peer_server
+        self.dht = dht
         blob_store.setServiceParent(self)
+        if dht is not None:
+            dht.setServiceParent(self)
         peer_server.setServiceParent(self)
 
 
@@ -56,4 +65,14 @@ def make_node(reactor: Any, config: Config) -> Node:
         config.max_connections_per_ip,
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
-    return Node(config, blob_store, peer_server)
+    dht = None
+    if config.dht:
+        dht = DHTService(
+            reactor,
+            config.dht_dir,
+            peer_server.listening,
+            port=config.dht_port,
+            bootstrap=config.bootstrap,
+            allow_loopback=config.allow_loopback,
+        )
+    return Node(config, blob_store, peer_server, dht)

@@ -50,8 +50,24 @@ class Options(usage.Options):
          "Seconds a peer connection may stay idle before it is closed."],
         ["max-connections-per-ip", None, "8",
          "Simultaneous peer connections accepted from one IP address."],
+        ["dht-port", None, None,
+         "UDP port of the DHT [default: the peer server's TCP port number, "
+         "which LBRY nodes assume]."],
+        ["announce", None, "all",
+         "Which blobs to announce on the DHT: all, or head (the sd blob and the "
+         "first data blob of each stream; far fewer announcements)."],
+        ["announce-rate", None, "5",
+         "Most DHT announcements started per second."],
+        ["announce-concurrency", None, "4",
+         "Most DHT announcements in flight at once."],
     ]
     optFlags = [
+        ["no-dht", None, "Do not join the DHT (serve only peers who know this node)."],
+        ["dht-allow-loopback", None,
+         "Accept DHT nodes and peers on 127.0.0.0/8 (a local swarm); on by "
+         "itself when a bootstrap node is on loopback."],
+        ["unreachable", None,
+         "Peers cannot connect to this node (no port forwarded): do not announce."],
         ["corrupt-uploads", None,
          "TESTING ONLY: damage every blob served, to test how downloaders cope."],
     ]
@@ -59,6 +75,17 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["peers"] = []
+        self["bootstrap"] = []
+
+    def opt_bootstrap(self, value: str) -> None:
+        """
+        A DHT node to join through, HOST:PORT (repeatable; also
+        $P2PBLOB_BOOTSTRAP, comma-separated).
+        """
+        try:
+            self["bootstrap"].append(parse_peer(value, "bootstrap"))
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def opt_peer(self, value: str) -> None:
         """
@@ -90,6 +117,19 @@ class Options(usage.Options):
                     int, self["max-connections-per-ip"], "max-connections-per-ip"
                 ),
                 corrupt_uploads=bool(self["corrupt-uploads"]),
+                bootstrap=self["bootstrap"],
+                dht=not self["no-dht"],
+                dht_port=(
+                    None if self["dht-port"] is None
+                    else _number(int, self["dht-port"], "dht-port")
+                ),
+                dht_allow_loopback=True if self["dht-allow-loopback"] else None,
+                reachable=not self["unreachable"],
+                announce=self["announce"],
+                announce_rate=_number(float, self["announce-rate"], "announce-rate"),
+                announce_concurrency=_number(
+                    int, self["announce-concurrency"], "announce-concurrency"
+                ),
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
@@ -102,14 +142,17 @@ def _number(kind: type[int] | type[float], text: str, option: str) -> int | floa
         raise ConfigError(f"{option}: {text!r} is not a number") from None
 
 
-def peers_from(given: list[tuple[str, int]]) -> tuple[tuple[str, int], ...]:
+def peers_from(
+    given: list[tuple[str, int]], variable: str = "P2PBLOB_PEERS", option: str = "peer"
+) -> tuple[tuple[str, int], ...]:
     """
-    Peers from options, then from C{$P2PBLOB_PEERS} (comma-separated).
+    Addresses from options, then from the environment variable C{variable}
+    (comma-separated C{HOST:PORT}s).
     """
     peers = list(given)
-    for text in os.environ.get("P2PBLOB_PEERS", "").split(","):
+    for text in os.environ.get(variable, "").split(","):
         if text.strip():
-            peers.append(parse_peer(text))
+            peers.append(parse_peer(text, f"{option} (from ${variable})"))
     return tuple(dict.fromkeys(peers))
 
 
@@ -118,6 +161,7 @@ def config_from(
     disk_limit: str | None,
     *,
     peers: list[tuple[str, int]] | None = None,
+    bootstrap: list[tuple[str, int]] | None = None,
     payment_address: str | None = None,
     **settings: object,
 ) -> Config:
@@ -135,6 +179,7 @@ def config_from(
         data_dir=directory,
         disk_limit=limit,
         peers=peers_from(peers or []),
+        bootstrap=peers_from(bootstrap or [], "P2PBLOB_BOOTSTRAP", "bootstrap"),
         **settings,  # type: ignore[arg-type]
     )
 

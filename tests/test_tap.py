@@ -4,6 +4,7 @@ C{twistd p2pblob}: the plugin, its options, and a real daemon process.
 
 from __future__ import annotations
 
+import os
 import selectors
 import signal
 import subprocess
@@ -41,6 +42,55 @@ class PluginTests(SynchronousTestCase):
         options = Options()
         options.parseOptions([])
         self.assertEqual(options["config"].disk_limit, DEFAULT_DISK_LIMIT)
+
+    def test_dht_options(self) -> None:
+        """
+        The DHT's options: by default on, UDP port = peer TCP port, no
+        bootstrap node, loopback refused, every blob announced.
+        """
+        options = Options()
+        options.parseOptions([])
+        config = options["config"]
+        self.assertEqual(
+            (config.dht, config.dht_port, config.bootstrap, config.allow_loopback,
+             config.announce, config.reachable),
+            (True, None, (), False, "all", True),
+        )
+        options = Options()
+        options.parseOptions([
+            "--bootstrap", "127.0.0.1:4444", "--bootstrap", "dht.example:4444",
+            "--dht-port", "5555", "--announce", "head", "--unreachable",
+        ])
+        config = options["config"]
+        self.assertEqual(config.bootstrap, (("127.0.0.1", 4444), ("dht.example", 4444)))
+        self.assertEqual(config.dht_port, 5555)
+        self.assertTrue(config.allow_loopback)  # a bootstrap node on loopback
+        self.assertEqual(config.announce, "head")
+        self.assertFalse(config.reachable)
+        options = Options()
+        options.parseOptions(["--no-dht"])
+        self.assertFalse(options["config"].dht)
+
+    def test_bootstrap_from_environment(self) -> None:
+        self.patch(os, "environ", {**os.environ, "P2PBLOB_BOOTSTRAP": "10.1.2.3:4444, 10.1.2.4:4444"})
+        options = Options()
+        options.parseOptions(["--bootstrap", "10.1.2.4:4444"])
+        self.assertEqual(
+            options["config"].bootstrap, (("10.1.2.4", 4444), ("10.1.2.3", 4444))
+        )
+        self.assertFalse(options["config"].allow_loopback)
+
+    def test_bad_dht_options(self) -> None:
+        for arguments, name in [
+            (["--bootstrap", "nowhere"], "bootstrap"),
+            (["--dht-port", "70000"], "dht-port"),
+            (["--dht-port", "x"], "dht-port"),
+            (["--announce", "some"], "announce"),
+            (["--announce-rate", "0"], "announce-rate"),
+            (["--announce-concurrency", "0"], "announce-concurrency"),
+        ]:
+            error = self.assertRaises(usage.UsageError, Options().parseOptions, arguments)
+            self.assertIn(name, str(error))
 
     def test_bad_options(self) -> None:
         error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--disk-limit", "much"])

@@ -18,17 +18,18 @@ from p2pblob.peer.peer import PeerRegistry
 __all__ = ["StaticPeerFinder", "parse_peer"]
 
 
-def parse_peer(text: str) -> tuple[str, int]:
+def parse_peer(text: str, option: str = "peer") -> tuple[str, int]:
     """
     C{"host:port"} or C{"[v6 address]:port"} as C{(host, port)}.
 
+    @param option: how to name the setting in the error.
     @raise ConfigError: if C{text} is not of that form.
     """
     host, sep, port_text = text.strip().rpartition(":")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not sep or not host or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
-        raise ConfigError(f"peer: {text!r} is not HOST:PORT (for example 127.0.0.1:3333)")
+        raise ConfigError(f"{option}: {text!r} is not HOST:PORT (for example 127.0.0.1:3333)")
     return host, int(port_text)
 
 

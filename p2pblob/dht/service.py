@@ -1,0 +1,265 @@
+"""
+The DHT as a service of the node: a UDP port, our node id (kept in the data
+directory so that we stay where the network expects us), and the contacts
+saved for the next start, so that a restarted node rejoins without its
+bootstrap nodes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from p2pblob.config import is_loopback
+from p2pblob.dht.constants import HASH_LENGTH
+from p2pblob.dht.datastore import PeerStore
+from p2pblob.dht.ids import random_id
+from p2pblob.dht.node import DHTNode
+from p2pblob.dht.protocol import Address, KademliaProtocol
+from p2pblob.dht.routing import RoutingTable, is_valid_address, load_contacts, save_contacts
+from p2pblob.dht.tokens import TokenKeeper
+from p2pblob.errors import ConfigError
+
+__all__ = ["DHTService", "load_node_id", "start_dht", "visiting_node"]
+
+_log = Logger()
+
+# Contacts are written out this often (and when the node stops), so that a
+# node that crashed rejoins through the contacts it knew a while ago.
+SAVE_INTERVAL = 60.0
+
+NODE_ID_FILE = "node_id"
+CONTACTS_FILE = "contacts.sqlite"
+
+
+def load_node_id(directory: Path) -> bytes:
+    """
+    The node id kept in C{directory}, made (and written) on first use.  An
+    unreadable id file is replaced, with a warning.
+    """
+    path = directory / NODE_ID_FILE
+    try:
+        node_id = bytes.fromhex(path.read_text().strip())
+        if len(node_id) == HASH_LENGTH:
+            return node_id
+        _log.warn("Replacing the malformed DHT node id in {path}", path=str(path))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as e:
+        _log.warn("Replacing the unreadable DHT node id in {path}: {error}", path=str(path), error=e)
+    node_id = random_id()
+    directory.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{NODE_ID_FILE}.tmp")
+    temporary.write_text(node_id.hex() + "\n")
+    os.replace(temporary, path)
+    return node_id
+
+
+def start_dht(
+    reactor: Any,
+    node_id: bytes,
+    port: int,
+    interface: str,
+    bootstrap: Iterable[Address],
+    saved: Iterable[tuple[str, int, bytes]],
+    allow_loopback: bool,
+) -> tuple[DHTNode, IListeningPort]:
+    """
+    Listen on UDP C{interface}:C{port} and start joining the DHT.
+
+    @param saved: C{(host, udp_port, node_id)} of contacts from an earlier
+        run; those whose address is not acceptable are skipped.
+    @raise ConfigError: if the port cannot be had.
+    """
+    routing = RoutingTable(node_id, reactor)
+    protocol = KademliaProtocol(
+        reactor, node_id, routing, PeerStore(reactor), TokenKeeper(reactor),
+        allow_loopback=allow_loopback,
+    )
+    try:
+        listening: IListeningPort = reactor.listenUDP(port, protocol, interface=interface)
+    except CannotListenError as e:
+        where = f"{interface}:{port}" if interface else str(port)
+        reason = getattr(e.socketError, "strerror", None) or e.socketError
+        raise ConfigError(
+            f"cannot listen for the DHT on UDP {where}: {reason}; "
+            "choose another port with --dht-port"
+        ) from None
+    remembered = [
+        (host, udp_port) for host, udp_port, _ in saved
+        if is_valid_address(host, udp_port, allow_loopback)
+    ]
+    node = DHTNode(reactor, protocol, bootstrap, remembered, resolve=reactor.resolve)
+    node.start()
+    return node, listening
+
+
+async def visiting_node(
+    reactor: Any,
+    directory: Path,
+    bootstrap: Iterable[Address],
+    allow_loopback: bool,
+) -> tuple[DHTNode, IListeningPort]:
+    """
+    A DHT node for one command (C{p2pblob download}): a fresh node id, any
+    free UDP port, and, besides C{bootstrap}, the contacts that the node of
+    the same data directory saved (it knows the network best).  Fires once
+    it has joined or given up its first attempt (C{node.joined} says which).
+    """
+    saved = load_contacts(directory / CONTACTS_FILE)
+    if not allow_loopback and saved and all(is_loopback(host) for host, _, _ in saved):
+        # a local swarm's node saved these: it was allowed loopback
+        allow_loopback = True
+    node, listening = start_dht(
+        reactor, random_id(), 0, "", bootstrap, saved, allow_loopback
+    )
+    await node.join()
+    return node, listening
+
+
+class DHTService(Service):
+    """
+    Joins the DHT once the peer server listens (the DHT's UDP port number
+    defaults to the peer server's TCP port), and leaves it when the node
+    stops.
+
+    @ivar node: the L{DHTNode}, once started.
+    @ivar ready: fires with the node once it listens; fails if it cannot.
+    """
+
+    name = "dht"
+
+    def __init__(
+        self,
+        reactor: Any,
+        directory: Path,
+        peer_listening: Deferred[IListeningPort],
+        *,
+        port: int | None = None,
+        bootstrap: Iterable[Address] = (),
+        allow_loopback: bool = False,
+    ) -> None:
+        self._reactor = reactor
+        self.directory = directory
+        self._peer_listening = peer_listening
+        self._port_number = port
+        self.bootstrap = list(bootstrap)
+        self.allow_loopback = allow_loopback
+        self.node: DHTNode | None = None
+        self.tcp_port: int | None = None
+        self._listening: IListeningPort | None = None
+        self._saver = LoopingCall(self._save)
+        self._saver.clock = reactor
+        self.ready: Deferred[DHTNode] = Deferred()
+
+    @property
+    def contacts_path(self) -> Path:
+        return self.directory / CONTACTS_FILE
+
+    @property
+    def udp_address(self) -> Address | None:
+        """
+        Where the DHT listens, once it does.
+        """
+        if self._listening is None:
+            return None
+        where = self._listening.getHost()
+        assert isinstance(where, IPv4Address | IPv6Address)
+        return where.host, where.port
+
+    def startService(self) -> None:
+        super().startService()
+
+        def listening(peer_port: IListeningPort) -> IListeningPort:
+            # (others wait for the peer server too: pass its port on)
+            if self.running:
+                try:
+                    self._start(peer_port)
+                except Exception:
+                    self._failed(Failure())
+            return peer_port
+
+        self._peer_listening.addCallback(listening)
+
+    def _start(self, peer_port: IListeningPort) -> None:
+        address = peer_port.getHost()
+        if not isinstance(address, IPv4Address | IPv6Address):
+            raise ConfigError(
+                f"the peer server listens on {address}, not a TCP port; give the DHT "
+                "its UDP port with --dht-port"
+            )
+        self.tcp_port = address.port
+        interface = "" if address.host in ("0.0.0.0", "::") else address.host
+        port = self.tcp_port if self._port_number is None else self._port_number
+        node, self._listening = start_dht(
+            self._reactor,
+            load_node_id(self.directory),
+            port,
+            interface,
+            self.bootstrap,
+            load_contacts(self.contacts_path),
+            self.allow_loopback,
+        )
+        self.node = node
+        host, udp_port = self._listening.getHost().host, self._listening.getHost().port  # type: ignore[attr-defined]
+        _log.info(
+            "DHT node {node_id}… on UDP {host}:{port}; joining through {count} node(s)",
+            node_id=node.node_id.hex()[:12], host=host or "*", port=udp_port,
+            count=len(node.saved) + len(node.bootstrap),
+        )
+        if not node.saved and not node.bootstrap:
+            _log.warn(
+                "No DHT bootstrap node configured and no contacts saved: this node "
+                "waits for others to find it (give --bootstrap HOST:PORT)"
+            )
+        self._saver.start(SAVE_INTERVAL, now=False)
+        self.ready.callback(node)
+
+    def _failed(self, failure: Failure) -> None:
+        if self.ready.called:
+            return
+        _log.critical("Cannot start the DHT: {error}; stopping", error=failure.value)
+        self.ready.errback(failure)
+        self.ready.addErrback(lambda f: None)
+        if self._reactor.running:
+            self._reactor.stop()
+
+    def _save(self) -> None:
+        if self.node is not None:
+            self._save_contacts(self.node)
+
+    def _save_contacts(self, node: DHTNode) -> None:
+        try:
+            count = save_contacts(self.contacts_path, node.routing.contacts())
+        except Exception as e:
+            _log.warn("Could not save the DHT contacts: {error}", error=e)
+        else:
+            _log.debug("Saved {count} DHT contacts", count=count)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._saver.running:
+            self._saver.stop()
+        node, self.node = self.node, None
+        if node is not None:
+            node.stop()
+            self._save_contacts(node)
+        listening, self._listening = self._listening, None
+        if listening is None:
+            return None
+        stopped: Deferred[None] = Deferred.fromCoroutine(self._stop(listening))
+        return stopped
+
+    async def _stop(self, listening: IListeningPort) -> None:
+        await maybeDeferred(listening.stopListening)
