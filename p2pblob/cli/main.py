@@ -34,7 +34,10 @@ from p2pblob._threads import ThreadWorker
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
 from p2pblob.cli._progress import DownloadLine, ProgressLine
-from p2pblob.config import DEFAULT_PEER_LISTEN, Config
+from p2pblob.config import DEFAULT_PEER_LISTEN, Config, is_loopback
+from p2pblob.dht.service import CONTACTS_FILE, visiting_node
+from p2pblob.discovery.combined import CombinedPeerFinder
+from p2pblob.discovery.dht import DHTPeerFinder
 from p2pblob.discovery.static import StaticPeerFinder, parse_peer
 from p2pblob.download.downloader import FileStreamDownloader, get_descriptor, tcp_connector
 from p2pblob.download.manager import DEFAULT_STALL_TIMEOUT, Swarm
@@ -42,9 +45,11 @@ from p2pblob.errors import (
     BlobNotFoundError,
     ConfigError,
     DescriptorError,
+    DHTError,
     P2PBlobError,
     StreamError,
 )
+from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.service import make_server_factory
 from p2pblob.stream.assembler import assemble_stream, verify_stream
@@ -288,6 +293,44 @@ def _peers(given: tuple[str, ...], config: Config) -> list[tuple[str, int]]:
     return list(dict.fromkeys([*peers, *config.peers]))
 
 
+async def _join_dht(
+    reactor: Any,
+    config: Config,
+    registry: PeerRegistry,
+    given: tuple[str, ...],
+    required: bool,
+) -> DHTPeerFinder | None:
+    """
+    Join the DHT for one download, through the C{--bootstrap} nodes, those
+    of the configuration and the contacts saved in the data directory; the
+    node leaves when the reactor stops.
+
+    @param required: whether the download has no other way to find peers
+        (then failing to join is an error).
+    @return: a finder of peers on the DHT, or L{None} if there is no DHT to
+        join.
+    """
+    bootstrap = list(dict.fromkeys([*(parse_peer(t, "bootstrap") for t in given), *config.bootstrap]))
+    if not bootstrap and not (config.dht_dir / CONTACTS_FILE).exists():
+        return None
+    allow_loopback = config.dht_allow_loopback or any(is_loopback(host) for host, _ in bootstrap)
+    click.echo("joining the DHT…", err=True)
+    node, listening = await visiting_node(reactor, config.dht_dir, bootstrap, allow_loopback)
+
+    def leave() -> object:
+        node.stop()
+        return listening.stopListening()
+
+    reactor.addSystemEventTrigger("before", "shutdown", leave)
+    if not node.joined:
+        tried = ", ".join(f"{h}:{p}" for h, p in bootstrap) or "the saved contacts"
+        if required:
+            raise DHTError(f"no DHT node answered ({tried}); cannot look for peers")
+        click.echo(f"no DHT node answered ({tried}); using the given peers only", err=True)
+        return None
+    return DHTPeerFinder(reactor, node, registry, allow_loopback=node.protocol.allow_loopback)
+
+
 @cli.command()
 @click.argument("sd")
 @click.option(
@@ -297,6 +340,15 @@ def _peers(given: tuple[str, ...], config: Config) -> list[tuple[str, int]]:
     metavar="HOST:PORT",
     help="A peer to download from (repeatable; also $P2PBLOB_PEERS, comma-separated).",
 )
+@click.option(
+    "--bootstrap",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A DHT node to join through to find peers (repeatable; also "
+    "$P2PBLOB_BOOTSTRAP).  The contacts saved by the node of the same data "
+    "directory are used too.",
+)
+@click.option("--no-dht", is_flag=True, help="Only download from the --peer peers.")
 @click.option(
     "--output",
     type=click.Path(file_okay=False, path_type=Path),
@@ -331,6 +383,8 @@ def download(
     options: _Options,
     sd: str,
     peers: tuple[str, ...],
+    bootstrap: tuple[str, ...],
+    no_dht: bool,
     output: Path,
     timeout: float,
     stall_timeout: float,
@@ -345,9 +399,20 @@ def download(
     async def command(
         reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
     ) -> int:
+        registry = PeerRegistry(reactor)
         addresses = _peers(peers, config)
-        if not addresses:
-            raise ConfigError("no peers to download from: give --peer HOST:PORT")
+        finders: list[IPeerFinder] = []
+        if addresses:
+            finders.append(StaticPeerFinder(registry, addresses))
+        if not no_dht:
+            dht = await _join_dht(reactor, config, registry, bootstrap, required=not addresses)
+            if dht is not None:
+                finders.append(dht)
+        if not finders:
+            raise ConfigError(
+                "no peers to download from: give --peer HOST:PORT, or --bootstrap "
+                "HOST:PORT to find them on the DHT"
+            )
         try:
             output.mkdir(parents=True, exist_ok=True)
         except OSError as e:
@@ -365,7 +430,7 @@ def download(
         swarm = Swarm(
             reactor,
             store,
-            StaticPeerFinder(PeerRegistry(reactor), addresses),
+            finders[0] if len(finders) == 1 else CombinedPeerFinder(finders),
             tcp_connector(reactor, reactor, timeout),
             max_connections=connections,
             stall_timeout=stall_timeout,

@@ -140,8 +140,14 @@ class BlobRequester:
         assert target.blob_hash is not None
         found = self._finder.find_peers_for_blob(target.blob_hash)
 
+        # peers that said they have needed blobs: the DHT may not name them
+        # for every blob (a node may announce only the head of a stream)
+        wanted = {info.blob_hash for info in needed}
+        known = [peer for peer, has in self._has.items() if not has.isdisjoint(wanted)]
+
         def usable(peers: list[Peer]) -> list[Peer]:
-            return [p for p in peers if self.usable(p) and self._choose(p) is not None]
+            candidates = dict.fromkeys([*peers, *known])
+            return [p for p in candidates if self.usable(p) and self._choose(p) is not None]
 
         def failed(failure: Failure) -> list[Peer]:
             _log.warn("Could not look for peers: {error}", error=failure.value)
