@@ -37,6 +37,7 @@ __all__ = [
     "DatagramError",
     "RPCTimeoutError",
     "RemoteDHTError",
+    "NotAnnouncingError",
 ]
 
 
@@ -355,3 +356,18 @@ class RemoteDHTError(DHTError):
         super().__init__(f"the DHT node refused: {text} ({kind})")
         self.kind = kind
         self.text = text
+
+
+class NotAnnouncingError(DHTError):
+    """
+    This node does not tell the DHT which blobs it holds: it is configured
+    as unreachable (peers could not connect to it: no port forwarded or
+    mapped, no onion service, or the configuration says so), or announcing
+    is stopped.
+
+    @ivar reason: why, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"this node does not announce its blobs: {reason}")
+        self.reason = reason

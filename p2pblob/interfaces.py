@@ -18,6 +18,7 @@ the Deferred fires with and which failures it may carry.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ __all__ = [
     "IBlobWriter",
     "IConnectionManager",
     "IDownloadManager",
+    "IHashAnnouncer",
     "IMetadataHandler",
     "IPeerFinder",
     "IProgressManager",
@@ -1189,4 +1191,84 @@ class IBlobStore(Interface):
             forgotten (and its blobs deleted, if asked).  It fails with
             L{p2pblob.errors.StorageError} if the store cannot be updated.
         @rtype: L{Deferred}
+        """
+
+
+# ---------------------------------------------------------------------------
+# Announcing (added by p2pblob)
+# ---------------------------------------------------------------------------
+
+
+class IHashAnnouncer(Interface):
+    """
+    Tells the DHT, blob by blob, that this node holds the blobs of its
+    streams, so that downloaders find it, and says so again before the DHT
+    forgets (a stored announcement expires after 24 hours).
+
+    Announcements are spread over time: only a few are in flight at once and
+    only so many start each second, however many blobs the node holds, so
+    that announcing never floods the network or starves downloads.  A node
+    that cannot be reached by peers announces nothing.
+    """
+
+    def hash_queue_size() -> int:
+        """
+        Count the announcements that are due and not yet sent.
+
+        @return: how many blobs are waiting to be announced or announced
+            again now; announcements in flight are not counted.
+        @rtype: C{int}
+        """
+
+    def announce_soon(blob_hashes: Sequence[str]) -> None:
+        """
+        Move blobs to the front of the schedule, ahead of every announcement
+        already due, for instance because a download just finished or a file
+        was just published.  They are announced as soon as the limits on
+        announcements in flight and per second allow, and announced again
+        before they expire, even if no stream this node holds lists them.
+
+        @param blob_hashes: the names of the blobs.
+        @type blob_hashes: a sequence of C{str}, 96 lowercase hex characters
+
+        @return: C{None}
+        @raise p2pblob.errors.InvalidBlobHashError: a name is not a blob
+            hash (then none of them is scheduled).
+        """
+
+    def immediate_announce(blob_hashes: Sequence[str]) -> Deferred[dict[str, int]]:
+        """
+        Announce blobs now, ahead of everything else (still within the limits
+        on announcements in flight and per second), and report how each
+        announcement went.  While the node has not joined the DHT or is not
+        yet listening for peers, the announcements wait.
+
+        @param blob_hashes: the names of the blobs.
+        @type blob_hashes: a sequence of C{str}, 96 lowercase hex characters
+
+        @return: a Deferred that fires, once every blob has been announced,
+            with a C{dict} mapping each blob hash to the number of DHT nodes
+            that stored this node as its peer (C{0} if the announcement
+            failed; it is then retried later, as every failed announcement
+            is).  It fails with L{p2pblob.errors.NotAnnouncingError} if this
+            node does not announce (it is unreachable, or announcing is
+            stopped) or stops announcing before the blobs are announced, and
+            with L{p2pblob.errors.InvalidBlobHashError} if a name is not a
+            blob hash.
+        @rtype: L{Deferred}
+        """
+
+    def status() -> dict[str, Any]:
+        """
+        Describe what the announcer is doing, for the API and the dashboard.
+
+        @return: a JSON-serialisable C{dict} with at least C{"policy"}
+            (C{"all"} or C{"head"}), C{"announcing"} (C{bool}: whether
+            announcements can be sent now), C{"blocked"} (why not, in words,
+            or C{None}), C{"scheduled"} (blobs on the schedule), C{"due"}
+            (as L{hash_queue_size}), C{"in_flight"}, C{"announced"} and
+            C{"failed"} (announcements that succeeded and failed since the
+            start) and C{"last_announce"} (the time of the last successful
+            announcement, in seconds since the epoch, or C{None}).
+        @rtype: C{dict}
         """

@@ -161,6 +161,15 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "remove_stream": (("sd_hash", "delete_blobs"), True),
         },
     ),
+    "IHashAnnouncer": (
+        set(),
+        {
+            "hash_queue_size": ((), False),
+            "announce_soon": (("blob_hashes",), False),
+            "immediate_announce": (("blob_hashes",), True),
+            "status": ((), False),
+        },
+    ),
 }
 
 
@@ -235,10 +244,10 @@ class CatalogueTests(SynchronousTestCase):
     def test_all_names(self) -> None:
         """
         C{__all__} lists exactly the 18 seed interfaces (under p2pblob's
-        names) and the 3 added ones.
+        names) and the 4 added ones.
         """
         expected = {_our_name(name) for name in SEED_CATALOGUE} | set(ADDED)
-        self.assertEqual(len(expected), 21)
+        self.assertEqual(len(expected), 22)
         self.assertEqual(set(interfaces.__all__), expected)
         self.assertEqual(len(interfaces.__all__), len(expected))
 

@@ -1,0 +1,705 @@
+"""
+Announcing on the DHT the blobs this node holds, spread over time.
+
+The DHT forgets a stored peer 24 hours after it was stored
+(L{p2pblob.dht.constants.DATA_EXPIRATION}), so every blob a node serves must
+be announced again before then.  A node may hold 100,000 blobs: announcing
+them all at once would flood the network and starve the node's own
+downloads (LBRY's announcer did both, and fell behind).  The L{Announcer}
+keeps a schedule instead, a heap of due times, and starts only what is due,
+with at most C{max_concurrent} announcements in flight and at most C{rate}
+started per second on average (a token bucket whose burst is
+C{max_concurrent}).  Each step costs O(log n) per announcement started,
+whatever the number of blobs held.
+
+Which blobs are held is read from C{holdings()} at start and every
+C{scan_interval} seconds (O(n) each time, on the reactor thread).  Blobs
+named through L{Announcer.announce_soon} or L{Announcer.immediate_announce}
+are announced, and announced again, for one C{reannounce_interval} after the
+request even if no stream lists them; after that they are kept only if a
+stream lists them.
+
+The schedule lives in memory: after a restart every blob is announced again,
+the sd blob and first data blob of every stream before the rest.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, fail, succeed
+from twisted.internet.error import TimeoutError
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from p2pblob.blob.hashing import check_blob_hash, is_blob_hash
+from p2pblob.dht.constants import DATA_EXPIRATION
+from p2pblob.errors import (
+    ConfigError,
+    InvalidBlobHashError,
+    NotAnnouncingError,
+    P2PBlobError,
+)
+from p2pblob.interfaces import IHashAnnouncer
+
+if TYPE_CHECKING:
+    from p2pblob.blob.store import BlobStore
+    from p2pblob.dht.node import DHTNode
+
+__all__ = ["POLICIES", "AnnouncingDHT", "Announcer", "store_holdings"]
+
+_log = Logger()
+
+POLICIES = ("all", "head")
+"""
+What to announce of each stream: C{"all"} its blobs, or C{"head"}: the sd
+blob and the first data blob (a downloader that finds those can ask the same
+peers for the rest).
+"""
+
+HOUR = 3600.0
+
+JITTER = 0.1
+"""
+A successful announcement is due again after C{reannounce_interval} less a
+random part of up to this fraction of it, so that blobs announced together
+drift apart.
+"""
+
+FIRST_RETRY = 60.0
+MAX_RETRY = HOUR
+"""
+A failed announcement is retried after L{FIRST_RETRY} seconds, doubling at
+each further failure up to L{MAX_RETRY}.
+"""
+
+ANNOUNCE_TIMEOUT = 300.0
+"""
+Seconds an announcement may take before it is given up (and retried later
+like any failed one), so that a DHT call that never ends cannot hold one of
+the C{max_concurrent} slots for ever.
+"""
+
+BLOCKED_POLL = 1.0
+"""
+Seconds between checks of whether announcing can resume, while the node is
+unreachable, not listening or not joined to the DHT.
+"""
+
+OVERDUE = HOUR
+"""
+An announcement due for longer than this is overdue: a warning says so, at
+most once per L{OVERDUE}.
+"""
+
+_UNREACHABLE = (
+    "this node is configured as unreachable (peers could not connect to it: "
+    "no port forwarded or mapped, no onion service)"
+)
+_NOT_LISTENING = "the peer server is not listening yet"
+_NOT_JOINED = "the node has not joined the DHT yet"
+
+# heap entries are (rank, due time, sequence number, blob hash): urgent ones
+# (asked for by announce_soon and immediate_announce) before the others
+_URGENT = 0
+_NORMAL = 1
+
+# a token count this close to 1 is 1 (sums of float time steps are inexact)
+_ALMOST_ONE = 1 - 1e-6
+
+_Key = tuple[int, float, int]
+_Entry = tuple[int, float, int, str]
+
+
+class AnnouncingDHT(Protocol):
+    """
+    What the announcer needs of the DHT: the shape of
+    L{p2pblob.dht.node.DHTNode}.
+    """
+
+    @property
+    def joined(self) -> bool:
+        """
+        Whether the node has joined the DHT (announcing before that is
+        pointless).
+        """
+
+    def announce(self, blob_hash: bytes, tcp_port: int) -> Awaitable[int]:
+        """
+        Store this node, listening on TCP C{tcp_port}, as a peer of
+        C{blob_hash} at the closest DHT nodes; give at how many it was
+        stored.
+        """
+
+
+if TYPE_CHECKING:
+
+    def _dht_node_fits(node: DHTNode) -> AnnouncingDHT:
+        return node
+
+
+class _Request:
+    """
+    An L{Announcer.immediate_announce} waiting for its blobs.
+    """
+
+    def __init__(self, blob_hashes: list[str], forget: Callable[[_Request], None]) -> None:
+        self.pending = set(blob_hashes)
+        self.results: dict[str, int] = {}
+        # cancelling it forgets the request (and fails it with CancelledError)
+        self.deferred: Deferred[dict[str, int]] = Deferred(lambda _: forget(self))
+
+
+@implementer(IHashAnnouncer)
+class Announcer(Service):
+    """
+    Announces the blobs of the streams this node holds, and announces them
+    again before the DHT forgets them.
+
+    @param clock: the clock that times everything.
+    @param dht: where to announce.
+    @param holdings: gives, for each stream held, its sd hash and its data
+        blob hashes in stream order (a list that starts with the sd hash
+        itself is accepted too).
+    @param tcp_port: gives the TCP port of our peer server, or L{None} while
+        it is not listening (nothing is announced then).
+    @param reachable: says whether peers can connect to this node; nothing
+        is announced while it says C{False}.
+    @param policy: C{"all"} or C{"head"} (see L{POLICIES}).
+    @param max_concurrent: most announcements in flight at once.
+    @param rate: most announcements started per second, on average.
+    @param reannounce_interval: seconds after which a blob is announced
+        again; under L{DATA_EXPIRATION}.
+    @param scan_interval: seconds between readings of C{holdings}.
+    @param rng: the source of the re-announcement jitter.
+
+    @ivar announced: announcements that succeeded (at least one DHT node
+        stored us) since the start.
+    @ivar failed: announcements that failed or that no node stored.
+    @ivar last_announce: the time of the last successful announcement, or
+        L{None}.
+    @raise ConfigError: if an argument is out of range, naming the option.
+    """
+
+    name = "announcer"
+
+    def __init__(
+        self,
+        *,
+        clock: IReactorTime,
+        dht: AnnouncingDHT,
+        holdings: Callable[[], Iterable[tuple[str, Sequence[str]]]],
+        tcp_port: Callable[[], int | None],
+        reachable: Callable[[], bool] = lambda: True,
+        policy: str = "all",
+        max_concurrent: int = 4,
+        rate: float = 5.0,
+        reannounce_interval: float = 12 * HOUR,
+        scan_interval: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        if policy not in POLICIES:
+            raise ConfigError(
+                f"announce: {policy!r} is not a policy (all, or head: the sd blob "
+                "and the first data blob)"
+            )
+        if not rate > 0:
+            raise ConfigError("announce-rate must be positive")
+        if max_concurrent < 1:
+            raise ConfigError("announce-concurrency must be at least 1")
+        if not 0 < reannounce_interval < DATA_EXPIRATION:
+            raise ConfigError(
+                f"reannounce-interval must be positive and under {DATA_EXPIRATION} "
+                "seconds, when the DHT forgets an announcement"
+            )
+        if not scan_interval > 0:
+            raise ConfigError("announce-scan-interval must be positive")
+        self._clock = clock
+        self._dht = dht
+        self._holdings = holdings
+        self._tcp_port = tcp_port
+        self._reachable = reachable
+        self.policy = policy
+        self.max_concurrent = max_concurrent
+        self.rate = rate
+        self.reannounce_interval = reannounce_interval
+        self.scan_interval = scan_interval
+        self._rng = rng or random.Random()
+        self._burst = float(max_concurrent)
+
+        self.announced = 0
+        self.failed = 0
+        self.last_announce: float | None = None
+
+        # the schedule: blob hash -> its heap key; heap entries whose key is
+        # not the one here are stale, and skipped
+        self._due: dict[str, _Key] = {}
+        self._heap: list[_Entry] = []
+        self._order = itertools.count()
+        self._held: set[str] = set()
+        self._sticky: dict[str, float] = {}  # asked-for blob -> kept until
+        self._failures: dict[str, int] = {}  # blob -> failures in a row
+        self._inflight: set[str] = set()  # of this run
+        self._timeouts: set[IDelayedCall] = set()  # of this run
+        self._running = 0  # announcements in flight, of any run
+        self._generation = 0
+        self._waiters: dict[str, list[_Request]] = {}
+        self._invalid: set[str] = set()
+
+        self._tokens = self._burst
+        self._refilled = 0.0
+        self._blocked: str | None = None
+        self._open_since = 0.0
+        self._warned_at: float | None = None
+        self._reported_at: float | None = None
+        self._unreported_announced = 0
+        self._unreported_failed = 0
+        self._scan_failing = False
+        self._scanner: LoopingCall | None = None
+        self._wakeup: IDelayedCall | None = None
+        self._pumping = False
+        self._pump_again = False
+
+    # life cycle
+
+    def startService(self) -> None:
+        super().startService()
+        self._generation += 1
+        now = self._clock.seconds()
+        self._tokens = self._burst
+        self._refilled = now
+        self._open_since = now
+        self._blocked = None
+        self._reported_at = None
+        scanner = self._scanner = LoopingCall(self.scan)
+        scanner.clock = self._clock
+        scanner.start(self.scan_interval, now=True).addErrback(
+            lambda f: _log.failure("The announcer stopped reading the blobs held", f)
+        )
+
+    def stopService(self) -> None:
+        """
+        Stop starting announcements.  Those in flight finish on their own;
+        their outcome no longer changes the schedule.
+        """
+        super().stopService()
+        self._generation += 1
+        if self._scanner is not None and self._scanner.running:
+            self._scanner.stop()
+        self._scanner = None
+        if self._wakeup is not None and self._wakeup.active():
+            self._wakeup.cancel()
+        self._wakeup = None
+        # the announcements in flight are left to finish (without a time
+        # limit); the next start reads the holdings and schedules them anew
+        self._inflight.clear()
+        for timeout in self._timeouts:
+            timeout.cancel()
+        self._timeouts.clear()
+        self._fail_waiters("announcing is stopped")
+
+    # IHashAnnouncer
+
+    def hash_queue_size(self) -> int:
+        now = self._clock.seconds()
+        return sum(1 for _, due, _ in self._due.values() if due <= now)
+
+    def announce_soon(self, blob_hashes: Sequence[str]) -> None:
+        hashes = [check_blob_hash(h) for h in dict.fromkeys(blob_hashes)]
+        self._to_front(hashes)
+        self._pump()
+
+    def immediate_announce(self, blob_hashes: Sequence[str]) -> Deferred[dict[str, int]]:
+        if not self.running:
+            return fail(NotAnnouncingError("announcing is stopped"))
+        if not self._reachable():
+            return fail(NotAnnouncingError(_UNREACHABLE))
+        try:
+            hashes = [check_blob_hash(h) for h in dict.fromkeys(blob_hashes)]
+        except InvalidBlobHashError as e:
+            return fail(e)
+        if not hashes:
+            return succeed({})
+        request = _Request(hashes, self._forget_request)
+        for h in hashes:
+            self._waiters.setdefault(h, []).append(request)
+        self._to_front(hashes)
+        self._pump()
+        return request.deferred
+
+    def status(self) -> dict[str, Any]:
+        blocked = self._blocked_reason() if self.running else "announcing is stopped"
+        return {
+            "policy": self.policy,
+            "announcing": blocked is None,
+            "blocked": blocked,
+            "held": len(self._held),
+            "scheduled": len(self._due),
+            "due": self.hash_queue_size(),
+            "in_flight": len(self._inflight),
+            "announced": self.announced,
+            "failed": self.failed,
+            "last_announce": self.last_announce,
+        }
+
+    # the schedule
+
+    def _schedule(self, blob_hash: str, due: float, rank: int = _NORMAL) -> None:
+        key = (rank, due, next(self._order))
+        self._due[blob_hash] = key
+        heapq.heappush(self._heap, (*key, blob_hash))
+        if len(self._heap) > 2 * len(self._due) + 1024:
+            # too many stale entries: rebuild, O(n) once per n pushes at most
+            self._heap = [(*k, h) for h, k in self._due.items()]
+            heapq.heapify(self._heap)
+
+    def _peek(self) -> _Entry | None:
+        """
+        The first live entry of the heap, stale ones dropped on the way.
+        """
+        heap = self._heap
+        while heap:
+            entry = heap[0]
+            if self._due.get(entry[3]) == entry[:3]:
+                return entry
+            heapq.heappop(heap)
+        return None
+
+    def _to_front(self, blob_hashes: list[str]) -> None:
+        now = self._clock.seconds()
+        for h in blob_hashes:
+            self._sticky[h] = now + self.reannounce_interval
+            if h not in self._inflight:
+                self._schedule(h, now, _URGENT)
+
+    def _wanted(self, blob_hash: str, now: float) -> bool:
+        return blob_hash in self._held or self._sticky.get(blob_hash, now) > now
+
+    def scan(self) -> None:
+        """
+        Read the holdings again now (this happens by itself every
+        C{scan_interval} seconds): schedule the blobs that are new, drop
+        those no longer held.  Call it, for instance, once the blob store is
+        open, if the announcer started before it.
+        """
+        now = self._clock.seconds()
+        heads: list[str] = []
+        rest: list[str] = []
+        try:
+            for sd_hash, blob_hashes in self._holdings():
+                data = list(blob_hashes)
+                if data and data[0] == sd_hash:
+                    del data[0]
+                if self.policy == "head":
+                    del data[1:]
+                heads.append(sd_hash)
+                if data:
+                    heads.append(data[0])
+                    rest.extend(data[1:])
+        except P2PBlobError as e:
+            # the store is not open yet, say: keep the schedule, try later
+            if not self._scan_failing:
+                _log.info("Cannot list the blobs to announce yet: {error}", error=e)
+            self._scan_failing = True
+            return
+        except Exception:
+            _log.failure("Could not list the blobs to announce")
+            return
+        self._scan_failing = False
+        held = set(heads)
+        held.update(rest)
+        for h, until in list(self._sticky.items()):
+            if until <= now:
+                del self._sticky[h]
+                if h not in held:
+                    self._drop(h)
+        for h in self._held - held:
+            if h not in self._sticky:
+                self._drop(h)
+        self._held = held
+        for h in itertools.chain(heads, rest):
+            if h in self._due or h in self._inflight:
+                continue
+            if not is_blob_hash(h):
+                held.discard(h)
+                if h not in self._invalid:
+                    self._invalid.add(h)
+                    _log.warn("Not announcing {blob!r}: it is not a blob hash", blob=h)
+                continue
+            self._schedule(h, now)
+        self._check_blocked(now)
+        self._check_overdue(now)
+        self._pump()
+
+    def _drop(self, blob_hash: str) -> None:
+        self._due.pop(blob_hash, None)
+        self._failures.pop(blob_hash, None)
+
+    def _check_overdue(self, now: float) -> None:
+        if self._blocked is not None:
+            return
+        entry = self._peek()
+        if entry is None:
+            return
+        waited = now - max(entry[1], self._open_since)
+        if waited <= OVERDUE:
+            return
+        if self._warned_at is not None and now - self._warned_at < OVERDUE:
+            return
+        self._warned_at = now
+        _log.warn(
+            "{count} blob announcements are overdue, the oldest by {minutes:.0f} "
+            "minutes: this node holds more blobs than it can announce at {rate} per "
+            "second with {concurrency} in flight, and the DHT forgets a blob 24 hours "
+            "after it was announced.  Announce fewer (--announce head) or more at a "
+            "time (a higher --announce-rate or --announce-concurrency).",
+            count=self.hash_queue_size(), minutes=waited / 60, rate=self.rate,
+            concurrency=self.max_concurrent,
+        )
+
+    # starting announcements
+
+    def _blocked_reason(self) -> str | None:
+        if not self._reachable():
+            return _UNREACHABLE
+        if self._tcp_port() is None:
+            return _NOT_LISTENING
+        if not self._dht.joined:
+            return _NOT_JOINED
+        return None
+
+    def _check_blocked(self, now: float) -> str | None:
+        """
+        Why nothing can be announced now, or L{None}; says so in the log
+        when that changes.
+        """
+        reason = self._blocked_reason()
+        if reason != self._blocked:
+            if reason == _UNREACHABLE:
+                _log.info("Not announcing blobs on the DHT: {reason}", reason=reason)
+            elif reason is not None:
+                _log.debug("Announcing waits: {reason}", reason=reason)
+            elif self._blocked == _UNREACHABLE:
+                _log.info("Announcing blobs on the DHT again")
+            if reason is None:
+                self._open_since = now
+            self._blocked = reason
+        return reason
+
+    def _pump(self) -> None:
+        """
+        Start what is due, as far as the limits allow, and set the next
+        wake-up.  Re-entrant calls (an announcement that completes at once)
+        are folded into the running one.
+        """
+        if not self.running:
+            return
+        if self._pumping:
+            self._pump_again = True
+            return
+        self._pumping = True
+        try:
+            self._pump_again = True
+            while self._pump_again:
+                self._pump_again = False
+                self._pump_once()
+        finally:
+            self._pumping = False
+
+    def _pump_once(self) -> None:
+        now = self._clock.seconds()
+        reason = self._check_blocked(now)
+        if reason is not None:
+            if reason == _UNREACHABLE:
+                self._fail_waiters(reason)
+            self._arm(now + BLOCKED_POLL)
+            return
+        port = self._tcp_port()
+        assert port is not None
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self.rate)
+        self._refilled = now
+        while self._running < self.max_concurrent and self._tokens > _ALMOST_ONE and self.running:
+            entry = self._peek()
+            if entry is None or entry[1] > now:
+                break
+            heapq.heappop(self._heap)
+            blob_hash = entry[3]
+            del self._due[blob_hash]
+            self._tokens -= 1
+            self._start(blob_hash, port)
+        if self._running >= self.max_concurrent or not self.running:
+            return  # the next completion pumps again
+        entry = self._peek()
+        if entry is None:
+            return  # the next scan or request pumps again
+        when = entry[1]
+        if when <= now:
+            # out of tokens: wait for enough to fill the free slots (or for
+            # one, if an urgent request waits)
+            need = 1.0 if entry[0] == _URGENT else min(
+                self._burst, float(self.max_concurrent - self._running)
+            )
+            when = now + (need - self._tokens) / self.rate
+        self._arm(when)
+
+    def _arm(self, when: float) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and wakeup.active():
+            if wakeup.getTime() <= when:
+                return
+            wakeup.cancel()
+        self._wakeup = self._clock.callLater(
+            max(0.0, when - self._clock.seconds()), self._wake
+        )
+
+    def _wake(self) -> None:
+        self._wakeup = None
+        self._pump()
+
+    def _start(self, blob_hash: str, port: int) -> None:
+        self._running += 1
+        self._inflight.add(blob_hash)
+        d = Deferred.fromCoroutine(self._announce(blob_hash, port))
+        timeout = self._clock.callLater(ANNOUNCE_TIMEOUT, d.cancel)
+        self._timeouts.add(timeout)
+
+        def timed(result: int | Failure) -> int | Failure:
+            self._timeouts.discard(timeout)
+            if timeout.active():
+                timeout.cancel()
+            elif isinstance(result, Failure) and result.check(CancelledError):
+                return Failure(TimeoutError(f"no result in {ANNOUNCE_TIMEOUT:.0f} s"))
+            return result
+
+        d.addBoth(timed)
+        d.addBoth(self._finished, blob_hash, self._generation)
+
+    async def _announce(self, blob_hash: str, port: int) -> int:
+        return int(await self._dht.announce(bytes.fromhex(blob_hash), port))
+
+    def _finished(self, result: int | Failure, blob_hash: str, generation: int) -> None:
+        self._running -= 1
+        if generation != self._generation:
+            # stopped meanwhile: the outcome changes nothing, but the slot
+            # is free for a later run
+            self._pump()
+            return
+        self._inflight.discard(blob_hash)
+        now = self._clock.seconds()
+        stored = 0 if isinstance(result, Failure) else result
+        if stored > 0:
+            self.announced += 1
+            self._unreported_announced += 1
+            self.last_announce = now
+            self._failures.pop(blob_hash, None)
+            jitter = self._rng.uniform(0, JITTER * self.reannounce_interval)
+            due = now + self.reannounce_interval - jitter
+        else:
+            self.failed += 1
+            self._unreported_failed += 1
+            failures = self._failures[blob_hash] = self._failures.get(blob_hash, 0) + 1
+            delay = min(FIRST_RETRY * 2 ** min(failures - 1, 32), MAX_RETRY)
+            due = now + delay
+            if isinstance(result, Failure):
+                # debug, not failure(): a failure event counts as an error
+                # for legacy observers whatever its level
+                _log.debug(
+                    "Announcing {blob} failed ({error_type}: {error}); retrying in "
+                    "{delay:.0f} s", blob=blob_hash, error_type=type(result.value).__name__,
+                    error=result.value, delay=delay,
+                )
+            else:
+                _log.debug(
+                    "No DHT node stored our announcement of {blob}; retrying in "
+                    "{delay:.0f} s", blob=blob_hash, delay=delay,
+                )
+        if self._wanted(blob_hash, now):
+            self._schedule(blob_hash, due)
+        else:
+            self._failures.pop(blob_hash, None)
+        self._notify(blob_hash, stored)
+        self._report(now)
+        self._pump()
+
+    def _report(self, now: float) -> None:
+        """
+        Say, at most once an hour, how many blobs were announced, once
+        none is in flight or due.
+        """
+        if self._unreported_announced == 0 or self._inflight:
+            return
+        if self._reported_at is not None and now - self._reported_at < HOUR:
+            return
+        entry = self._peek()
+        if entry is not None and entry[1] <= now:
+            return
+        _log.info(
+            "Announced {count} blob(s) on the DHT ({failed} failed, to be retried); "
+            "none is waiting", count=self._unreported_announced,
+            failed=self._unreported_failed,
+        )
+        self._reported_at = now
+        self._unreported_announced = self._unreported_failed = 0
+
+    # immediate_announce's requests
+
+    def _notify(self, blob_hash: str, stored: int) -> None:
+        done = []
+        for request in self._waiters.pop(blob_hash, []):
+            request.results[blob_hash] = stored
+            request.pending.discard(blob_hash)
+            if not request.pending:
+                done.append(request)
+        for request in done:
+            request.deferred.callback(request.results)
+
+    def _forget_request(self, request: _Request) -> None:
+        for h in request.pending:
+            waiting = self._waiters.get(h, [])
+            if request in waiting:
+                waiting.remove(request)
+            if not waiting:
+                self._waiters.pop(h, None)
+
+    def _fail_waiters(self, reason: str) -> None:
+        if not self._waiters:
+            return
+        requests = dict.fromkeys(r for waiting in self._waiters.values() for r in waiting)
+        self._waiters.clear()
+        for request in requests:
+            request.deferred.errback(NotAnnouncingError(reason))
+
+
+def store_holdings(store: BlobStore) -> Callable[[], list[tuple[str, list[str]]]]:
+    """
+    Holdings for an L{Announcer}, read from a started blob store: every
+    stream it records whose sd blob it holds, with those of the stream's
+    data blobs it holds (so a download still running announces what it has
+    so far), in stream order.
+
+    A stream whose sd blob is gone (evicted) is left out, data blobs and
+    all.  The function raises L{p2pblob.errors.StorageError} while the store
+    is not started; the announcer then keeps its schedule and tries again
+    at its next scan.
+    """
+
+    def holdings() -> list[tuple[str, list[str]]]:
+        index = store.index
+        has_blob = store.has_blob
+        result = []
+        for sd_hash, _role, _finished, _pinned in index.streams():
+            if not has_blob(sd_hash):
+                continue
+            blobs = [h for h in index.stream_blobs(sd_hash) if h != sd_hash and has_blob(h)]
+            result.append((sd_hash, blobs))
+        return result
+
+    return holdings
