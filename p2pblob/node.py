@@ -9,9 +9,11 @@ from typing import Any
 
 from twisted.application.service import MultiService
 
+from p2pblob.blob._files import ScanResult
 from p2pblob.blob.service import BlobStoreService
 from p2pblob.config import Config
 from p2pblob.dht.service import DHTService
+from p2pblob.discovery.announcer import Announcer, store_holdings
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.service import PeerServerService, make_server_factory
 
@@ -26,6 +28,7 @@ class Node(MultiService):
     @ivar blob_store: the L{BlobStoreService}.
     @ivar peer_server: the L{PeerServerService}.
     @ivar dht: the L{DHTService}, unless the node stays off the DHT.
+    @ivar announcer: the L{Announcer} of the DHT's blobs, with the DHT.
     """
 
     def __init__(
@@ -34,15 +37,19 @@ class Node(MultiService):
         blob_store: BlobStoreService,
         peer_server: PeerServerService,
         dht: DHTService | None = None,
+        announcer: Announcer | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.blob_store = blob_store
         self.peer_server = peer_server
         self.dht = dht
+        self.announcer = announcer
         blob_store.setServiceParent(self)
         if dht is not None:
             dht.setServiceParent(self)
+        if announcer is not None:
+            announcer.setServiceParent(self)
         peer_server.setServiceParent(self)
 
 
@@ -65,14 +72,32 @@ def make_node(reactor: Any, config: Config) -> Node:
         config.max_connections_per_ip,
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
-    dht = None
-    if config.dht:
-        dht = DHTService(
-            reactor,
-            config.dht_dir,
-            peer_server.listening,
-            port=config.dht_port,
-            bootstrap=config.bootstrap,
-            allow_loopback=config.allow_loopback,
-        )
-    return Node(config, blob_store, peer_server, dht)
+    if not config.dht:
+        return Node(config, blob_store, peer_server)
+    dht = DHTService(
+        reactor,
+        config.dht_dir,
+        peer_server.listening,
+        port=config.dht_port,
+        bootstrap=config.bootstrap,
+        allow_loopback=config.allow_loopback,
+    )
+    announcer = Announcer(
+        clock=reactor,
+        dht=dht,
+        holdings=store_holdings(blob_store.store),
+        tcp_port=lambda: dht.tcp_port,
+        reachable=lambda: config.reachable,
+        policy=config.announce,
+        rate=config.announce_rate,
+        max_concurrent=config.announce_concurrency,
+    )
+
+    def opened(result: ScanResult) -> ScanResult:
+        # the first reading of what the store holds, as soon as it is open
+        if announcer.running:
+            announcer.scan()
+        return result
+
+    blob_store.ready.addCallback(opened)
+    return Node(config, blob_store, peer_server, dht, announcer)

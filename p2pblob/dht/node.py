@@ -219,6 +219,7 @@ class DHTNode:
         # whether the table was filled since it was last empty
         self._filled = False
         self._running = False
+        self._contacted: list[Deferred[None]] = []
 
     @property
     def node_id(self) -> bytes:
@@ -275,6 +276,7 @@ class DHTNode:
                 return
             pings = [self.protocol.ping(address) for address in addresses]
             await DeferredList(pings, consumeErrors=True)
+            self._tell_contacted()
             if self.joined:
                 await self.find_node(self.node_id)
                 if not self._filled:
@@ -284,6 +286,7 @@ class DHTNode:
                     await self._refresh(self._every_bucket())
         finally:
             self._joining = None
+            self._tell_contacted()
         if self.joined:
             if not self._filled:
                 _log.info("Joined the DHT: {count} contacts", count=len(self.routing))
@@ -296,6 +299,26 @@ class DHTNode:
             )
             self._join_call = self.clock.callLater(self._join_delay, self._rejoin)
             self._join_delay = min(self._join_delay * 2, MAX_JOIN_DELAY)
+
+    def contacted(self) -> Deferred[None]:
+        """
+        Fires once the nodes of the attempt to join under way have answered
+        or timed out (at once if none is under way): C{joined} then says
+        whether any answered.  A node that only looks things up need not
+        wait for the rest of the join (the lookups that fill the routing
+        table).
+        """
+        waiting: Deferred[None] = Deferred()
+        if self.joined or self._joining is None:
+            waiting.callback(None)
+        else:
+            self._contacted.append(waiting)
+        return waiting
+
+    def _tell_contacted(self) -> None:
+        waiting, self._contacted = self._contacted, []
+        for d in waiting:
+            d.callback(None)
 
     async def _bootstrap_addresses(self) -> list[Address]:
         addresses = []

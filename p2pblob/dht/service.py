@@ -66,6 +66,15 @@ def load_node_id(directory: Path) -> bytes:
     return node_id
 
 
+def _loopback_allowed(allowed: bool, saved: list[tuple[str, int, bytes]]) -> bool:
+    """
+    Whether to accept loopback contacts: if configured so, or if the
+    contacts our node saved are all on loopback (it only ever admits them
+    when configured to: it was a local swarm's node).
+    """
+    return allowed or bool(saved) and all(is_loopback(host) for host, _, _ in saved)
+
+
 def start_dht(
     reactor: Any,
     node_id: bytes,
@@ -115,16 +124,14 @@ async def visiting_node(
     A DHT node for one command (C{p2pblob download}): a fresh node id, any
     free UDP port, and, besides C{bootstrap}, the contacts that the node of
     the same data directory saved (it knows the network best).  Fires once
-    it has joined or given up its first attempt (C{node.joined} says which).
+    those nodes answered or timed out (C{node.joined} says which); the
+    rest of the join goes on while the node is used.
     """
     saved = load_contacts(directory / CONTACTS_FILE)
-    if not allow_loopback and saved and all(is_loopback(host) for host, _, _ in saved):
-        # a local swarm's node saved these: it was allowed loopback
-        allow_loopback = True
     node, listening = start_dht(
-        reactor, random_id(), 0, "", bootstrap, saved, allow_loopback
+        reactor, random_id(), 0, "", bootstrap, saved, _loopback_allowed(allow_loopback, saved)
     )
-    await node.join()
+    await node.contacted()
     return node, listening
 
 
@@ -168,6 +175,21 @@ class DHTService(Service):
         return self.directory / CONTACTS_FILE
 
     @property
+    def joined(self) -> bool:
+        """
+        Whether the node is running and knows some of the DHT.
+        """
+        return self.node is not None and self.node.joined
+
+    async def announce(self, blob_hash: bytes, tcp_port: int) -> int:
+        """
+        L{DHTNode.announce}, once the node runs (0 before).
+        """
+        if self.node is None:
+            return 0
+        return await self.node.announce(blob_hash, tcp_port)
+
+    @property
     def udp_address(self) -> Address | None:
         """
         Where the DHT listens, once it does.
@@ -202,14 +224,15 @@ class DHTService(Service):
         self.tcp_port = address.port
         interface = "" if address.host in ("0.0.0.0", "::") else address.host
         port = self.tcp_port if self._port_number is None else self._port_number
+        saved = load_contacts(self.contacts_path)
         node, self._listening = start_dht(
             self._reactor,
             load_node_id(self.directory),
             port,
             interface,
             self.bootstrap,
-            load_contacts(self.contacts_path),
-            self.allow_loopback,
+            saved,
+            _loopback_allowed(self.allow_loopback, saved),
         )
         self.node = node
         host, udp_port = self._listening.getHost().host, self._listening.getHost().port  # type: ignore[attr-defined]

@@ -327,6 +327,33 @@ class JoinTests(NodeTestCase):
             {c.node_id for c in self.routing.contacts()}, {remote_id(n) for n in (1, 2, 3)}
         )
 
+    def test_contacted_fires_after_the_pings(self) -> None:
+        """
+        C{contacted} fires once the bootstrap nodes answered, before the
+        lookups that fill the table end; with nobody answering, when the
+        pings time out; with no join under way, at once.
+        """
+        node = self.join_through_bootstrap()
+        self.network.lost.add(address(3))  # makes the filling lookups wait
+        contacted = node.contacted()
+        self.assertNoResult(contacted)
+        self.run_until(0.1)
+        self.successResultOf(contacted)
+        self.assertTrue(node.joined)
+        self.assertIsNotNone(node._joining, "still filling the table")
+
+    def test_contacted_when_nobody_answers(self) -> None:
+        node = self.make_node([address(1)])
+        node.start()
+        contacted = node.contacted()
+        self.run_until(RPC_TIMEOUT - 0.01)
+        self.assertNoResult(contacted)
+        self.run_until(RPC_TIMEOUT)
+        self.successResultOf(contacted)
+        self.assertFalse(node.joined)
+        # between attempts: at once
+        self.successResultOf(node.contacted())
+
     def test_backoff_resets_after_join(self) -> None:
         """
         After a join, the next failing attempts start over at 1 s.

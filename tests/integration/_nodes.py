@@ -42,12 +42,13 @@ class Seeder:
     ephemeral port of 127.0.0.1.
     """
 
-    def __init__(self, data_dir: Path, *extra: str) -> None:
+    def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile=-", "p2pblob",
              "--data-dir", str(data_dir), "--peer-listen", "tcp:0:interface=127.0.0.1", *extra],
-            env=environment(data_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env={**environment(data_dir), **(env or {})},
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         self.output = b""
         self.port = int(self._read_until(_PORT).group(1))
@@ -55,6 +56,12 @@ class Seeder:
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    def wait_for(self, pattern: bytes, timeout: float = 60) -> re.Match[bytes]:
+        """
+        Wait until the node logs a line matching C{pattern}.
+        """
+        return self._read_until(re.compile(pattern), timeout)
 
     def _read_until(self, pattern: re.Pattern[bytes], timeout: float = 60) -> re.Match[bytes]:
         assert self.process.stdout is not None
@@ -64,7 +71,9 @@ class Seeder:
         while (match := pattern.search(self.output)) is None:
             left = deadline - time.monotonic()
             if left <= 0 or self.process.poll() is not None:
-                raise AssertionError(f"twistd p2pblob did not start:\n{self.output.decode()}")
+                raise AssertionError(
+                    f"twistd p2pblob never logged {pattern.pattern!r}:\n{self.output.decode()}"
+                )
             if selector.select(left):
                 self.output += self.process.stdout.read1(65536)  # type: ignore[attr-defined]
         return match
