@@ -90,8 +90,9 @@ class Config:
     @ivar max_connections_per_ip: simultaneous peer connections from one IP.
     @ivar corrupt_uploads: testing only: flip a byte of every blob served.
     @ivar dht: whether the node joins the DHT at all.
-    @ivar dht_port: the DHT's UDP port; L{None} for the peer server's TCP
-        port number (LBRY's downloaders assume they are the same).
+    @ivar dht_port: the DHT's UDP port; L{None} for the one LBRY's
+        downloaders guess from the peer server's TCP port (the same number,
+        except 4444 + n for 3333 + n up to 3399).
     @ivar bootstrap: C{(host, port)} of DHT nodes to join through.
     @ivar dht_allow_loopback: accept DHT contacts and peers on 127.0.0.0/8
         (a local swarm); L{None} to allow them exactly when a bootstrap

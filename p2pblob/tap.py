@@ -51,8 +51,8 @@ class Options(usage.Options):
         ["max-connections-per-ip", None, "8",
          "Simultaneous peer connections accepted from one IP address."],
         ["dht-port", None, None,
-         "UDP port of the DHT [default: the peer server's TCP port number, "
-         "which LBRY nodes assume]."],
+         "UDP port of the DHT [default: the port LBRY nodes expect for the peer "
+         "server's TCP port: the same number, but 4444 for 3333 (up to 4510 for 3399)]."],
         ["announce", None, "all",
          "Which blobs to announce on the DHT: all, or head (the sd blob and the "
          "first data blob of each stream; far fewer announcements)."],

@@ -31,7 +31,7 @@ from p2pblob.dht.routing import RoutingTable, is_valid_address, load_contacts, s
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import ConfigError
 
-__all__ = ["DHTService", "load_node_id", "start_dht", "visiting_node"]
+__all__ = ["DHTService", "guessed_udp_port", "load_node_id", "start_dht", "visiting_node"]
 
 _log = Logger()
 
@@ -41,6 +41,18 @@ SAVE_INTERVAL = 60.0
 
 NODE_ID_FILE = "node_id"
 CONTACTS_FILE = "contacts.sqlite"
+
+
+def guessed_udp_port(tcp_port: int) -> int:
+    """
+    The UDP port LBRY's downloaders expect the DHT node of a peer serving on
+    C{tcp_port} to answer on (they ping it there before downloading): the
+    same number, except that TCP ports 3333 to 3399 go with UDP 4444 to
+    4510, LBRY's default pair (spec section 7.4).
+    """
+    if 3333 <= tcp_port <= 3399:
+        return 4444 + tcp_port - 3333
+    return tcp_port
 
 
 def load_node_id(directory: Path) -> bytes:
@@ -137,9 +149,9 @@ async def visiting_node(
 
 class DHTService(Service):
     """
-    Joins the DHT once the peer server listens (the DHT's UDP port number
-    defaults to the peer server's TCP port), and leaves it when the node
-    stops.
+    Joins the DHT once the peer server listens, on the UDP port LBRY's
+    downloaders guess from the peer server's TCP port (L{guessed_udp_port})
+    unless told otherwise, and leaves it when the node stops.
 
     @ivar node: the L{DHTNode}, once started.
     @ivar ready: fires with the node once it listens; fails if it cannot.
@@ -223,7 +235,7 @@ class DHTService(Service):
             )
         self.tcp_port = address.port
         interface = "" if address.host in ("0.0.0.0", "::") else address.host
-        port = self.tcp_port if self._port_number is None else self._port_number
+        port = guessed_udp_port(self.tcp_port) if self._port_number is None else self._port_number
         saved = load_contacts(self.contacts_path)
         node, self._listening = start_dht(
             self._reactor,

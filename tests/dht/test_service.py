@@ -19,8 +19,26 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pblob.dht.constants import HASH_LENGTH
 from p2pblob.dht.routing import load_contacts
-from p2pblob.dht.service import CONTACTS_FILE, NODE_ID_FILE, DHTService, load_node_id
+from p2pblob.dht.service import (
+    CONTACTS_FILE,
+    NODE_ID_FILE,
+    DHTService,
+    guessed_udp_port,
+    load_node_id,
+)
 from p2pblob.errors import ConfigError
+
+
+class GuessedPortTests(SynchronousTestCase):
+    def test_lbry_rule(self) -> None:
+        """
+        LBRY's downloaders ping UDP 4444 + n for TCP 3333 + n (n < 67), the
+        same number otherwise.
+        """
+        self.assertEqual(
+            [guessed_udp_port(p) for p in (3333, 3340, 3399, 3400, 3332, 4444, 40000)],
+            [4444, 4451, 4510, 3400, 3332, 4444, 40000],
+        )
 
 
 class NodeIdTests(SynchronousTestCase):
