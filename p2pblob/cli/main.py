@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.application.service import Service
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall, react
 from twisted.logger import (
@@ -35,7 +36,8 @@ from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
 from p2pblob.cli._progress import DownloadLine, ProgressLine
 from p2pblob.config import DEFAULT_PEER_LISTEN, Config, is_loopback
-from p2pblob.dht.service import CONTACTS_FILE, visiting_node
+from p2pblob.dht.service import CONTACTS_FILE, DHTService, visiting_node
+from p2pblob.discovery.announcer import Announcer, store_holdings
 from p2pblob.discovery.combined import CombinedPeerFinder
 from p2pblob.discovery.dht import DHTPeerFinder
 from p2pblob.discovery.static import StaticPeerFinder, parse_peer
@@ -482,11 +484,23 @@ def download(
     metavar="ENDPOINT",
     help="Endpoint to serve peers on (tcp:3333, tcp:0:interface=127.0.0.1, ...).",
 )
+@click.option(
+    "--bootstrap",
+    multiple=True,
+    metavar="HOST:PORT",
+    help="A DHT node to join through, to announce the blobs served (repeatable; "
+    "also $P2PBLOB_BOOTSTRAP).",
+)
+@click.option("--no-dht", is_flag=True, help="Do not join the DHT.")
 @click.pass_obj
-def serve(options: _Options, files: tuple[Path, ...], listen: str) -> None:
+def serve(
+    options: _Options, files: tuple[Path, ...], listen: str, bootstrap: tuple[str, ...], no_dht: bool
+) -> None:
     """
     Publish FILES (if any), then serve every blob in the store to peers
-    until interrupted: a foreground node without twistd.
+    until interrupted: a foreground node without twistd.  With a
+    bootstrap node (or contacts saved by an earlier run), it joins the DHT
+    and announces the blobs it serves.
     """
 
     async def command(
@@ -509,14 +523,54 @@ def serve(options: _Options, files: tuple[Path, ...], listen: str) -> None:
             raise ConfigError(f"cannot serve peers on {listen}: {e}") from None
         count = len(await store.verified_blobs())
         click.echo(f"serving {count} blob(s) on {port.getHost()}; Ctrl-C to stop", err=True)
+        services = [] if no_dht else _dht_services(reactor, config, store, port, bootstrap)
         stopped: Deferred[None] = Deferred()
         reactor.addSystemEventTrigger("before", "shutdown", lambda: stopped.callback(None))
         await stopped
+        for service in reversed(services):
+            await maybeDeferred(service.stopService)
         await maybeDeferred(port.stopListening)
         await factory.close_all()
         return 0
 
     _run(options, command)
+
+
+def _dht_services(
+    reactor: Any, config: Config, store: BlobStore, port: Any, given: tuple[str, ...]
+) -> list[Service]:
+    """
+    Join the DHT (as the node of the data directory: same node id, same
+    saved contacts) and announce the store's blobs; return the services
+    started, to be stopped in reverse order.
+    """
+    bootstrap = list(dict.fromkeys([*(parse_peer(t, "bootstrap") for t in given), *config.bootstrap]))
+    if not bootstrap and not (config.dht_dir / CONTACTS_FILE).exists():
+        click.echo("not on the DHT: no --bootstrap node given (peers must be told "
+                   "where this node is)", err=True)
+        return []
+    allow_loopback = config.dht_allow_loopback or any(is_loopback(host) for host, _ in bootstrap)
+    dht = DHTService(reactor, config.dht_dir, succeed(port), bootstrap=bootstrap,
+                     allow_loopback=allow_loopback, fatal=False)
+    dht.ready.addErrback(lambda failure: None)
+    announcer = Announcer(
+        clock=reactor,
+        dht=dht,
+        holdings=store_holdings(store),
+        tcp_port=lambda: dht.tcp_port,
+        policy=config.announce,
+        rate=config.announce_rate,
+        max_concurrent=config.announce_concurrency,
+    )
+    dht.startService()
+    if dht.error is not None:
+        dht.stopService()
+        dht.error.raiseException()
+    announcer.startService()
+    if dht.udp_address is not None:
+        host, udp_port = dht.udp_address
+        click.echo(f"on the DHT at UDP {host or '*'}:{udp_port}; announcing", err=True)
+    return [dht, announcer]
 
 
 def main() -> None:

@@ -154,7 +154,11 @@ class DHTService(Service):
     unless told otherwise, and leaves it when the node stops.
 
     @ivar node: the L{DHTNode}, once started.
+    @param fatal: whether a DHT that cannot start stops the reactor (the
+        node cannot do without it); otherwise C{ready} fails, for the
+        caller to handle.
     @ivar ready: fires with the node once it listens; fails if it cannot.
+    @ivar error: why the DHT could not start, if it could not.
     """
 
     name = "dht"
@@ -168,8 +172,11 @@ class DHTService(Service):
         port: int | None = None,
         bootstrap: Iterable[Address] = (),
         allow_loopback: bool = False,
+        fatal: bool = True,
     ) -> None:
         self._reactor = reactor
+        self._fatal = fatal
+        self.error: Failure | None = None
         self.directory = directory
         self._peer_listening = peer_listening
         self._port_number = port
@@ -263,6 +270,10 @@ class DHTService(Service):
 
     def _failed(self, failure: Failure) -> None:
         if self.ready.called:
+            return
+        self.error = failure
+        if not self._fatal:
+            self.ready.errback(failure)
             return
         _log.critical("Cannot start the DHT: {error}; stopping", error=failure.value)
         self.ready.errback(failure)

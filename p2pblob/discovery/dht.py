@@ -22,7 +22,7 @@ from zope.interface import implementer
 
 from p2pblob.blob.hashing import check_blob_hash
 from p2pblob.dht.peers import decode_compact_peer
-from p2pblob.dht.routing import is_valid_address
+from p2pblob.dht.addresses import is_valid_address
 from p2pblob.errors import DatagramError, InvalidBlobHashError
 from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import Peer, PeerRegistry
@@ -40,7 +40,7 @@ SETTLE = 0.3
 # (a lookup that found nobody is repeated sooner: the blob may have been
 # announced since).
 REMEMBER_FOUND = 60.0
-REMEMBER_NOTHING = 10.0
+REMEMBER_NOTHING = 5.0
 
 
 class _Lookup(Protocol):

@@ -111,3 +111,46 @@ class FiveNodesTests(SynchronousTestCase):
         again.wait_for(rb"Announced (\d+) blob")
         path = self.download(self.base / "late", sd_hash, bootstrap)
         self.assertEqual(_sha256(path), _sha256(source))
+
+
+class ServeOnTheDHTTests(SynchronousTestCase):
+    def test_serve_announces(self) -> None:
+        """
+        C{p2pblob serve FILE --bootstrap NODE} joins the DHT and announces
+        what it serves: a download given only the sd hash finds it.
+        """
+        base = Path(self.mktemp()).absolute()
+        base.mkdir(parents=True)
+        first = Seeder(base / "first", "--dht-allow-loopback",
+                       "--peer-listen", "tcp:0:interface=127.0.0.30")
+        self.addCleanup(first.kill)
+        bootstrap = first.wait_for(_UDP).group(1).decode()
+        source = base / "clip.bin"
+        source.write_bytes(os.urandom(3 * 1024 * 1024))
+        serving = subprocess.Popen(
+            [sys.executable, "-m", "p2pblob", "serve", str(source),
+             "--listen", "tcp:0:interface=127.0.0.31", "--bootstrap", bootstrap],
+            env=environment(base / "server"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: serving.poll() is None and serving.kill())
+        assert serving.stdout is not None and serving.stderr is not None
+        sd_hash = serving.stdout.readline().split()[0].decode()
+        said = b""
+        while b"announcing" not in said:
+            line = serving.stderr.readline()
+            self.assertTrue(line, f"serve ended: {said.decode()}")
+            said += line
+        self.assertIn(b"on the DHT at UDP 127.0.0.31:", said)
+        env = environment(base / "client")
+        env["P2PBLOB_BOOTSTRAP"] = bootstrap
+        env.pop("P2PBLOB_PEERS", None)
+        result = subprocess.run(
+            [sys.executable, "-m", "p2pblob", "download", sd_hash, "--output", str(base / "out"),
+             "--stall-timeout", "60"],
+            env=env, capture_output=True, text=True, timeout=180,
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(Path(result.stdout.strip()).read_bytes(), source.read_bytes())
+        serving.send_signal(signal.SIGINT)
+        serving.communicate(timeout=60)
+        self.assertEqual(serving.returncode, 0)
