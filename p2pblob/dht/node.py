@@ -24,10 +24,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pblob.dht.constants import ALPHA, TOKEN_SECRET_REFRESH, K
+from p2pblob.dht.contact import Contact
 from p2pblob.dht.ids import distance, random_id_in_range
 from p2pblob.dht.messages import FindValueResult
 from p2pblob.dht.protocol import Address, KademliaProtocol
-from p2pblob.dht.routing import Contact
 
 __all__ = ["DHTNode", "Lookup"]
 

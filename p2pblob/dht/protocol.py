@@ -24,12 +24,14 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pblob.dht.addresses import is_valid_address
 from p2pblob.dht.constants import (
     HASH_LENGTH,
     RPC_ID_LENGTH,
     RPC_TIMEOUT,
     K,
 )
+from p2pblob.dht.contact import Contact
 from p2pblob.dht.datastore import PeerStore
 from p2pblob.dht.messages import (
     PAGE_KEY,
@@ -47,7 +49,7 @@ from p2pblob.dht.messages import (
     store,
 )
 from p2pblob.dht.peers import compact_peer
-from p2pblob.dht.routing import Contact, RoutingTable, is_valid_address
+from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import DatagramError, DHTError, RemoteDHTError, RPCTimeoutError
 

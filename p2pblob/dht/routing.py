@@ -1,6 +1,6 @@
 """
 The DHT's routing table: the contacts a node knows, in k-buckets (spec
-section 7.4, "Expiry/refresh" and "Address validation").
+section 7.4, "Expiry/refresh").
 
 Everything here is pure bookkeeping driven by an injected clock: the table
 never sends a datagram.  Where Kademlia wants a contact pinged, the table
@@ -14,193 +14,31 @@ prefix): the table starts with one bucket covering everything and only ever
 halves buckets, so the buckets always partition the id space.  Empty
 buckets are not merged again; they cost a few bytes and a refresh lookup.
 
-The known contacts can be saved to a small SQLite file with
-L{save_contacts} and read back with L{load_contacts} so that a restarted
-node can rejoin the network without its bootstrap nodes.
+The contacts are L{p2pblob.dht.contact.Contact}s.  Which addresses may
+become contacts is decided in L{p2pblob.dht.addresses}, and the contacts are
+kept across restarts by L{p2pblob.dht.contacts_file}.
 """
 
 from __future__ import annotations
 
-import enum
 import heapq
-import ipaddress
 import random
-import sqlite3
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
-from pathlib import Path
+from collections.abc import Iterator
 
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 
-from p2pblob.dht.constants import CHECK_REFRESH_INTERVAL, HASH_LENGTH, REFRESH_INTERVAL, K
+from p2pblob.dht.constants import REFRESH_INTERVAL, K
+from p2pblob.dht.contact import Contact, ContactState
 from p2pblob.dht.ids import ID_SPACE, check_id, id_to_int, random_id_in_range
 
-__all__ = [
-    "BAD_AFTER_FAILURES",
-    "SPLIT_BUCKETS_UNDER_INDEX",
-    "Contact",
-    "ContactState",
-    "KBucket",
-    "RoutingTable",
-    "is_valid_address",
-    "load_contacts",
-    "save_contacts",
-]
-
-_log = Logger()
+__all__ = ["SPLIT_BUCKETS_UNDER_INDEX", "KBucket", "RoutingTable"]
 
 SPLIT_BUCKETS_UNDER_INDEX = 2
 """
 LBRY's default for C{split_buckets_under_index}: the two buckets nearest to
 our own id may always be split.
 """
-
-BAD_AFTER_FAILURES = 2
-"""
-A contact that failed to answer this many of our requests in a row is
-L{ContactState.BAD}.
-"""
-
-
-class ContactState(enum.Enum):
-    """
-    How much a contact can be trusted to answer, after BEP-5.
-
-    @cvar GOOD: it answered us recently and has not failed since.
-    @cvar UNKNOWN: it answered us at some time, but not recently, or it has
-        just failed once; worth a ping before relying on it.
-    @cvar BAD: it failed to answer several requests in a row; replace it
-        as soon as there is someone else.
-    """
-
-    GOOD = "good"
-    UNKNOWN = "unknown"
-    BAD = "bad"
-
-
-class Contact:
-    """
-    Another DHT node and what we know of its liveness.
-
-    The rules of L{state}, after BEP-5 as LBRY applies it:
-      - B{BAD} once it has failed L{BAD_AFTER_FAILURES} (two) of our
-        requests in a row, i.e. without a reply in between;
-      - B{GOOD} when it has not failed since its last reply and it either
-        replied to us within the last L{CHECK_REFRESH_INTERVAL} seconds, or
-        has replied at some time and sent us a request within that interval;
-      - B{UNKNOWN} otherwise (never replied, replied long ago, or failed once
-        since it last replied).
-
-    @ivar host: its IPv4 address, dotted-quad.
-    @ivar udp_port: its DHT port.
-    @ivar last_replied: when it last answered one of our requests, or
-        C{None} if it never has.
-    @ivar last_requested: when it last sent us a request, or C{None}.
-    @ivar last_failed: when one of our requests to it last failed, or
-        C{None}.
-    @ivar failures: how many of our requests it failed to answer since its
-        last reply.
-    """
-
-    __slots__ = (
-        "_node_id",
-        "_node_int",
-        "failures",
-        "host",
-        "last_failed",
-        "last_replied",
-        "last_requested",
-        "udp_port",
-    )
-
-    def __init__(
-        self,
-        host: str,
-        udp_port: int,
-        node_id: bytes,
-        *,
-        last_replied: float | None = None,
-        last_requested: float | None = None,
-        failures: int = 0,
-    ) -> None:
-        """
-        @raise ValueError: if C{node_id} is not a valid node id.
-        """
-        self._node_id = check_id(node_id)
-        self._node_int = id_to_int(self._node_id)
-        self.host = host
-        self.udp_port = udp_port
-        self.last_replied = last_replied
-        self.last_requested = last_requested
-        self.last_failed: float | None = None
-        self.failures = failures
-
-    @property
-    def node_id(self) -> bytes:
-        """
-        Its 48-byte node id, which never changes.
-        """
-        return self._node_id
-
-    @property
-    def address(self) -> tuple[str, int]:
-        """
-        C{(host, udp_port)}, where to send it datagrams.
-        """
-        return (self.host, self.udp_port)
-
-    @property
-    def is_bad(self) -> bool:
-        """
-        Whether it is L{ContactState.BAD}, which does not depend on the time.
-        """
-        return self.failures >= BAD_AFTER_FAILURES
-
-    def replied(self, now: float) -> None:
-        """
-        It answered one of our requests at C{now}.
-        """
-        self.last_replied = now
-        self.failures = 0
-
-    def failed(self, now: float) -> None:
-        """
-        One of our requests to it got no (valid) answer; noted at C{now}.
-        """
-        self.last_failed = now
-        self.failures += 1
-
-    def requested(self, now: float) -> None:
-        """
-        It sent I{us} a request at C{now} (not: we sent it one; our requests
-        are reported by L{replied} or L{failed} when they end).
-        """
-        self.last_requested = now
-
-    def state(self, now: float) -> ContactState:
-        """
-        @return: its L{ContactState} at time C{now}, by the rules in the
-            class docstring.
-        """
-        if self.is_bad:
-            return ContactState.BAD
-        if self.failures == 0 and self.last_replied is not None:
-            if now - self.last_replied < CHECK_REFRESH_INTERVAL:
-                return ContactState.GOOD
-            if (
-                self.last_requested is not None
-                and now - self.last_requested < CHECK_REFRESH_INTERVAL
-            ):
-                return ContactState.GOOD
-        return ContactState.UNKNOWN
-
-    def __repr__(self) -> str:
-        return (
-            f"<Contact {self.host}:{self.udp_port} {self._node_id.hex()[:12]}… "
-            f"failures={self.failures}>"
-        )
 
 
 class KBucket:
@@ -673,153 +511,3 @@ class RoutingTable:
         holder = self._by_address.get(address)
         if holder is not None and holder != node_id:
             self.remove_contact(holder)
-
-
-# address validation
-
-# Not public, although Python's ipaddress module calls them global.
-_ALSO_REFUSED = (ipaddress.IPv4Network("192.88.99.0/24"),)  # 6to4 relay anycast
-
-
-def is_valid_address(host: str, port: int, allow_loopback: bool) -> bool:
-    """
-    Whether a DHT contact or peer at C{host:port} may be used (spec section
-    7.4, "Address validation").
-
-    Only public IPv4 addresses are valid: private, shared (CGNAT),
-    link-local, multicast, reserved, unspecified, documentation and
-    broadcast addresses never are, whatever the configuration.  Loopback
-    addresses are valid only when C{allow_loopback}, for tests and local
-    swarms.  Host names and IPv6 addresses are refused.
-
-    @param host: a dotted-quad IPv4 address.
-    @param port: a TCP or UDP port, valid from 1024 to 65535.
-    @param allow_loopback: whether 127.0.0.0/8 is acceptable.
-    """
-    if isinstance(port, bool) or not isinstance(port, int) or not 1024 <= port <= 65535:
-        return False
-    try:
-        address = ipaddress.IPv4Address(host)
-    except ValueError:
-        return False
-    if address.is_loopback:
-        return allow_loopback
-    if not address.is_global or address.is_multicast:
-        return False
-    return not any(address in network for network in _ALSO_REFUSED)
-
-
-# persistence
-
-_SCHEMA_VERSION = 1
-
-_CREATE = """
-CREATE TABLE contact (
-    position INTEGER PRIMARY KEY,
-    node_id  BLOB NOT NULL UNIQUE,
-    host     TEXT NOT NULL,
-    udp_port INTEGER NOT NULL
-)
-"""
-
-
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """
-    Run the statements of the block as one transaction on C{db}, a
-    connection in autocommit mode.
-    """
-    db.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
-def _write_contacts(path: Path, rows: list[tuple[bytes, str, int]]) -> None:
-    with closing(sqlite3.connect(str(path), isolation_level=None)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        with _transaction(db):
-            db.execute("DROP TABLE IF EXISTS contact")
-            db.execute(_CREATE)
-            db.executemany(
-                "INSERT OR IGNORE INTO contact (node_id, host, udp_port) VALUES (?, ?, ?)",
-                rows,
-            )
-            db.execute(f"PRAGMA user_version={_SCHEMA_VERSION}")
-
-
-def _remove_database(path: Path) -> None:
-    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        name.unlink(missing_ok=True)
-
-
-def save_contacts(path: Path | str, contacts: Iterable[Contact]) -> int:
-    """
-    Replace the contacts saved in C{path} by C{contacts} that are not
-    L{ContactState.BAD}, in one transaction, in their order.
-
-    The file holds nothing else; if it is not a readable SQLite database it
-    is deleted and written afresh.
-
-    @return: how many contacts were saved.
-    @raise sqlite3.Error: if the file cannot be written (e.g. its directory
-        does not exist or is read-only).
-    @raise OSError: if a corrupt file cannot be removed.
-    """
-    path = Path(path)
-    rows = [(c.node_id, c.host, c.udp_port) for c in contacts if not c.is_bad]
-    try:
-        _write_contacts(path, rows)
-    except sqlite3.OperationalError:
-        raise
-    except sqlite3.DatabaseError:
-        _log.warn("Replacing the unreadable contacts file {path}", path=str(path))
-        _remove_database(path)
-        _write_contacts(path, rows)
-    return len(rows)
-
-
-def _valid_row(host: object, port: object, node_id: object) -> bool:
-    return (
-        isinstance(host, str)
-        and isinstance(port, int)
-        and not isinstance(port, bool)
-        and 0 < port < 65536
-        and isinstance(node_id, bytes)
-        and len(node_id) == HASH_LENGTH
-    )
-
-
-def load_contacts(path: Path | str) -> list[tuple[str, int, bytes]]:
-    """
-    Read the contacts saved by L{save_contacts}.
-
-    A missing file gives no contacts.  So does an unreadable one (not an
-    SQLite database, or one without our table), after a warning in the
-    log; rows that are not well-formed are skipped.  The addresses are not
-    checked with L{is_valid_address}: that is for the caller, which knows
-    whether loopback addresses are allowed.
-
-    @return: C{(host, udp_port, node_id)} of each contact, in the order
-        they were saved.
-    """
-    path = Path(path)
-    if not path.exists():
-        return []
-    try:
-        with closing(sqlite3.connect(str(path), isolation_level=None)) as db:
-            rows = db.execute(
-                "SELECT host, udp_port, node_id FROM contact ORDER BY position"
-            ).fetchall()
-    except sqlite3.Error as error:
-        _log.warn(
-            "Ignoring the unreadable contacts file {path}: {error}",
-            path=str(path),
-            error=str(error),
-        )
-        return []
-    return [row for row in rows if _valid_row(*row)]

@@ -22,12 +22,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pblob.config import is_loopback
+from p2pblob.dht.addresses import is_valid_address
 from p2pblob.dht.constants import HASH_LENGTH
+from p2pblob.dht.contacts_file import load_contacts, save_contacts
 from p2pblob.dht.datastore import PeerStore
 from p2pblob.dht.ids import random_id
 from p2pblob.dht.node import DHTNode
 from p2pblob.dht.protocol import Address, KademliaProtocol
-from p2pblob.dht.routing import RoutingTable, is_valid_address, load_contacts, save_contacts
+from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import ConfigError
 

@@ -21,11 +21,14 @@ stream lists them.
 
 The schedule lives in memory: after a restart every blob is announced again,
 the sd blob and first data blob of every stream before the rest.
+
+The queue of due times and the token bucket are in
+L{p2pblob.discovery._schedule}; this module decides what to announce, when,
+and what to say about it.
 """
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -42,6 +45,7 @@ from zope.interface import implementer
 
 from p2pblob.blob.hashing import check_blob_hash, is_blob_hash
 from p2pblob.dht.constants import DATA_EXPIRATION
+from p2pblob.discovery._schedule import DueQueue, TokenBucket
 from p2pblob.errors import (
     ConfigError,
     InvalidBlobHashError,
@@ -106,17 +110,6 @@ _UNREACHABLE = (
 )
 _NOT_LISTENING = "the peer server is not listening yet"
 _NOT_JOINED = "the node has not joined the DHT yet"
-
-# heap entries are (rank, due time, sequence number, blob hash): urgent ones
-# (asked for by announce_soon and immediate_announce) before the others
-_URGENT = 0
-_NORMAL = 1
-
-# a token count this close to 1 is 1 (sums of float time steps are inexact)
-_ALMOST_ONE = 1 - 1e-6
-
-_Key = tuple[int, float, int]
-_Entry = tuple[int, float, int, str]
 
 
 class AnnouncingDHT(Protocol):
@@ -229,21 +222,18 @@ class Announcer(Service):
         self._reachable = reachable
         self.policy = policy
         self.max_concurrent = max_concurrent
-        self.rate = rate
+        self._bucket = TokenBucket(rate, float(max_concurrent))
         self.reannounce_interval = reannounce_interval
         self.scan_interval = scan_interval
         self._rng = rng or random.Random()
-        self._burst = float(max_concurrent)
 
         self.announced = 0
         self.failed = 0
         self.last_announce: float | None = None
 
-        # the schedule: blob hash -> its heap key; heap entries whose key is
-        # not the one here are stale, and skipped
-        self._due: dict[str, _Key] = {}
-        self._heap: list[_Entry] = []
-        self._order = itertools.count()
+        # the schedule: when each blob is due; urgent ones (asked for by
+        # announce_soon and immediate_announce) before the others
+        self._due: DueQueue[str] = DueQueue()
         self._held: set[str] = set()
         self._sticky: dict[str, float] = {}  # asked-for blob -> kept until
         self._failures: dict[str, int] = {}  # blob -> failures in a row
@@ -254,8 +244,6 @@ class Announcer(Service):
         self._waiters: dict[str, list[_Request]] = {}
         self._invalid: set[str] = set()
 
-        self._tokens = self._burst
-        self._refilled = 0.0
         self._blocked: str | None = None
         self._open_since = 0.0
         self._warned_at: float | None = None
@@ -268,14 +256,24 @@ class Announcer(Service):
         self._pumping = False
         self._pump_again = False
 
+    @property
+    def rate(self) -> float:
+        """
+        Most announcements started per second, on average.
+        """
+        return self._bucket.rate
+
+    @rate.setter
+    def rate(self, rate: float) -> None:
+        self._bucket.rate = rate
+
     # life cycle
 
     def startService(self) -> None:
         super().startService()
         self._generation += 1
         now = self._clock.seconds()
-        self._tokens = self._burst
-        self._refilled = now
+        self._bucket.fill(now)
         self._open_since = now
         self._blocked = None
         self._reported_at = None
@@ -309,8 +307,7 @@ class Announcer(Service):
     # IHashAnnouncer
 
     def hash_queue_size(self) -> int:
-        now = self._clock.seconds()
-        return sum(1 for _, due, _ in self._due.values() if due <= now)
+        return self._due.count_due(self._clock.seconds())
 
     def announce_soon(self, blob_hashes: Sequence[str]) -> None:
         hashes = [check_blob_hash(h) for h in dict.fromkeys(blob_hashes)]
@@ -352,33 +349,12 @@ class Announcer(Service):
 
     # the schedule
 
-    def _schedule(self, blob_hash: str, due: float, rank: int = _NORMAL) -> None:
-        key = (rank, due, next(self._order))
-        self._due[blob_hash] = key
-        heapq.heappush(self._heap, (*key, blob_hash))
-        if len(self._heap) > 2 * len(self._due) + 1024:
-            # too many stale entries: rebuild, O(n) once per n pushes at most
-            self._heap = [(*k, h) for h, k in self._due.items()]
-            heapq.heapify(self._heap)
-
-    def _peek(self) -> _Entry | None:
-        """
-        The first live entry of the heap, stale ones dropped on the way.
-        """
-        heap = self._heap
-        while heap:
-            entry = heap[0]
-            if self._due.get(entry[3]) == entry[:3]:
-                return entry
-            heapq.heappop(heap)
-        return None
-
     def _to_front(self, blob_hashes: list[str]) -> None:
         now = self._clock.seconds()
         for h in blob_hashes:
             self._sticky[h] = now + self.reannounce_interval
             if h not in self._inflight:
-                self._schedule(h, now, _URGENT)
+                self._due.schedule(h, now, urgent=True)
 
     def _wanted(self, blob_hash: str, now: float) -> bool:
         return blob_hash in self._held or self._sticky.get(blob_hash, now) > now
@@ -434,22 +410,22 @@ class Announcer(Service):
                     self._invalid.add(h)
                     _log.warn("Not announcing {blob!r}: it is not a blob hash", blob=h)
                 continue
-            self._schedule(h, now)
+            self._due.schedule(h, now)
         self._check_blocked(now)
         self._check_overdue(now)
         self._pump()
 
     def _drop(self, blob_hash: str) -> None:
-        self._due.pop(blob_hash, None)
+        self._due.discard(blob_hash)
         self._failures.pop(blob_hash, None)
 
     def _check_overdue(self, now: float) -> None:
         if self._blocked is not None:
             return
-        entry = self._peek()
+        entry = self._due.first()
         if entry is None:
             return
-        waited = now - max(entry[1], self._open_since)
+        waited = now - max(entry.when, self._open_since)
         if waited <= OVERDUE:
             return
         if self._warned_at is not None and now - self._warned_at < OVERDUE:
@@ -524,30 +500,27 @@ class Announcer(Service):
             return
         port = self._tcp_port()
         assert port is not None
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self.rate)
-        self._refilled = now
-        while self._running < self.max_concurrent and self._tokens > _ALMOST_ONE and self.running:
-            entry = self._peek()
-            if entry is None or entry[1] > now:
+        bucket = self._bucket
+        bucket.refill(now)
+        while self._running < self.max_concurrent and bucket.has_token() and self.running:
+            blob_hash = self._due.pop_due(now)
+            if blob_hash is None:
                 break
-            heapq.heappop(self._heap)
-            blob_hash = entry[3]
-            del self._due[blob_hash]
-            self._tokens -= 1
+            bucket.take()
             self._start(blob_hash, port)
         if self._running >= self.max_concurrent or not self.running:
             return  # the next completion pumps again
-        entry = self._peek()
+        entry = self._due.first()
         if entry is None:
             return  # the next scan or request pumps again
-        when = entry[1]
+        when = entry.when
         if when <= now:
             # out of tokens: wait for enough to fill the free slots (or for
             # one, if an urgent request waits)
-            need = 1.0 if entry[0] == _URGENT else min(
-                self._burst, float(self.max_concurrent - self._running)
+            need = 1.0 if entry.urgent else min(
+                bucket.burst, float(self.max_concurrent - self._running)
             )
-            when = now + (need - self._tokens) / self.rate
+            when = now + bucket.seconds_until(need)
         self._arm(when)
 
     def _arm(self, when: float) -> None:
@@ -622,7 +595,7 @@ class Announcer(Service):
                     "{delay:.0f} s", blob=blob_hash, delay=delay,
                 )
         if self._wanted(blob_hash, now):
-            self._schedule(blob_hash, due)
+            self._due.schedule(blob_hash, due)
         else:
             self._failures.pop(blob_hash, None)
         self._notify(blob_hash, stored)
@@ -638,8 +611,8 @@ class Announcer(Service):
             return
         if self._reported_at is not None and now - self._reported_at < HOUR:
             return
-        entry = self._peek()
-        if entry is not None and entry[1] <= now:
+        entry = self._due.first()
+        if entry is not None and entry.when <= now:
             return
         _log.info(
             "Announced {count} blob(s) on the DHT ({failed} failed, to be retried); "

@@ -21,8 +21,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from p2pblob.blob.hashing import check_blob_hash
-from p2pblob.dht.peers import decode_compact_peer
 from p2pblob.dht.addresses import is_valid_address
+from p2pblob.dht.peers import decode_compact_peer
 from p2pblob.errors import DatagramError, InvalidBlobHashError
 from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import Peer, PeerRegistry

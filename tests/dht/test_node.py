@@ -34,13 +34,14 @@ from p2pblob.dht.constants import (
     REFRESH_INTERVAL,
     RPC_TIMEOUT,
 )
+from p2pblob.dht.contact import Contact
 from p2pblob.dht.datastore import PeerStore
 from p2pblob.dht.ids import ID_SPACE, id_from_int, id_to_int
 from p2pblob.dht.messages import Message, Request, decode_datagram
 from p2pblob.dht.node import MAINTENANCE_INTERVAL, MAX_JOIN_DELAY, DHTNode
 from p2pblob.dht.peers import compact_peer
 from p2pblob.dht.protocol import Address, KademliaProtocol
-from p2pblob.dht.routing import Contact, RoutingTable
+from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 
 LATENCY = 0.01

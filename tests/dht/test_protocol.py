@@ -32,6 +32,7 @@ from p2pblob.dht.constants import (
     TOKEN_SECRET_REFRESH,
     K,
 )
+from p2pblob.dht.contact import Contact
 from p2pblob.dht.datastore import PeerStore
 from p2pblob.dht.ids import ID_SPACE, id_from_int
 from p2pblob.dht.messages import (
@@ -58,7 +59,7 @@ from p2pblob.dht.protocol import (
     Address,
     KademliaProtocol,
 )
-from p2pblob.dht.routing import Contact, RoutingTable
+from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import DatagramError, DHTError, RemoteDHTError, RPCTimeoutError
 

@@ -1,6 +1,8 @@
 """
-Tests for L{p2pblob.dht.routing}: contact states, the k-bucket rules of
-the routing table, address validation and the saved contacts.
+Tests for L{p2pblob.dht.routing}: the k-bucket rules of the routing table;
+and for the modules it builds on: contact states (L{p2pblob.dht.contact}),
+address validation (L{p2pblob.dht.addresses}) and the saved contacts
+(L{p2pblob.dht.contacts_file}).
 """
 
 from __future__ import annotations
@@ -16,16 +18,12 @@ from twisted.internet.task import Clock
 from twisted.logger import LogLevel, capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pblob.dht.addresses import is_valid_address
 from p2pblob.dht.constants import CHECK_REFRESH_INTERVAL, HASH_LENGTH, REFRESH_INTERVAL, K
+from p2pblob.dht.contact import Contact, ContactState
+from p2pblob.dht.contacts_file import load_contacts, save_contacts
 from p2pblob.dht.ids import ID_SPACE, distance, id_from_int, id_to_int
-from p2pblob.dht.routing import (
-    Contact,
-    ContactState,
-    RoutingTable,
-    is_valid_address,
-    load_contacts,
-    save_contacts,
-)
+from p2pblob.dht.routing import RoutingTable
 
 OWN = bytes(HASH_LENGTH)
 """

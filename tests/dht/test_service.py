@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pblob.dht.constants import HASH_LENGTH
-from p2pblob.dht.routing import load_contacts
+from p2pblob.dht.contacts_file import load_contacts
 from p2pblob.dht.service import (
     CONTACTS_FILE,
     NODE_ID_FILE,
