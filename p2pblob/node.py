@@ -13,7 +13,8 @@ from p2pblob.blob._files import ScanResult
 from p2pblob.blob.service import BlobStoreService
 from p2pblob.config import Config
 from p2pblob.dht.service import DHTService
-from p2pblob.discovery.announcer import Announcer, store_holdings
+from p2pblob.discovery.announcer import Announcer
+from p2pblob.discovery.holdings import store_holdings
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.service import PeerServerService, make_server_factory
 

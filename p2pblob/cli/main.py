@@ -37,9 +37,10 @@ from p2pblob.blob.store import BlobStore
 from p2pblob.cli._progress import DownloadLine, ProgressLine
 from p2pblob.config import DEFAULT_PEER_LISTEN, Config, is_loopback
 from p2pblob.dht.service import CONTACTS_FILE, DHTService, visiting_node
-from p2pblob.discovery.announcer import Announcer, store_holdings
+from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.combined import CombinedPeerFinder
 from p2pblob.discovery.dht import DHTPeerFinder
+from p2pblob.discovery.holdings import store_holdings
 from p2pblob.discovery.static import StaticPeerFinder, parse_peer
 from p2pblob.download.downloader import FileStreamDownloader, get_descriptor, tcp_connector
 from p2pblob.download.manager import DEFAULT_STALL_TIMEOUT, Swarm

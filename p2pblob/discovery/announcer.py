@@ -22,9 +22,13 @@ stream lists them.
 The schedule lives in memory: after a restart every blob is announced again,
 the sd blob and first data blob of every stream before the rest.
 
-The queue of due times and the token bucket are in
-L{p2pblob.discovery._schedule}; this module decides what to announce, when,
-and what to say about it.
+This module decides what to announce, when, and what to say about it.  The
+machinery is elsewhere: the queue of due times and the token bucket in
+L{p2pblob.discovery._schedule}, the announcements in flight in
+L{p2pblob.discovery._flights}, whether announcing can go ahead in
+L{p2pblob.discovery._gate}, the requests of C{immediate_announce} in
+L{p2pblob.discovery._requests}, and the policies and the holdings of a blob
+store in L{p2pblob.discovery.holdings}.
 """
 
 from __future__ import annotations
@@ -35,8 +39,7 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, fail, succeed
-from twisted.internet.error import TimeoutError
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -45,7 +48,11 @@ from zope.interface import implementer
 
 from p2pblob.blob.hashing import check_blob_hash, is_blob_hash
 from p2pblob.dht.constants import DATA_EXPIRATION
+from p2pblob.discovery._flights import Flights
+from p2pblob.discovery._gate import UNREACHABLE, Gate
+from p2pblob.discovery._requests import AnnounceRequests
 from p2pblob.discovery._schedule import DueQueue, TokenBucket
+from p2pblob.discovery.holdings import POLICIES, blobs_to_announce
 from p2pblob.errors import (
     ConfigError,
     InvalidBlobHashError,
@@ -55,19 +62,11 @@ from p2pblob.errors import (
 from p2pblob.interfaces import IHashAnnouncer
 
 if TYPE_CHECKING:
-    from p2pblob.blob.store import BlobStore
     from p2pblob.dht.node import DHTNode
 
-__all__ = ["POLICIES", "AnnouncingDHT", "Announcer", "store_holdings"]
+__all__ = ["POLICIES", "AnnouncingDHT", "Announcer"]
 
 _log = Logger()
-
-POLICIES = ("all", "head")
-"""
-What to announce of each stream: C{"all"} its blobs, or C{"head"}: the sd
-blob and the first data blob (a downloader that finds those can ask the same
-peers for the rest).
-"""
 
 HOUR = 3600.0
 
@@ -104,13 +103,6 @@ An announcement due for longer than this is overdue: a warning says so, at
 most once per L{OVERDUE}.
 """
 
-_UNREACHABLE = (
-    "this node is configured as unreachable (peers could not connect to it: "
-    "no port forwarded or mapped, no onion service)"
-)
-_NOT_LISTENING = "the peer server is not listening yet"
-_NOT_JOINED = "the node has not joined the DHT yet"
-
 
 class AnnouncingDHT(Protocol):
     """
@@ -137,18 +129,6 @@ if TYPE_CHECKING:
 
     def _dht_node_fits(node: DHTNode) -> AnnouncingDHT:
         return node
-
-
-class _Request:
-    """
-    An L{Announcer.immediate_announce} waiting for its blobs.
-    """
-
-    def __init__(self, blob_hashes: list[str], forget: Callable[[_Request], None]) -> None:
-        self.pending = set(blob_hashes)
-        self.results: dict[str, int] = {}
-        # cancelling it forgets the request (and fails it with CancelledError)
-        self.deferred: Deferred[dict[str, int]] = Deferred(lambda _: forget(self))
 
 
 @implementer(IHashAnnouncer)
@@ -237,16 +217,17 @@ class Announcer(Service):
         self._held: set[str] = set()
         self._sticky: dict[str, float] = {}  # asked-for blob -> kept until
         self._failures: dict[str, int] = {}  # blob -> failures in a row
-        self._inflight: set[str] = set()  # of this run
-        self._timeouts: set[IDelayedCall] = set()  # of this run
-        self._running = 0  # announcements in flight, of any run
-        self._generation = 0
-        self._waiters: dict[str, list[_Request]] = {}
+        self._flights = Flights(
+            clock=clock, announce=self._announce, timeout=ANNOUNCE_TIMEOUT,
+            ended=self._finished, freed=self._pump,
+        )
+        self._requests = AnnounceRequests()  # of immediate_announce
         self._invalid: set[str] = set()
 
-        self._blocked: str | None = None
-        self._open_since = 0.0
-        self._warned_at: float | None = None
+        self._gate = Gate(
+            reachable=reachable, tcp_port=tcp_port, joined=lambda: dht.joined, log=_log,
+            overdue=OVERDUE,
+        )
         self._reported_at: float | None = None
         self._unreported_announced = 0
         self._unreported_failed = 0
@@ -271,11 +252,9 @@ class Announcer(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._generation += 1
         now = self._clock.seconds()
         self._bucket.fill(now)
-        self._open_since = now
-        self._blocked = None
+        self._gate.open(now)
         self._reported_at = None
         scanner = self._scanner = LoopingCall(self.scan)
         scanner.clock = self._clock
@@ -289,20 +268,15 @@ class Announcer(Service):
         their outcome no longer changes the schedule.
         """
         super().stopService()
-        self._generation += 1
         if self._scanner is not None and self._scanner.running:
             self._scanner.stop()
         self._scanner = None
         if self._wakeup is not None and self._wakeup.active():
             self._wakeup.cancel()
         self._wakeup = None
-        # the announcements in flight are left to finish (without a time
-        # limit); the next start reads the holdings and schedules them anew
-        self._inflight.clear()
-        for timeout in self._timeouts:
-            timeout.cancel()
-        self._timeouts.clear()
-        self._fail_waiters("announcing is stopped")
+        # the next start reads the holdings and schedules them anew
+        self._flights.abandon()
+        self._requests.fail_all("announcing is stopped")
 
     # IHashAnnouncer
 
@@ -318,22 +292,20 @@ class Announcer(Service):
         if not self.running:
             return fail(NotAnnouncingError("announcing is stopped"))
         if not self._reachable():
-            return fail(NotAnnouncingError(_UNREACHABLE))
+            return fail(NotAnnouncingError(UNREACHABLE))
         try:
             hashes = [check_blob_hash(h) for h in dict.fromkeys(blob_hashes)]
         except InvalidBlobHashError as e:
             return fail(e)
         if not hashes:
             return succeed({})
-        request = _Request(hashes, self._forget_request)
-        for h in hashes:
-            self._waiters.setdefault(h, []).append(request)
+        d = self._requests.add(hashes)
         self._to_front(hashes)
         self._pump()
-        return request.deferred
+        return d
 
     def status(self) -> dict[str, Any]:
-        blocked = self._blocked_reason() if self.running else "announcing is stopped"
+        blocked = self._gate.reason() if self.running else "announcing is stopped"
         return {
             "policy": self.policy,
             "announcing": blocked is None,
@@ -341,7 +313,7 @@ class Announcer(Service):
             "held": len(self._held),
             "scheduled": len(self._due),
             "due": self.hash_queue_size(),
-            "in_flight": len(self._inflight),
+            "in_flight": len(self._flights),
             "announced": self.announced,
             "failed": self.failed,
             "last_announce": self.last_announce,
@@ -353,7 +325,7 @@ class Announcer(Service):
         now = self._clock.seconds()
         for h in blob_hashes:
             self._sticky[h] = now + self.reannounce_interval
-            if h not in self._inflight:
+            if h not in self._flights:
                 self._due.schedule(h, now, urgent=True)
 
     def _wanted(self, blob_hash: str, now: float) -> bool:
@@ -367,19 +339,8 @@ class Announcer(Service):
         open, if the announcer started before it.
         """
         now = self._clock.seconds()
-        heads: list[str] = []
-        rest: list[str] = []
         try:
-            for sd_hash, blob_hashes in self._holdings():
-                data = list(blob_hashes)
-                if data and data[0] == sd_hash:
-                    del data[0]
-                if self.policy == "head":
-                    del data[1:]
-                heads.append(sd_hash)
-                if data:
-                    heads.append(data[0])
-                    rest.extend(data[1:])
+            heads, rest = blobs_to_announce(self._holdings(), self.policy)
         except P2PBlobError as e:
             # the store is not open yet, say: keep the schedule, try later
             if not self._scan_failing:
@@ -402,7 +363,7 @@ class Announcer(Service):
                 self._drop(h)
         self._held = held
         for h in itertools.chain(heads, rest):
-            if h in self._due or h in self._inflight:
+            if h in self._due or h in self._flights:
                 continue
             if not is_blob_hash(h):
                 held.discard(h)
@@ -411,7 +372,7 @@ class Announcer(Service):
                     _log.warn("Not announcing {blob!r}: it is not a blob hash", blob=h)
                 continue
             self._due.schedule(h, now)
-        self._check_blocked(now)
+        self._gate.check(now)
         self._check_overdue(now)
         self._pump()
 
@@ -420,17 +381,10 @@ class Announcer(Service):
         self._failures.pop(blob_hash, None)
 
     def _check_overdue(self, now: float) -> None:
-        if self._blocked is not None:
-            return
         entry = self._due.first()
-        if entry is None:
+        waited = None if entry is None else self._gate.overdue(now, entry.when)
+        if waited is None:
             return
-        waited = now - max(entry.when, self._open_since)
-        if waited <= OVERDUE:
-            return
-        if self._warned_at is not None and now - self._warned_at < OVERDUE:
-            return
-        self._warned_at = now
         _log.warn(
             "{count} blob announcements are overdue, the oldest by {minutes:.0f} "
             "minutes: this node holds more blobs than it can announce at {rate} per "
@@ -442,33 +396,6 @@ class Announcer(Service):
         )
 
     # starting announcements
-
-    def _blocked_reason(self) -> str | None:
-        if not self._reachable():
-            return _UNREACHABLE
-        if self._tcp_port() is None:
-            return _NOT_LISTENING
-        if not self._dht.joined:
-            return _NOT_JOINED
-        return None
-
-    def _check_blocked(self, now: float) -> str | None:
-        """
-        Why nothing can be announced now, or L{None}; says so in the log
-        when that changes.
-        """
-        reason = self._blocked_reason()
-        if reason != self._blocked:
-            if reason == _UNREACHABLE:
-                _log.info("Not announcing blobs on the DHT: {reason}", reason=reason)
-            elif reason is not None:
-                _log.debug("Announcing waits: {reason}", reason=reason)
-            elif self._blocked == _UNREACHABLE:
-                _log.info("Announcing blobs on the DHT again")
-            if reason is None:
-                self._open_since = now
-            self._blocked = reason
-        return reason
 
     def _pump(self) -> None:
         """
@@ -492,23 +419,23 @@ class Announcer(Service):
 
     def _pump_once(self) -> None:
         now = self._clock.seconds()
-        reason = self._check_blocked(now)
+        reason = self._gate.check(now)
         if reason is not None:
-            if reason == _UNREACHABLE:
-                self._fail_waiters(reason)
+            if reason == UNREACHABLE:
+                self._requests.fail_all(reason)
             self._arm(now + BLOCKED_POLL)
             return
         port = self._tcp_port()
         assert port is not None
         bucket = self._bucket
         bucket.refill(now)
-        while self._running < self.max_concurrent and bucket.has_token() and self.running:
+        while self._flights.running < self.max_concurrent and bucket.has_token() and self.running:
             blob_hash = self._due.pop_due(now)
             if blob_hash is None:
                 break
             bucket.take()
-            self._start(blob_hash, port)
-        if self._running >= self.max_concurrent or not self.running:
+            self._flights.start(blob_hash, port)
+        if self._flights.running >= self.max_concurrent or not self.running:
             return  # the next completion pumps again
         entry = self._due.first()
         if entry is None:
@@ -518,7 +445,7 @@ class Announcer(Service):
             # out of tokens: wait for enough to fill the free slots (or for
             # one, if an urgent request waits)
             need = 1.0 if entry.urgent else min(
-                bucket.burst, float(self.max_concurrent - self._running)
+                bucket.burst, float(self.max_concurrent - self._flights.running)
             )
             when = now + bucket.seconds_until(need)
         self._arm(when)
@@ -537,35 +464,10 @@ class Announcer(Service):
         self._wakeup = None
         self._pump()
 
-    def _start(self, blob_hash: str, port: int) -> None:
-        self._running += 1
-        self._inflight.add(blob_hash)
-        d = Deferred.fromCoroutine(self._announce(blob_hash, port))
-        timeout = self._clock.callLater(ANNOUNCE_TIMEOUT, d.cancel)
-        self._timeouts.add(timeout)
-
-        def timed(result: int | Failure) -> int | Failure:
-            self._timeouts.discard(timeout)
-            if timeout.active():
-                timeout.cancel()
-            elif isinstance(result, Failure) and result.check(CancelledError):
-                return Failure(TimeoutError(f"no result in {ANNOUNCE_TIMEOUT:.0f} s"))
-            return result
-
-        d.addBoth(timed)
-        d.addBoth(self._finished, blob_hash, self._generation)
-
     async def _announce(self, blob_hash: str, port: int) -> int:
         return int(await self._dht.announce(bytes.fromhex(blob_hash), port))
 
-    def _finished(self, result: int | Failure, blob_hash: str, generation: int) -> None:
-        self._running -= 1
-        if generation != self._generation:
-            # stopped meanwhile: the outcome changes nothing, but the slot
-            # is free for a later run
-            self._pump()
-            return
-        self._inflight.discard(blob_hash)
+    def _finished(self, blob_hash: str, result: int | Failure) -> None:
         now = self._clock.seconds()
         stored = 0 if isinstance(result, Failure) else result
         if stored > 0:
@@ -598,7 +500,7 @@ class Announcer(Service):
             self._due.schedule(blob_hash, due)
         else:
             self._failures.pop(blob_hash, None)
-        self._notify(blob_hash, stored)
+        self._requests.notify(blob_hash, stored)
         self._report(now)
         self._pump()
 
@@ -607,7 +509,7 @@ class Announcer(Service):
         Say, at most once an hour, how many blobs were announced, once
         none is in flight or due.
         """
-        if self._unreported_announced == 0 or self._inflight:
+        if self._unreported_announced == 0 or self._flights:
             return
         if self._reported_at is not None and now - self._reported_at < HOUR:
             return
@@ -621,58 +523,3 @@ class Announcer(Service):
         )
         self._reported_at = now
         self._unreported_announced = self._unreported_failed = 0
-
-    # immediate_announce's requests
-
-    def _notify(self, blob_hash: str, stored: int) -> None:
-        done = []
-        for request in self._waiters.pop(blob_hash, []):
-            request.results[blob_hash] = stored
-            request.pending.discard(blob_hash)
-            if not request.pending:
-                done.append(request)
-        for request in done:
-            request.deferred.callback(request.results)
-
-    def _forget_request(self, request: _Request) -> None:
-        for h in request.pending:
-            waiting = self._waiters.get(h, [])
-            if request in waiting:
-                waiting.remove(request)
-            if not waiting:
-                self._waiters.pop(h, None)
-
-    def _fail_waiters(self, reason: str) -> None:
-        if not self._waiters:
-            return
-        requests = dict.fromkeys(r for waiting in self._waiters.values() for r in waiting)
-        self._waiters.clear()
-        for request in requests:
-            request.deferred.errback(NotAnnouncingError(reason))
-
-
-def store_holdings(store: BlobStore) -> Callable[[], list[tuple[str, list[str]]]]:
-    """
-    Holdings for an L{Announcer}, read from a started blob store: every
-    stream it records whose sd blob it holds, with those of the stream's
-    data blobs it holds (so a download still running announces what it has
-    so far), in stream order.
-
-    A stream whose sd blob is gone (evicted) is left out, data blobs and
-    all.  The function raises L{p2pblob.errors.StorageError} while the store
-    is not started; the announcer then keeps its schedule and tries again
-    at its next scan.
-    """
-
-    def holdings() -> list[tuple[str, list[str]]]:
-        index = store.index
-        has_blob = store.has_blob
-        result = []
-        for sd_hash, _role, _finished, _pinned in index.streams():
-            if not has_blob(sd_hash):
-                continue
-            blobs = [h for h in index.stream_blobs(sd_hash) if h != sd_hash and has_blob(h)]
-            result.append((sd_hash, blobs))
-        return result
-
-    return holdings

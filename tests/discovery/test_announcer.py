@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from itertools import pairwise
-from pathlib import Path
 from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred
@@ -18,11 +17,8 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from p2pblob._threads import run_inline
-from p2pblob.blob.hashing import blob_hash
-from p2pblob.blob.store import ROLE_DOWNLOADED, ROLE_PUBLISHED, BlobStore
 from p2pblob.dht.constants import DATA_EXPIRATION
-from p2pblob.discovery.announcer import ANNOUNCE_TIMEOUT, Announcer, store_holdings
+from p2pblob.discovery.announcer import ANNOUNCE_TIMEOUT, Announcer
 from p2pblob.errors import (
     ConfigError,
     InvalidBlobHashError,
@@ -746,69 +742,6 @@ class StopTests(AnnouncerTestsMixin, SynchronousTestCase):
         run(self.clock, 60)
         self.assertEqual(self.dht.max_in_flight, 4)
         self.assertEqual(len(set(self.dht.announced())), 20)
-
-
-class StoreHoldingsTests(AnnouncerTestsMixin, SynchronousTestCase):
-    def make_store(self) -> BlobStore:
-        directory = Path(self.mktemp())
-        store = BlobStore(
-            Clock(), run_inline, directory / "blobfiles", directory / "index.sqlite"
-        )
-        self.successResultOf(Deferred.fromCoroutine(store.start()))
-        self.addCleanup(store.stop)
-        return store
-
-    def put(self, store: BlobStore, label: str) -> str:
-        data = label.encode()
-        self.successResultOf(store.put_blob(data))
-        return blob_hash(data)
-
-    def test_store_holdings(self) -> None:
-        """
-        C{store_holdings} gives each stream whose sd blob the store holds,
-        with the data blobs the store holds, in stream order; the announcer
-        announces exactly those.
-        """
-        store = self.make_store()
-        holdings = store_holdings(store)
-        self.assertEqual(holdings(), [])
-
-        published_sd = self.put(store, "sd of published")
-        published = [self.put(store, f"published {i}") for i in range(3)]
-        store.add_stream(published_sd, [published_sd, *published], ROLE_PUBLISHED)
-        downloading_sd = self.put(store, "sd of downloading")
-        downloading = [blob_hash(f"downloading {i}".encode()) for i in range(4)]
-        self.put(store, "downloading 0")
-        self.put(store, "downloading 2")
-        store.add_stream(downloading_sd, [downloading_sd, *downloading], ROLE_DOWNLOADED)
-        evicted_sd = blob_hash(b"sd of evicted")
-        store.add_stream(
-            evicted_sd, [evicted_sd, self.put(store, "evicted 0")], ROLE_DOWNLOADED
-        )
-
-        expected = [
-            (published_sd, published),
-            (downloading_sd, [downloading[0], downloading[2]]),
-        ]
-        self.assertEqual(holdings(), expected)
-
-        announcer = self.make([])
-        announcer._holdings = holdings
-        announcer.startService()
-        self.addCleanup(self.stop)
-        run(self.clock, 10)
-        self.assertEqual(
-            set(self.dht.announced()),
-            {published_sd, *published, downloading_sd, downloading[0], downloading[2]},
-        )
-
-    def test_store_not_started(self) -> None:
-        """
-        Before the store is started its holdings cannot be read.
-        """
-        directory = Path(self.mktemp())
-        store = BlobStore(Clock(), run_inline, directory / "b", directory / "i.sqlite")
-        self.assertRaises(StorageError, store_holdings(store))
 
 
 class RealDHTTests(SynchronousTestCase):
