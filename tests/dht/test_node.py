@@ -20,12 +20,10 @@ import itertools
 import random
 from collections.abc import Callable, Iterable
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from p2pblob.dht.constants import (
@@ -43,6 +41,7 @@ from p2pblob.dht.peers import compact_peer
 from p2pblob.dht.protocol import Address, KademliaProtocol
 from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
+from tests.dht._udp import FakeUDPPort
 
 LATENCY = 0.01
 """
@@ -87,36 +86,18 @@ def counting_bytes() -> Callable[[int], bytes]:
     return lambda size: next(counter).to_bytes(size, "big")
 
 
-@implementer(IUDPTransport)
-class SimulatedPort:
+class SimulatedPort(FakeUDPPort):
     """
     A node's UDP port on a L{Network}: what is written to it is carried to
     the node at the destination.
     """
 
     def __init__(self, network: Network, host: Address) -> None:
+        super().__init__(host)
         self.network = network
-        self.host = host
-        self._broadcast = False
 
-    def write(self, packet: bytes, addr: Address | None = None) -> None:
-        assert addr is not None, "the DHT's port is never connected"
-        self.network.carry(self.host, (addr[0], addr[1]), packet)
-
-    def connect(self, host: str, port: int) -> None:
-        raise NotImplementedError("the DHT's port is never connected")
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", *self.host)
-
-    def stopListening(self) -> None:
-        pass
-
-    def setBroadcastAllowed(self, enabled: bool) -> None:
-        self._broadcast = enabled
-
-    def getBroadcastAllowed(self) -> bool:
-        return self._broadcast
+    def send(self, packet: bytes, address: Address) -> None:
+        self.network.carry(self.host, address, packet)
 
 
 verifyClass(IUDPTransport, SimulatedPort)

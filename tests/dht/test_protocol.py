@@ -15,11 +15,9 @@ import hashlib
 import itertools
 from collections.abc import Callable, Iterator
 
-from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IUDPTransport
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyClass, verifyObject
 
 from p2pblob.dht.bencode import bencode
@@ -62,6 +60,7 @@ from p2pblob.dht.protocol import (
 from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import DatagramError, DHTError, RemoteDHTError, RPCTimeoutError
+from tests.dht._udp import FakeUDPPort
 
 OWN_ID = bytes(HASH_LENGTH)
 """
@@ -113,8 +112,7 @@ def secrets() -> Iterator[bytes]:
         yield hashlib.sha384(b"secret %d" % n).digest()
 
 
-@implementer(IUDPTransport)
-class FakeDatagramTransport:
+class FakeDatagramTransport(FakeUDPPort):
     """
     A UDP port that sends nothing: it records each datagram written to it.
 
@@ -124,31 +122,14 @@ class FakeDatagramTransport:
     """
 
     def __init__(self, host: Address = OUR_ADDRESS) -> None:
+        super().__init__(host)
         self.written: list[tuple[bytes, Address]] = []
         self.error: OSError | None = None
-        self._host = host
-        self._broadcast = False
 
-    def write(self, packet: bytes, addr: Address | None = None) -> None:
+    def send(self, packet: bytes, address: Address) -> None:
         if self.error is not None:
             raise self.error
-        assert addr is not None, "the DHT's port is never connected"
-        self.written.append((packet, addr))
-
-    def connect(self, host: str, port: int) -> None:
-        raise NotImplementedError("the DHT's port is never connected")
-
-    def getHost(self) -> IPv4Address:
-        return IPv4Address("UDP", *self._host)
-
-    def stopListening(self) -> None:
-        pass
-
-    def setBroadcastAllowed(self, enabled: bool) -> None:
-        self._broadcast = enabled
-
-    def getBroadcastAllowed(self) -> bool:
-        return self._broadcast
+        self.written.append((packet, address))
 
 
 verifyClass(IUDPTransport, FakeDatagramTransport)
