@@ -296,6 +296,16 @@ def _peers(given: tuple[str, ...], config: Config) -> list[tuple[str, int]]:
     return list(dict.fromkeys([*peers, *config.peers]))
 
 
+def _bootstrap(config: Config, given: tuple[str, ...]) -> tuple[list[tuple[str, int]], bool]:
+    """
+    The DHT nodes to join through (C{--bootstrap}, then the configured
+    ones), and whether loopback contacts are acceptable.
+    """
+    bootstrap = list(dict.fromkeys([*(parse_peer(t, "bootstrap") for t in given), *config.bootstrap]))
+    allow_loopback = config.dht_allow_loopback or any(is_loopback(host) for host, _ in bootstrap)
+    return bootstrap, bool(allow_loopback)
+
+
 async def _join_dht(
     reactor: Any,
     config: Config,
@@ -313,10 +323,9 @@ async def _join_dht(
     @return: a finder of peers on the DHT, or L{None} if there is no DHT to
         join.
     """
-    bootstrap = list(dict.fromkeys([*(parse_peer(t, "bootstrap") for t in given), *config.bootstrap]))
+    bootstrap, allow_loopback = _bootstrap(config, given)
     if not bootstrap and not (config.dht_dir / CONTACTS_FILE).exists():
         return None
-    allow_loopback = config.dht_allow_loopback or any(is_loopback(host) for host, _ in bootstrap)
     click.echo("joining the DHT…", err=True)
     node, listening = await visiting_node(reactor, config.dht_dir, bootstrap, allow_loopback)
 
@@ -545,12 +554,11 @@ def _dht_services(
     saved contacts) and announce the store's blobs; return the services
     started, to be stopped in reverse order.
     """
-    bootstrap = list(dict.fromkeys([*(parse_peer(t, "bootstrap") for t in given), *config.bootstrap]))
+    bootstrap, allow_loopback = _bootstrap(config, given)
     if not bootstrap and not (config.dht_dir / CONTACTS_FILE).exists():
         click.echo("not on the DHT: no --bootstrap node given (peers must be told "
                    "where this node is)", err=True)
         return []
-    allow_loopback = config.dht_allow_loopback or any(is_loopback(host) for host, _ in bootstrap)
     dht = DHTService(reactor, config.dht_dir, succeed(port), bootstrap=bootstrap,
                      allow_loopback=allow_loopback, fatal=False)
     dht.ready.addErrback(lambda failure: None)

@@ -5,6 +5,7 @@ The C{p2pblob} command, run as a user runs it.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -124,6 +125,26 @@ class CommandTests(SynchronousTestCase):
         message = self.run_error("assemble", "movie.mp4.sd", "--output", str(self.source))
         self.assertIn("already exists", message)
         self.assertEqual(self.source.read_bytes(), self.content)
+
+    def test_download_with_nowhere_to_look(self) -> None:
+        """
+        A download with no peer and no DHT to join says how to give one;
+        one whose bootstrap node does not answer says so (after the DHT's
+        5-second timeout).
+        """
+        sd_hash = "ab" * 48
+        line = self.run_error("download", sd_hash)
+        self.assertIn("give --peer HOST:PORT, or --bootstrap HOST:PORT", line)
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.addCleanup(silent.close)
+        silent.bind(("127.0.0.1", 0))
+        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        result = p2pblob(self.data, "download", sd_hash, "--bootstrap", address, cwd=self.top)
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(
+            result.stderr.strip().splitlines()[-1],
+            f"p2pblob: error: no DHT node answered ({address}); cannot look for peers",
+        )
 
     def test_disk_limit(self) -> None:
         message = self.run_error("--disk-limit", "4MB", "publish", str(self.source))
