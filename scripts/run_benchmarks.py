@@ -5,12 +5,20 @@ Run every benchmark in benchmarks/ one after the other and print their figures.
 
 They are, in this order (every benchmarks/*.py, by name):
 
+  dht_simulation.py       lookup success, RPCs and hops per lookup, table sizes
+                          and memory per node of a simulated 10,000-node DHT
+                          (about 12 minutes)
   download_throughput.py  download MB/s, CPU and peak RSS of a stream from 1
                           and 3 local seeders, against libtorrent
+  rate_limit_accuracy.py  how closely the rate limiter holds loopback traffic
+                          to 1, 10 and 50 MB/s, per 10-s window, and each
+                          connection's share (about 2 minutes)
   stream_throughput.py    publish and assemble MB/s and peak RSS
 
 The extra arguments go to every benchmark, so give the options they share:
-C{--size} (e.g. 64MiB for a quick check) and C{--dir}.
+C{--size} (e.g. 64MiB for a quick check) and C{--dir} (the DHT simulation
+and the rate-limit benchmark ignore both; run the simulation alone with
+C{--nodes 1000} for a quick check).
 
 Benchmarks print numbers; they never fail on timing.  This exits non-zero
 only if a benchmark crashed (or found a download wrong).

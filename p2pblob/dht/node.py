@@ -392,7 +392,8 @@ class DHTNode:
     def _maintain(self) -> Deferred[None] | None:
         """
         Every minute: drop expired peers and old tokens; join again if the
-        table is empty; refresh the buckets nobody looked into for an hour.
+        table is empty; refresh the buckets nobody looked into for an hour
+        (and our own neighbourhood while we know fewer than C{K} nodes).
         """
         now = self.clock.seconds()
         self.protocol.peers.expire()
@@ -408,7 +409,13 @@ class DHTNode:
             if self._join_call is None and self._joining is None:
                 self.join()
             return None
-        return self._refresh(self.routing.buckets_to_refresh(now))
+        keys = self.routing.buckets_to_refresh(now)
+        if len(self.routing) < K and self.node_id not in keys:
+            # a small table: the first nodes of a network joined through
+            # a node that knew nobody yet, and nobody looks them up; look
+            # for our neighbours again until there are K of them
+            keys.append(self.node_id)
+        return self._refresh(keys)
 
     def _every_bucket(self) -> list[bytes]:
         return [

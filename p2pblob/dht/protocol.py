@@ -12,6 +12,7 @@ as LBRY does, so that a node cannot fill our table by talking to us.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections import deque
 from collections.abc import Callable
@@ -356,14 +357,17 @@ class KademliaProtocol(DatagramProtocol):
         now = self.clock.seconds()
         if address in self._maybe or len(self._maybe) >= MAYBE_PING_QUEUE:
             return
-        last = self._maybe_pinged.get(address)
+        pinged = self._maybe_pinged
+        # forget the oldest first: the dict is in the order they were pinged
+        for oldest, when in list(itertools.islice(pinged.items(), 2)):
+            if now - when < MAYBE_PING_AGAIN:
+                break
+            del pinged[oldest]
+        last = pinged.get(address)
         if last is not None and now - last < MAYBE_PING_AGAIN:
             return
-        if len(self._maybe_pinged) > 4 * MAYBE_PING_QUEUE:
-            self._maybe_pinged = {
-                a: t for a, t in self._maybe_pinged.items() if now - t < MAYBE_PING_AGAIN
-            }
-        self._maybe_pinged[address] = now
+        pinged.pop(address, None)
+        pinged[address] = now
         self._maybe.append(address)
         if self._maybe_call is None:
             self._maybe_call = self.clock.callLater(MAYBE_PING_INTERVAL, self._ping_maybe)
