@@ -6,6 +6,7 @@ and the environment, validated once, passed to everything that needs it.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -16,9 +17,12 @@ from p2pblob.errors import ConfigError
 __all__ = [
     "ANNOUNCE_POLICIES",
     "Config",
+    "DEFAULT_DEBT_LIMIT",
     "DEFAULT_DISK_LIMIT",
+    "DEFAULT_INITIAL_GRANT",
     "DEFAULT_PEER_LISTEN",
     "default_data_dir",
+    "parse_rate",
     "parse_size",
     "format_size",
     "is_loopback",
@@ -28,6 +32,12 @@ DEFAULT_DISK_LIMIT = 20 * 1024**3
 DEFAULT_PEER_LISTEN = "tcp:3333"
 DEFAULT_PAYMENT_ADDRESS = "p2pblob-free"
 ANNOUNCE_POLICIES = ("all", "head")
+DEFAULT_INITIAL_GRANT = 100.0
+DEFAULT_DEBT_LIMIT = 10.0
+# the most points a wallet setting may name (well within what a ledger
+# counts), and the highest price (p2pblob.wallet.rates.MAX_RATE)
+_MAX_POINTS = 1e12
+_MAX_PRICE = 1e6
 
 _UNITS = {
     "": 1, "b": 1,
@@ -55,6 +65,33 @@ def parse_size(text: str, option: str = "size") -> int | None:
             f"{option}: {text!r} is not a size (examples: 500MB, 20GiB, 0 for no limit)"
         )
     return int(float(match.group(1)) * _UNITS[unit])
+
+
+def parse_rate(text: str, option: str = "rate") -> int | None:
+    """
+    Parse a rate in bytes per second such as C{"10MB"}, C{"512KiB/s"} or
+    C{"1000000"}.  C{"0"}, C{"none"} and C{"unlimited"} mean no limit
+    (L{None}).
+
+    @raise ConfigError: naming C{option}, if C{text} is not a rate.
+    """
+    stripped = text.strip()
+    if stripped.lower().endswith("/s"):
+        stripped = stripped[:-2]
+    try:
+        rate = parse_size(stripped, option)
+    except ConfigError:
+        raise ConfigError(
+            f"{option}: {text!r} is not a rate in bytes per second "
+            "(examples: 10MB, 512KiB/s, 0 for no limit)"
+        ) from None
+    if rate == 0:
+        match = _SIZE.fullmatch(stripped)
+        if match is not None and float(match.group(1)) == 0:
+            return None  # "0.0", "0MB"
+        # a fraction of a byte: too small to be meant as no limit
+        raise ConfigError(f"{option}: {text!r} is less than one byte per second")
+    return rate
 
 
 def format_size(size: int | None) -> str:
@@ -103,6 +140,22 @@ class Config:
         blob and the first data blob only.
     @ivar announce_rate: most announcements started per second.
     @ivar announce_concurrency: most announcements in flight.
+    @ivar max_upload: bytes per second the node may upload to peers, in
+        all; L{None} for no limit.
+    @ivar max_download: bytes per second the node may download from peers,
+        in all; L{None} for no limit.
+    @ivar max_upload_per_connection: bytes per second each peer connection
+        may upload; L{None} for no limit.
+    @ivar max_download_per_connection: bytes per second each peer
+        connection may download; L{None} for no limit.
+    @ivar price: points per MiB this node offers for the blobs it
+        downloads; 0 (the default) is free mode, in which the node neither
+        pays nor charges.
+    @ivar min_price: the lowest rate, in points per MiB, this node accepts
+        for the blobs it serves; L{None} for the same as C{price}.
+    @ivar debt_limit: the points a peer may owe this node before it is sent
+        no more blobs.
+    @ivar initial_grant: the points a new wallet starts with.
     """
 
     data_dir: Path
@@ -122,6 +175,14 @@ class Config:
     announce: str = "all"
     announce_rate: float = 5.0
     announce_concurrency: int = 4
+    max_upload: int | None = None
+    max_download: int | None = None
+    max_upload_per_connection: int | None = None
+    max_download_per_connection: int | None = None
+    price: float = 0.0
+    min_price: float | None = None
+    debt_limit: float = DEFAULT_DEBT_LIMIT
+    initial_grant: float = DEFAULT_INITIAL_GRANT
 
     def __post_init__(self) -> None:
         if self.disk_limit is not None and self.disk_limit <= 0:
@@ -143,6 +204,22 @@ class Config:
             raise ConfigError("announce-rate must be positive")
         if self.announce_concurrency < 1:
             raise ConfigError("announce-concurrency must be at least 1")
+        for option, rate in (
+            ("max-upload", self.max_upload),
+            ("max-download", self.max_download),
+            ("max-upload-per-connection", self.max_upload_per_connection),
+            ("max-download-per-connection", self.max_download_per_connection),
+        ):
+            if rate is not None and rate <= 0:
+                raise ConfigError(f"{option} must be positive (or 0 for no limit)")
+        for option, points, most in (
+            ("price", self.price, _MAX_PRICE),
+            ("min-price", self.min_price, _MAX_PRICE),
+            ("debt-limit", self.debt_limit, _MAX_POINTS),
+            ("initial-grant", self.initial_grant, _MAX_POINTS),
+        ):
+            if points is not None and not (math.isfinite(points) and 0 <= points <= most):
+                raise ConfigError(f"{option} must be a number of points from 0 to {most:g}")
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")
 
@@ -161,6 +238,37 @@ class Config:
         next start.
         """
         return self.data_dir / "dht"
+
+    @property
+    def wallet_dir(self) -> Path:
+        """
+        The wallet's files: its key and its ledger.
+        """
+        return self.data_dir / "wallet"
+
+    @property
+    def wallet_key_path(self) -> Path:
+        return self.wallet_dir / "key"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.wallet_dir / "ledger.sqlite"
+
+    @property
+    def accepted_min_price(self) -> float:
+        """
+        The lowest rate accepted for blobs served (C{min_price}, else
+        C{price}).
+        """
+        return self.price if self.min_price is None else self.min_price
+
+    @property
+    def paid_mode(self) -> bool:
+        """
+        Whether this node pays for what it downloads or charges for what it
+        serves.
+        """
+        return self.price > 0 or self.accepted_min_price > 0
 
     @property
     def allow_loopback(self) -> bool:

@@ -38,6 +38,17 @@ __all__ = [
     "RPCTimeoutError",
     "RemoteDHTError",
     "NotAnnouncingError",
+    "PaymentError",
+    "InsufficientFundsError",
+    "ReservationError",
+    "UnknownPayeeError",
+    "BadChequeError",
+    "MalformedChequeError",
+    "ForgedChequeError",
+    "WrongPayeeError",
+    "DebtLimitError",
+    "LedgerError",
+    "WalletKeyError",
 ]
 
 
@@ -371,3 +382,132 @@ class NotAnnouncingError(DHTError):
     def __init__(self, reason: str) -> None:
         super().__init__(f"this node does not announce its blobs: {reason}")
         self.reason = reason
+
+
+def _points(micro: int) -> str:
+    """
+    Micro-points as an exact decimal number of points, for messages.
+    """
+    whole, fraction = divmod(abs(micro), 1_000_000)
+    text = f"{whole}.{fraction:06d}".rstrip("0").rstrip(".")
+    return f"-{text}" if micro < 0 else text
+
+
+class PaymentError(P2PBlobError):
+    """
+    A payment could not be made, accepted or accounted for.
+    """
+
+
+class InsufficientFundsError(PaymentError):
+    """
+    The wallet holds too few points, beyond those already set aside for
+    payments in progress, to pay for what was asked.
+
+    @ivar needed: the micro-points the payment needs.
+    @ivar available: the micro-points not already set aside.
+    """
+
+    def __init__(self, needed: int, available: int) -> None:
+        super().__init__(
+            f"not enough points: {_points(needed)} needed, {_points(available)} "
+            "available; receive payments for the blobs you serve, or start "
+            "with a larger --initial-grant"
+        )
+        self.needed = needed
+        self.available = available
+
+
+class ReservationError(PaymentError):
+    """
+    Points set aside for a payment cannot be used as asked: the reservation
+    was already paid or cancelled, or the payment is larger than the
+    points it set aside.
+
+    @ivar reason: what was wrong, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cannot pay from this reservation: {reason}")
+        self.reason = reason
+
+
+class UnknownPayeeError(PaymentError):
+    """
+    We do not know where to pay a peer: it has not told us its payment key
+    (it may not take payments at all, as LBRY peers do not).
+
+    @ivar peer: the peer concerned.
+    """
+
+    def __init__(self, peer: object) -> None:
+        super().__init__(f"peer {peer} has not told us its payment key; it cannot be paid")
+        self.peer = peer
+
+
+class BadChequeError(PaymentError):
+    """
+    A cheque (a peer's signed promise of payment) cannot be accepted; it is
+    ignored and credits nothing.
+
+    @ivar reason: what is wrong with it, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"cheque refused: {reason}")
+        self.reason = reason
+
+
+class MalformedChequeError(BadChequeError):
+    """
+    A cheque is not well formed: a field is missing, of the wrong kind or
+    out of range.
+    """
+
+
+class ForgedChequeError(BadChequeError):
+    """
+    A cheque's signature does not match its payer's key: it was forged or
+    altered on the way.
+    """
+
+
+class WrongPayeeError(BadChequeError):
+    """
+    A cheque pays some other node, not this one.
+    """
+
+
+class DebtLimitError(PaymentError):
+    """
+    A peer owes this node more than it lets peers owe (C{--debt-limit}): it
+    is sent no more blobs until it pays.
+
+    @ivar peer: the peer concerned.
+    @ivar debt: what it owes, in micro-points.
+    @ivar limit: the most it may owe, in micro-points.
+    """
+
+    def __init__(self, peer: object, debt: int, limit: int) -> None:
+        super().__init__(
+            f"peer {peer} owes {_points(debt)} points, more than the "
+            f"{_points(limit)} allowed; it gets no more blobs until it pays"
+        )
+        self.peer = peer
+        self.debt = debt
+        self.limit = limit
+
+
+class LedgerError(PaymentError, StorageError):
+    """
+    The wallet's ledger (its record of points, reservations and cheques)
+    cannot be read or written, belongs to another wallet key, or is
+    inconsistent.
+    """
+
+
+class WalletKeyError(PaymentError):
+    """
+    The wallet's key file cannot be read or created, or does not hold a
+    key p2pblob can use.
+    """

@@ -35,9 +35,11 @@ __all__ = [
     "IBlobStore",
     "IBlobWriter",
     "IConnectionManager",
+    "IConnectionRateLimiter",
     "IDownloadManager",
     "IHashAnnouncer",
     "IMetadataHandler",
+    "IPaymentRateManager",
     "IPeerFinder",
     "IProgressManager",
     "IQueryHandler",
@@ -451,6 +453,13 @@ class IRateLimiter(Interface):
     Counts the bytes the node uploads and downloads, and throttles the
     registered L{IRateLimited} connections to keep within the configured
     rates.
+
+    A limiter calls a registered connection's C{throttle_upload} and
+    C{unthrottle_upload} alternately, the first call being
+    C{throttle_upload} (and likewise for downloads), and calls none of them
+    once the connection is unregistered.  The bytes reported here are not
+    attributed to any connection: a connection that can name itself reports
+    through L{IConnectionRateLimiter} when the limiter provides it.
     """
 
     def report_dl_bytes(num_bytes: int) -> None:
@@ -492,6 +501,85 @@ class IRateLimiter(Interface):
 
         @param protocol: the connection to forget.
         @type protocol: L{IRateLimited} provider
+
+        @return: C{None}
+        """
+
+
+class IConnectionRateLimiter(IRateLimiter):
+    """
+    A rate limiter told which connection moved each byte.  Knowing that, it
+    can share the node's rates fairly among the connections, hold each
+    connection to a rate of its own, and count bytes per peer and per
+    stream.
+
+    A connection registered with L{register_connection} reports its bytes
+    with L{report_dl_bytes_from} and L{report_ul_bytes_to} (instead of
+    C{report_dl_bytes} and C{report_ul_bytes}), and is unregistered with
+    C{unregister_protocol}.
+    """
+
+    def register_connection(protocol: IRateLimited, peer: str) -> None:
+        """
+        Like C{register_protocol}: start throttling C{protocol}, at once if
+        the limiter is throttling at the moment; and count its bytes
+        against C{peer}.
+
+        @param protocol: the connection to throttle.
+        @type protocol: L{IRateLimited} provider
+        @param peer: the remote end, as the per-peer figures name it (the
+            remote host).
+        @type peer: C{str}
+
+        @return: C{None}
+        """
+
+    def report_dl_bytes_from(protocol: IRateLimited, num_bytes: int) -> None:
+        """
+        C{num_bytes} bytes have been received on C{protocol}.  Bytes from a
+        connection that is not (or no longer) registered count against the
+        node's download rate only.
+
+        @param protocol: the connection that received them.
+        @type protocol: L{IRateLimited} provider
+        @param num_bytes: the number of bytes received.
+        @type num_bytes: C{int}
+
+        @return: C{None}
+        """
+
+    def report_ul_bytes_to(protocol: IRateLimited, num_bytes: int) -> None:
+        """
+        C{num_bytes} bytes have been sent on C{protocol}.  Bytes from a
+        connection that is not (or no longer) registered count against the
+        node's upload rate only.
+
+        @param protocol: the connection that sent them.
+        @type protocol: L{IRateLimited} provider
+        @param num_bytes: the number of bytes sent.
+        @type num_bytes: C{int}
+
+        @return: C{None}
+        """
+
+    def report_blob_bytes(
+        protocol: IRateLimited, blob_hash: str, sent: int, received: int
+    ) -> None:
+        """
+        A blob transfer on C{protocol} has ended (complete or cut short)
+        after C{sent} or C{received} bytes of the blob's body moved.  Those
+        bytes have already been reported with L{report_ul_bytes_to} or
+        L{report_dl_bytes_from}; this only says which blob (and so which
+        stream) they belonged to, for the per-stream figures.
+
+        @param protocol: the connection they moved on.
+        @type protocol: L{IRateLimited} provider
+        @param blob_hash: the blob.
+        @type blob_hash: C{str}
+        @param sent: body bytes of the blob sent on C{protocol}.
+        @type sent: C{int}
+        @param received: body bytes of the blob received on C{protocol}.
+        @type received: C{int}
 
         @return: C{None}
         """
@@ -850,6 +938,67 @@ class IWallet(Interface):
         @type amount: C{float}
 
         @return: C{None}
+        """
+
+
+class IPaymentRateManager(Interface):
+    """
+    Holds this node's prices for blob data, in points per MiB (added by
+    p2pblob, after LBRY's 2015 C{PaymentRateManager}): the rate it offers
+    for the blobs it downloads, and the lowest rate it accepts for the blobs
+    it serves.
+
+    In free mode (the default) both are 0 and every offer is accepted, as
+    LBRY peers, which always offer 0 and never pay, expect.  An offer below
+    the lowest accepted rate is answered C{RATE_TOO_LOW}, and the client
+    moves on to another peer: there is no counter-offer.
+    """
+
+    price = Attribute(
+        "The rate this node offers for the blob data it downloads, in points"
+        " per MiB: a C{float}, 0 in free mode."
+    )
+    min_price = Attribute(
+        "The lowest rate this node accepts for the blob data it serves, in"
+        " points per MiB: a C{float}, 0 in free mode."
+    )
+
+    def get_rate_blob_data(peer: Any) -> float:
+        """
+        Say what rate to offer C{peer} for its blob data.
+
+        @param peer: the peer to download from.
+        @type peer: C{Peer}
+
+        @return: the rate to offer, in points per MiB.
+        @rtype: C{float}
+        """
+
+    def accept_rate_blob_data(peer: Any, payment_rate: object) -> bool:
+        """
+        Say whether C{peer} may have blob data at the rate it offered.
+
+        @param peer: the peer that offered.
+        @type peer: C{Peer}
+        @param payment_rate: the rate it offered, as decoded from JSON (a
+            number for a well-behaved peer, but anything may arrive).
+        @type payment_rate: C{float}, or any decoded JSON value
+
+        @return: C{True} if the offer is acceptable.
+        @rtype: C{bool}
+        """
+
+    def judge_offer(offer: object) -> str:
+        """
+        Give the answer to a C{blob_data_payment_rate} offer.
+
+        @param offer: the value the peer sent, as decoded from JSON.
+        @type offer: any decoded JSON value
+
+        @return: C{"RATE_ACCEPTED"} or C{"RATE_TOO_LOW"} (the values of
+            L{p2pblob.peer.wire.RATE_ACCEPTED} and
+            L{p2pblob.peer.wire.RATE_TOO_LOW}).
+        @rtype: C{str}
         """
 
 

@@ -17,6 +17,7 @@ from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.holdings import store_holdings
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.service import PeerServerService, make_server_factory
+from p2pblob.ratelimit import RateLimiter, TrafficCounters
 
 __all__ = ["Node", "make_node"]
 
@@ -30,6 +31,8 @@ class Node(MultiService):
     @ivar peer_server: the L{PeerServerService}.
     @ivar dht: the L{DHTService}, unless the node stays off the DHT.
     @ivar announcer: the L{Announcer} of the DHT's blobs, with the DHT.
+    @ivar rate_limiter: the L{RateLimiter} of the peer connections, and
+        their traffic counters.
     """
 
     def __init__(
@@ -39,6 +42,7 @@ class Node(MultiService):
         peer_server: PeerServerService,
         dht: DHTService | None = None,
         announcer: Announcer | None = None,
+        rate_limiter: RateLimiter | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -46,7 +50,10 @@ class Node(MultiService):
         self.peer_server = peer_server
         self.dht = dht
         self.announcer = announcer
+        self.rate_limiter = rate_limiter
         blob_store.setServiceParent(self)
+        if rate_limiter is not None:
+            rate_limiter.setServiceParent(self)
         if dht is not None:
             dht.setServiceParent(self)
         if announcer is not None:
@@ -64,6 +71,14 @@ def make_node(reactor: Any, config: Config) -> Node:
         from p2pblob.testing import CorruptingBlobStore
 
         served = CorruptingBlobStore(served)
+    rate_limiter = RateLimiter(
+        reactor,
+        max_upload=config.max_upload,
+        max_download=config.max_download,
+        max_upload_per_connection=config.max_upload_per_connection,
+        max_download_per_connection=config.max_download_per_connection,
+        counters=TrafficCounters(lambda blob_hash: blob_store.store.index.stream_of(blob_hash)),
+    )
     factory = make_server_factory(
         served,
         reactor,
@@ -71,10 +86,11 @@ def make_node(reactor: Any, config: Config) -> Node:
         config.max_request_size,
         config.idle_timeout,
         config.max_connections_per_ip,
+        rate_limiter=rate_limiter,
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
-        return Node(config, blob_store, peer_server)
+        return Node(config, blob_store, peer_server, rate_limiter=rate_limiter)
     dht = DHTService(
         reactor,
         config.dht_dir,
@@ -101,4 +117,4 @@ def make_node(reactor: Any, config: Config) -> Node:
         return result
 
     blob_store.ready.addCallback(opened)
-    return Node(config, blob_store, peer_server, dht, announcer)
+    return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter)

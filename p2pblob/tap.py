@@ -12,11 +12,14 @@ from twisted.python import usage
 
 from p2pblob import __version__
 from p2pblob.config import (
+    DEFAULT_DEBT_LIMIT,
     DEFAULT_DISK_LIMIT,
+    DEFAULT_INITIAL_GRANT,
     DEFAULT_PEER_LISTEN,
     Config,
     default_data_dir,
     format_size,
+    parse_rate,
     parse_size,
 )
 from p2pblob.discovery.static import parse_peer
@@ -60,6 +63,26 @@ class Options(usage.Options):
          "Most DHT announcements started per second."],
         ["announce-concurrency", None, "4",
          "Most DHT announcements in flight at once."],
+        ["max-upload", None, None,
+         "Most bytes per second uploaded to peers in all, e.g. 10MB or 512KiB; "
+         "0 for no limit [default: no limit]."],
+        ["max-download", None, None,
+         "Most bytes per second downloaded from peers in all; 0 for no limit "
+         "[default: no limit]."],
+        ["max-upload-per-connection", None, None,
+         "Most bytes per second uploaded on each peer connection; 0 for no limit."],
+        ["max-download-per-connection", None, None,
+         "Most bytes per second downloaded on each peer connection; 0 for no limit."],
+        ["price", None, "0",
+         "Points per MiB offered for the blobs downloaded, and asked for those "
+         "served; 0 is free mode (LBRY peers are only served in free mode)."],
+        ["min-price", None, None,
+         "Lowest offer, in points per MiB, accepted for the blobs served "
+         "[default: the --price]."],
+        ["debt-limit", None, f"{DEFAULT_DEBT_LIMIT:g}",
+         "Points a peer may owe for blobs served before it is sent no more."],
+        ["initial-grant", None, f"{DEFAULT_INITIAL_GRANT:g}",
+         "Points a new wallet starts with."],
     ]
     optFlags = [
         ["no-dht", None, "Do not join the DHT (serve only peers who know this node)."],
@@ -130,9 +153,33 @@ class Options(usage.Options):
                 announce_concurrency=_number(
                     int, self["announce-concurrency"], "announce-concurrency"
                 ),
+                **_rates(self),
+                price=_number(float, self["price"], "price"),
+                min_price=(
+                    None if self["min-price"] is None
+                    else _number(float, self["min-price"], "min-price")
+                ),
+                debt_limit=_number(float, self["debt-limit"], "debt-limit"),
+                initial_grant=_number(float, self["initial-grant"], "initial-grant"),
             )
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+
+_RATE_OPTIONS = (
+    "max-upload", "max-download", "max-upload-per-connection", "max-download-per-connection",
+)
+
+
+def _rates(options: usage.Options) -> dict[str, int | None]:
+    """
+    The rate limits given, as L{Config} fields.
+    """
+    return {
+        option.replace("-", "_"): None if options[option] is None
+        else parse_rate(options[option], option)
+        for option in _RATE_OPTIONS
+    }
 
 
 def _number(kind: type[int] | type[float], text: str, option: str) -> int | float:

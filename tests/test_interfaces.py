@@ -170,6 +170,28 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "status": ((), False),
         },
     ),
+    "IPaymentRateManager": (
+        {"price", "min_price"},
+        {
+            "get_rate_blob_data": (("peer",), False),
+            "accept_rate_blob_data": (("peer", "payment_rate"), False),
+            "judge_offer": (("offer",), False),
+        },
+    ),
+    # IRateLimiter's methods, and those of per-connection accounting
+    "IConnectionRateLimiter": (
+        set(),
+        {
+            "report_dl_bytes": (("num_bytes",), False),
+            "report_ul_bytes": (("num_bytes",), False),
+            "register_protocol": (("protocol",), False),
+            "unregister_protocol": (("protocol",), False),
+            "register_connection": (("protocol", "peer"), False),
+            "report_dl_bytes_from": (("protocol", "num_bytes"), False),
+            "report_ul_bytes_to": (("protocol", "num_bytes"), False),
+            "report_blob_bytes": (("protocol", "blob_hash", "sent", "received"), False),
+        },
+    ),
 }
 
 
@@ -244,10 +266,11 @@ class CatalogueTests(SynchronousTestCase):
     def test_all_names(self) -> None:
         """
         C{__all__} lists exactly the 18 seed interfaces (under p2pblob's
-        names) and the 4 added ones.
+        names) and the added ones.
         """
         expected = {_our_name(name) for name in SEED_CATALOGUE} | set(ADDED)
-        self.assertEqual(len(expected), 22)
+        self.assertEqual(len(SEED_CATALOGUE), 18)
+        self.assertEqual(len(expected), len(SEED_CATALOGUE) + len(ADDED))
         self.assertEqual(set(interfaces.__all__), expected)
         self.assertEqual(len(interfaces.__all__), len(expected))
 

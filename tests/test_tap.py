@@ -96,6 +96,41 @@ class PluginTests(SynchronousTestCase):
         error = self.assertRaises(usage.UsageError, Options().parseOptions, ["--disk-limit", "much"])
         self.assertIn("disk-limit", str(error))
 
+    def test_rate_options(self) -> None:
+        """
+        Rate limits are bytes per second, given as sizes (with or without
+        C{/s}); 0 or none is no limit, which is the default.
+        """
+        options = Options()
+        options.parseOptions([])
+        config = options["config"]
+        self.assertEqual(
+            (config.max_upload, config.max_download, config.max_upload_per_connection,
+             config.max_download_per_connection),
+            (None, None, None, None),
+        )
+        options = Options()
+        options.parseOptions([
+            "--max-upload", "10MB", "--max-download", "512KiB/s",
+            "--max-upload-per-connection", "1000000", "--max-download-per-connection", "0",
+        ])
+        config = options["config"]
+        self.assertEqual(
+            (config.max_upload, config.max_download, config.max_upload_per_connection,
+             config.max_download_per_connection),
+            (10_000_000, 512 * 1024, 1_000_000, None),
+        )
+
+    def test_bad_rate_options(self) -> None:
+        for arguments, name in [
+            (["--max-upload", "fast"], "max-upload"),
+            (["--max-download", "-1"], "max-download"),
+            (["--max-upload-per-connection", "0.5"], "max-upload-per-connection"),
+            (["--max-download-per-connection", "1 MB/h"], "max-download-per-connection"),
+        ]:
+            error = self.assertRaises(usage.UsageError, Options().parseOptions, arguments)
+            self.assertIn(name, str(error))
+
 
 class DaemonTests(SynchronousTestCase):
     """

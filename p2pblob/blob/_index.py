@@ -168,6 +168,18 @@ class BlobIndex:
             )
         ]
 
+    def stream_of(self, blob_hash: str) -> str | None:
+        """
+        The sd hash of a stream C{blob_hash} belongs to (any one of them,
+        if several do; the stream itself for an sd blob), or L{None}.
+        """
+        row = self._db.execute(
+            "SELECT sd_hash FROM stream WHERE sd_hash = ? UNION ALL "
+            "SELECT sd_hash FROM stream_blob WHERE blob_hash = ? LIMIT 1",
+            (blob_hash, blob_hash),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def remove_stream(self, sd_hash: str) -> list[str]:
         """
         Forget a stream; return those of its blobs no other stream uses.

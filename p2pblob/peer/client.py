@@ -37,6 +37,12 @@ Rules:
     from the time of the last read, so reads cost no timer work.
   - connectionLost fails everything outstanding (with the error we closed
     for, else the reason) and calls C{protocol_disconnected} exactly once.
+  - With a rate limiter, every byte read and written is reported (through a
+    L{ConnectionMeter}, under the peer's host), and so is the end of each
+    blob body, for the per-stream figures.  Throttling downloads pauses the
+    transport's reading (L{ReadingPauses}); while it is paused, the peer's
+    silence is not held against it.  Uploads are requests of a few hundred
+    bytes: they are counted, never held back.
 """
 
 from __future__ import annotations
@@ -61,6 +67,7 @@ from p2pblob.errors import (
     ProtocolViolationError,
 )
 from p2pblob.interfaces import IConnectionManager, IRateLimited, IRateLimiter, IRequestSender
+from p2pblob.peer._pausing import ReadingPauses
 from p2pblob.peer.peer import Peer
 from p2pblob.peer.requests import ClientBlobRequest, ClientRequest
 from p2pblob.peer.wire import (
@@ -72,6 +79,7 @@ from p2pblob.peer.wire import (
     JSONObjectFramer,
     encode_request,
 )
+from p2pblob.ratelimit import ConnectionMeter
 
 __all__ = ["BlobExchangeClient", "ClientState", "RequestTooLargeError"]
 
@@ -81,6 +89,8 @@ DEFAULT_TIMEOUT = 30.0
 # Bytes per recv() asked of transports that have a bufferSize (Twisted's TCP
 # reads 64 KiB by default).
 READ_SIZE = 256 * 1024
+# why a connection's reading is paused
+_RATE_LIMIT = "rate limit"
 
 
 class ClientState(enum.Enum):
@@ -171,6 +181,10 @@ class BlobExchangeClient(Protocol):
         self._connection_manager = connection_manager
         self._clock = clock
         self._rate_limiter = rate_limiter
+        self._meter: ConnectionMeter | None = None
+        self._reading = ReadingPauses()
+        # the blob whose body is arriving, for the per-stream figures
+        self._body_blob: str | None = None
         self._state = ClientState.CONNECTING
         self._framer = JSONObjectFramer(MAX_RESPONSE_JSON_SIZE)
         self._queued = _Message()
@@ -226,33 +240,29 @@ class BlobExchangeClient(Protocol):
         pass
 
     def throttle_download(self) -> None:
-        if producer := self._producer():
-            producer.pauseProducing()
+        self._reading.pause(_RATE_LIMIT)
 
     def unthrottle_download(self) -> None:
-        if producer := self._producer():
-            producer.resumeProducing()
-
-    def _producer(self) -> IPushProducer | None:
-        if self._state in (ClientState.CLOSING, ClientState.CLOSED):
-            return None
-        return IPushProducer(self.transport, None)
+        # the time we did not read is not the peer's silence
+        self._last_activity = self._clock.seconds()
+        self._reading.resume(_RATE_LIMIT)
 
     # the connection
 
     def connectionMade(self) -> None:
         if getattr(self.transport, "bufferSize", READ_SIZE) < READ_SIZE:
             setattr(self.transport, "bufferSize", READ_SIZE)  # noqa: B010 (not in ITransport)
+        self._reading.attach(IPushProducer(self.transport, None))
         if self._rate_limiter is not None:
-            self._rate_limiter.register_protocol(self)
+            self._meter = ConnectionMeter(self._rate_limiter, self, self.peer.host)
         self._ask()
 
     def dataReceived(self, data: bytes) -> None:
         size = len(data)
         self.bytes_received += size
         self._last_activity = self._clock.seconds()
-        if self._rate_limiter is not None:
-            self._rate_limiter.report_dl_bytes(size)
+        if self._meter is not None:
+            self._meter.received(size)
         state = self._state
         if state is ClientState.RECEIVING_BLOB:
             self._receive_body(data)
@@ -264,17 +274,20 @@ class BlobExchangeClient(Protocol):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._state is ClientState.CLOSED:
             return
+        self._blob_ended()
         self._state = ClientState.CLOSED
+        self._reading.detach()
         self._cancel_timer()
         error: Failure | BaseException = self._close_error or reason
         self._fail_outstanding(error)
-        if self._rate_limiter is not None:
-            self._rate_limiter.unregister_protocol(self)
+        if self._meter is not None:
+            self._meter.close()
         self._connection_manager.protocol_disconnected(self.peer, self)
 
     # asking and sending
 
     def _ask(self) -> None:
+        self._blob_ended()
         self._state = ClientState.ASKING
         self._in_flight = None
         self._remaining = 0
@@ -309,8 +322,8 @@ class BlobExchangeClient(Protocol):
         assert self.transport is not None
         self.transport.write(data)
         self.bytes_sent += len(data)
-        if self._rate_limiter is not None:
-            self._rate_limiter.report_ul_bytes(len(data))
+        if self._meter is not None:
+            self._meter.sent(len(data))
 
     # receiving
 
@@ -331,9 +344,11 @@ class BlobExchangeClient(Protocol):
             self._violation(str(v))
             return
         if length:
+            assert message.blob is not None
             self._state = ClientState.RECEIVING_BLOB
             self._remaining = self.blob_length = length
             self.blob_started_at = self._last_activity
+            self._body_blob = message.blob[0].blob_hash
         expected = self._state
         for request, d in message.requests:
             if self._state is not expected:
@@ -470,6 +485,10 @@ class BlobExchangeClient(Protocol):
         self._timer = None
         if self._state not in (ClientState.AWAITING_RESPONSE, ClientState.RECEIVING_BLOB):
             return
+        if self._reading.paused:
+            # we are not reading: the peer cannot be blamed for silence
+            self._timer = self._clock.callLater(self.timeout, self._check_timeout)
+            return
         left = self.timeout - (self._clock.seconds() - self._last_activity)
         if left > 1e-6:
             self._timer = self._clock.callLater(left, self._check_timeout)
@@ -485,7 +504,9 @@ class BlobExchangeClient(Protocol):
         """
         if error is not None:
             _log.warn("Closing the connection to {peer}: {error}", peer=self.peer, error=error)
+        self._blob_ended()
         self._state = ClientState.CLOSING
+        self._reading.detach()
         self._close_error = error
         self._cancel_timer()
         if error is not None:
@@ -503,6 +524,14 @@ class BlobExchangeClient(Protocol):
             message.fail(error)
         queued, self._queued = self._queued, _Message()
         queued.fail(error)
+
+    def _blob_ended(self) -> None:
+        """
+        Report the body bytes of the blob that was arriving, if any.
+        """
+        blob, self._body_blob = self._body_blob, None
+        if blob is not None and self._meter is not None:
+            self._meter.blob(blob, received=self.blob_length - self._remaining)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

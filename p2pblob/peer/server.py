@@ -23,7 +23,9 @@ the connection.  Nothing a peer sends can raise out of L{dataReceived}.
 Every byte sent goes through an L{UploadChannel}, which counts it for the
 rate limiter and stands between the transport and the blob producer: the
 producer runs only while the transport wants data I{and} the rate limiter
-has not throttled uploads.
+has not throttled uploads.  A connection throttled for downloads stops
+reading its transport (L{ReadingPauses}).  The connection reports to the
+rate limiter through a L{ConnectionMeter}, under the peer's host.
 
 A connection that sends no complete request for C{idle_timeout} seconds
 (from its opening, or from the end of the last answer) is closed; partial
@@ -46,6 +48,7 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
+    IPushProducer,
     IReactorTime,
 )
 from twisted.internet.protocol import Protocol, ServerFactory, connectionDone
@@ -63,6 +66,7 @@ from p2pblob.interfaces import (
     IRequestHandler,
 )
 from p2pblob.peer._channel import UploadChannel
+from p2pblob.peer._pausing import ReadingPauses
 from p2pblob.peer.peer import Peer
 from p2pblob.peer.wire import (
     DEFAULT_MAX_REQUEST_SIZE,
@@ -70,12 +74,15 @@ from p2pblob.peer.wire import (
     JSONObjectFramer,
     encode_response,
 )
+from p2pblob.ratelimit import ConnectionMeter
 
 __all__ = ["BlobServerFactory", "BlobServerProtocol", "IReleasable"]
 
 _log = Logger()
 
 _WHITESPACE = b" \t\r\n"
+# why a connection's reading is paused
+_RATE_LIMIT = "rate limit"
 
 
 class IReleasable(Interface):
@@ -125,7 +132,8 @@ class BlobServerProtocol(Protocol):
         self._channel: UploadChannel | None = None
         self._idle_call: IDelayedCall | None = None
         self._answering: Deferred[None] | None = None
-        self._limited = False
+        self._meter: ConnectionMeter | None = None
+        self._reading = ReadingPauses()
         self._lost = False
         self.closed: Deferred[None] = Deferred()
 
@@ -155,12 +163,10 @@ class BlobServerProtocol(Protocol):
             self._channel.unthrottle()
 
     def throttle_download(self) -> None:
-        if self.transport is not None and not self._closing():
-            self._transport.pauseProducing()
+        self._reading.pause(_RATE_LIMIT)
 
     def unthrottle_download(self) -> None:
-        if self.transport is not None and not self._closing():
-            self._transport.resumeProducing()
+        self._reading.resume(_RATE_LIMIT)
 
     # connection life cycle
 
@@ -169,12 +175,13 @@ class BlobServerProtocol(Protocol):
         return self.transport
 
     def connectionMade(self) -> None:
+        self._reading.attach(IPushProducer(self.transport, None))
+        # the channel first: the rate limiter may throttle us as we register
+        self._channel = UploadChannel(self.transport, self._factory.clock)
         rate_limiter = self._factory.rate_limiter
-        self._channel = UploadChannel(self.transport, rate_limiter, self._factory.clock)
         try:
             if rate_limiter is not None:
-                rate_limiter.register_protocol(self)
-                self._limited = True
+                self._meter = self._channel.meter = ConnectionMeter(rate_limiter, self, self.ip)
             for handler_factory in self._factory.query_handler_factories:
                 handler = handler_factory.build_query_handler()
                 handler.register_with_request_handler(self, self.peer)
@@ -186,8 +193,8 @@ class BlobServerProtocol(Protocol):
         self._start_idle_timer()
 
     def dataReceived(self, data: bytes) -> None:
-        if self._factory.rate_limiter is not None:
-            self._factory.rate_limiter.report_dl_bytes(len(data))
+        if self._meter is not None:
+            self._meter.received(len(data))
         try:
             self._received(data)
         except Exception:
@@ -200,6 +207,7 @@ class BlobServerProtocol(Protocol):
         self._lost = True
         self._state = _State.CLOSED
         self._stop_idle_timer()
+        self._reading.detach()
         if self._channel is not None:
             self._channel.stopProducing()
         answering, self._answering = self._answering, None
@@ -214,10 +222,8 @@ class BlobServerProtocol(Protocol):
         self._handlers.clear()
         self._routes.clear()
         self._blob_senders.clear()
-        if self._limited:
-            self._limited = False
-            assert self._factory.rate_limiter is not None
-            self._factory.rate_limiter.unregister_protocol(self)
+        if self._meter is not None:
+            self._meter.close()
         self._factory._connection_lost(self)
         _log.debug("Connection from {peer} closed", peer=self._label)
         self.closed.callback(None)
@@ -237,6 +243,8 @@ class BlobServerProtocol(Protocol):
             return
         self._state = _State.CLOSED
         self._stop_idle_timer()
+        # closing: the rate limiter no longer pauses or resumes the reading
+        self._reading.detach()
         if self.transport is None:
             # built but never connected
             self.connectionLost()
@@ -283,6 +291,9 @@ class BlobServerProtocol(Protocol):
         stalled = self._factory.clock.seconds() - self._channel.last_write
         if self._state is not _State.ANSWERING or self._closing():
             return
+        if self._channel.throttled:
+            # held by our own rate limiter: not the peer's silence
+            stalled = 0.0
         if stalled >= timeout:
             _log.info(
                 "Aborting the connection from {peer}: it read nothing for {seconds:g} seconds",

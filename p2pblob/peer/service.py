@@ -15,7 +15,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pblob.interfaces import IBlobStore
+from p2pblob.interfaces import IBlobStore, IRateLimiter
 from p2pblob.peer.handlers import (
     BlobAvailabilityHandlerFactory,
     BlobRequestHandlerFactory,
@@ -35,10 +35,12 @@ def make_server_factory(
     max_request_size: int,
     idle_timeout: float,
     max_connections_per_ip: int,
+    rate_limiter: IRateLimiter | None = None,
 ) -> BlobServerFactory:
     """
     A server that answers availability, blob, price and address queries
-    from C{store}, for free.
+    from C{store}, for free; its connections report to C{rate_limiter}
+    and are throttled by it, if given.
     """
     return BlobServerFactory(
         [
@@ -50,6 +52,7 @@ def make_server_factory(
         max_request_size=max_request_size,
         idle_timeout=idle_timeout,
         max_connections_per_ip=max_connections_per_ip,
+        rate_limiter=rate_limiter,
     )
 
 

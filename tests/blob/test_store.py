@@ -483,3 +483,26 @@ class IndexTransactionTests(SynchronousTestCase):
         self.assertEqual(index.blobs(), {})
         index.add_blobs(rows[:2], 0.0)  # type: ignore[arg-type]
         self.assertEqual(index.blobs(), {blob_hash(b"one"): 3, blob_hash(b"two"): 3})
+
+
+class IndexStreamOfTests(SynchronousTestCase):
+    def test_stream_of(self) -> None:
+        """
+        The stream a blob belongs to: the stream itself for its sd blob,
+        one of the two for a blob two streams share, L{None} for a blob of
+        no stream.
+        """
+        index = BlobIndex(Path(self.mktemp()))
+        self.addCleanup(index.close)
+        first, second, shared, alone = (blob_hash(n.encode()) for n in ("1", "2", "s", "a"))
+        one, two = blob_hash(b"one"), blob_hash(b"two")
+        index.add_stream(first, [one, shared], ROLE_DOWNLOADED, 0.0)
+        index.add_stream(second, [two, shared], ROLE_DOWNLOADED, 1.0)
+        self.assertEqual(index.stream_of(first), first)
+        self.assertEqual(index.stream_of(one), first)
+        self.assertEqual(index.stream_of(two), second)
+        self.assertIn(index.stream_of(shared), (first, second))
+        self.assertIsNone(index.stream_of(alone))
+        index.remove_stream(first)
+        self.assertEqual(index.stream_of(shared), second)
+        self.assertIsNone(index.stream_of(one))

@@ -49,7 +49,9 @@ from p2pblob.peer.client import (
 from p2pblob.peer.peer import Peer
 from p2pblob.peer.requests import ClientBlobRequest, ClientRequest
 from p2pblob.peer.wire import MAX_RESPONSE_JSON_SIZE
+from p2pblob.ratelimit import RateLimiter, TrafficCounters
 from p2pblob.testing import MemoryBlobStore
+from p2pblob.traffic import Traffic
 from tests._vectors import load_json, sd_blob_bytes, vector_bytes
 
 # What lbry-sdk's client sent and its server answered (the vectors'
@@ -902,6 +904,62 @@ class RateLimitTests(SynchronousTestCase):
         transport.bufferSize = 65536  # type: ignore[attr-defined]
         Harness(transport=transport)
         self.assertEqual(transport.bufferSize, READ_SIZE)  # type: ignore[attr-defined]
+
+    def test_no_timeout_while_throttled(self) -> None:
+        """
+        While the rate limiter holds the connection's reading, the peer's
+        silence is not counted: the timeout runs again from the moment
+        reading resumes.
+        """
+        h = Harness(timeout=30)
+        blob_request, d = h.request_blob(SD_HASH, None)
+        h.feed(SD_RESPONSE + SD_BLOB[:10])
+        h.client.throttle_download()
+        h.clock.advance(100)
+        self.assertFalse(h.transport.aborted)
+        h.client.unthrottle_download()
+        h.clock.advance(29.9)
+        self.assertFalse(h.transport.aborted)
+        h.clock.advance(0.2)
+        self.failureResultOf(blob_request.finished_deferred, PeerTimeoutError)
+        self.assertTrue(h.transport.aborted)
+
+    def test_other_pause_kept(self) -> None:
+        """
+        Unthrottling does not resume a reading paused for another reason.
+        """
+        h = Harness()
+        h.client._reading.pause("full")
+        h.client.throttle_download()
+        h.client.unthrottle_download()
+        self.assertEqual(h.transport.producerState, "paused")
+        h.client._reading.resume("full")
+        self.assertEqual(h.transport.producerState, "producing")
+
+    def test_counted_per_peer_and_stream(self) -> None:
+        """
+        With a L{RateLimiter}, the bytes count for the peer's host, and the
+        body bytes of each blob for its stream, complete or cut short.
+        """
+        streams = {B_HASH: "s" * 96, SD_HASH: SD_HASH}
+        limiter = RateLimiter(Clock(), counters=TrafficCounters(streams.get))
+        h = Harness(rate_limiter=limiter)
+        h.request_blob(B_HASH, 16)
+        h.feed(B_RESPONSE + B_BLOB[:4], B_BLOB[4:])
+        blob_request, _ = h.request_blob(SD_HASH, None)
+        ignore(blob_request.finished_deferred)
+        h.feed(SD_RESPONSE + SD_BLOB[:100])
+        h.lose()
+        wire_in = len(B_RESPONSE) + len(B_BLOB) + len(SD_RESPONSE) + 100
+        self.assertEqual(
+            limiter.counters.by_peer(),
+            {"10.0.0.2": Traffic(up=len(h.transport.value()), down=wire_in)},
+        )
+        self.assertEqual(
+            limiter.counters.by_stream(),
+            {"s" * 96: Traffic(down=len(B_BLOB)), SD_HASH: Traffic(down=100)},
+        )
+        self.assertEqual(limiter.connections, 0)
 
 
 json_values = st.recursive(

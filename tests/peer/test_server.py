@@ -50,7 +50,9 @@ from p2pblob.peer.handlers import (
 )
 from p2pblob.peer.server import BlobServerFactory, BlobServerProtocol, IReleasable
 from p2pblob.peer.wire import JSONObjectFramer, encode_request
+from p2pblob.ratelimit import RateLimiter, TrafficCounters
 from p2pblob.testing import MemoryBlob, MemoryBlobStore
+from p2pblob.traffic import Traffic
 from tests._vectors import generate_plaintext
 
 ADDRESS = "bQEaw42GXsgCAGio1nxFncJSyRmnztSCjP"
@@ -533,6 +535,87 @@ class FlowControlTests(_ServerTestCase):
         self.assertEqual(limiter.up, len(transport.value()))
         lose(protocol, transport)
         self.assertEqual(limiter.protocols, [])
+
+    def test_registered_while_throttling(self) -> None:
+        """
+        A connection that the rate limiter throttles as it registers sends
+        its answer, and no blob bytes until the limiter lets it.
+        """
+        limiter = RateLimiter(self.clock, max_upload=1_000_000)
+        limiter.report_ul_bytes(2_000_000)
+        factory = self.make_factory(self.store, rate_limiter=limiter)
+        protocol, transport = connect(factory)
+        protocol.dataReceived(full_request(H_BIG))
+        self.assertEqual(parse(transport.value())[1], b"")
+        self.clock.advance(2.01)
+        self.assertEqual(parse(transport.value())[1], BIG[:CHUNK_SIZE])
+        while transport.producer is not None:
+            self.clock.advance(1)
+        self.assertServed(transport, BIG)
+
+    def test_no_transfer_timeout_while_throttled(self) -> None:
+        """
+        An upload held by the rate limiter for longer than the transfer
+        timeout is not cut off: the peer is not the one being silent.
+        """
+        limiter = RateLimiter(self.clock, max_upload=2_000)
+        factory = self.make_factory(self.store, rate_limiter=limiter, transfer_timeout=60.0)
+        protocol, transport = connect(factory)
+        protocol.dataReceived(full_request(H_BIG))
+        # the answer takes the bucket's first tokens; the first chunk, once
+        # they are paid for, puts it 131 s in debt
+        self.clock.advance(1)
+        self.assertEqual(len(parse(transport.value())[1]), CHUNK_SIZE)
+        self.clock.advance(125)
+        self.assertFalse(transport.disconnecting)
+        self.clock.advance(10)
+        self.assertEqual(len(parse(transport.value())[1]), 2 * CHUNK_SIZE)
+        self.assertFalse(transport.disconnecting)
+
+    def test_counted_per_peer_and_stream(self) -> None:
+        """
+        With a L{RateLimiter}, the bytes count for the peer's host, and a
+        blob's body bytes for its stream.
+        """
+        stream = "5" * 96
+        limiter = RateLimiter(self.clock, counters=TrafficCounters({H_BIG: stream}.get))
+        factory = self.make_factory(self.store, rate_limiter=limiter)
+        protocol, transport = connect(factory)
+        request = full_request(H_BIG)
+        protocol.dataReceived(request)
+        self.assertServed(transport, BIG)
+        lose(protocol, transport)
+        self.assertEqual(
+            limiter.counters.by_peer(),
+            {"192.0.2.1": Traffic(up=len(transport.value()), down=len(request))},
+        )
+        self.assertEqual(limiter.counters.by_stream(), {stream: Traffic(up=len(BIG))})
+
+    def test_blob_cut_short_counted(self) -> None:
+        """
+        A blob upload cut short by the connection's loss counts what was
+        sent of it.
+        """
+        stream = "5" * 96
+        limiter = RateLimiter(self.clock, counters=TrafficCounters({H_BIG: stream}.get))
+        factory = self.make_factory(self.store, rate_limiter=limiter)
+        protocol, transport = connect(factory, slow=True)
+        protocol.dataReceived(full_request(H_BIG))
+        producer_of(transport).resumeProducing()
+        lose(protocol, transport)
+        self.assertEqual(limiter.counters.by_stream(), {stream: Traffic(up=2 * CHUNK_SIZE)})
+
+    def test_other_pause_kept(self) -> None:
+        """
+        Unthrottling does not resume a reading paused for another reason.
+        """
+        protocol, transport = connect(self.factory)
+        protocol._reading.pause("full")
+        protocol.throttle_download()
+        protocol.unthrottle_download()
+        self.assertEqual(transport.producerState, "paused")
+        protocol._reading.resume("full")
+        self.assertEqual(transport.producerState, "producing")
 
 
 class DiskBlobTests(_ServerTestCase):
