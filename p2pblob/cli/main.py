@@ -35,7 +35,8 @@ from p2pblob._threads import ThreadWorker
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
 from p2pblob.cli._progress import DownloadLine, ProgressLine
-from p2pblob.config import DEFAULT_PEER_LISTEN, Config, is_loopback
+from p2pblob.cli._wallet import describe_wallet
+from p2pblob.config import DEFAULT_PEER_LISTEN, Config, is_loopback, parse_rate
 from p2pblob.dht.service import CONTACTS_FILE, DHTService, visiting_node
 from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.combined import CombinedPeerFinder
@@ -55,6 +56,7 @@ from p2pblob.errors import (
 from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.service import make_server_factory
+from p2pblob.ratelimit import RateLimiter
 from p2pblob.stream.assembler import assemble_stream, verify_stream
 from p2pblob.stream.creator import publish_file
 from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
@@ -390,6 +392,13 @@ async def _join_dht(
     show_default=True,
     help="Most connections to peers at once.",
 )
+@click.option(
+    "--max-download",
+    metavar="RATE",
+    default=None,
+    help="Most bytes per second to download, e.g. 10MB or 512KiB; 0 for no limit "
+    "[default: no limit].",
+)
 @click.pass_obj
 def download(
     options: _Options,
@@ -401,6 +410,7 @@ def download(
     timeout: float,
     stall_timeout: float,
     connections: int,
+    max_download: str | None,
 ) -> None:
     """
     Download stream SD (an .sd file or an sd hash) from peers, verify and
@@ -411,6 +421,8 @@ def download(
     async def command(
         reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
     ) -> int:
+        limit = None if max_download is None else parse_rate(max_download, "max-download")
+        rate_limiter = None if limit is None else RateLimiter(reactor, max_download=limit)
         registry = PeerRegistry(reactor)
         addresses = _peers(peers, config)
         finders: list[IPeerFinder] = []
@@ -443,7 +455,7 @@ def download(
             reactor,
             store,
             finders[0] if len(finders) == 1 else CombinedPeerFinder(finders),
-            tcp_connector(reactor, reactor, timeout),
+            tcp_connector(reactor, reactor, timeout, rate_limiter=rate_limiter),
             max_connections=connections,
             stall_timeout=stall_timeout,
         )
@@ -541,6 +553,24 @@ def serve(
             await maybeDeferred(service.stopService)
         await maybeDeferred(port.stopListening)
         await factory.close_all()
+        return 0
+
+    _run(options, command)
+
+
+@cli.command()
+@click.pass_obj
+def wallet(options: _Options) -> None:
+    """
+    Show the wallet: balance, reserved points, what each peer owes this
+    node, and what this node has paid each peer.
+    """
+
+    async def command(
+        reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
+    ) -> int:
+        for line in describe_wallet(config):
+            click.echo(line)
         return 0
 
     _run(options, command)

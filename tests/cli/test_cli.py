@@ -138,13 +138,21 @@ class CommandTests(SynchronousTestCase):
         silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.addCleanup(silent.close)
         silent.bind(("127.0.0.1", 0))
-        address = "127.0.0.1:%d" % silent.getsockname()[1]
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
         result = p2pblob(self.data, "download", sd_hash, "--bootstrap", address, cwd=self.top)
         self.assertEqual(result.returncode, 1, result.stderr)
         self.assertEqual(
             result.stderr.strip().splitlines()[-1],
             f"p2pblob: error: no DHT node answered ({address}); cannot look for peers",
         )
+
+    def test_download_bad_rate(self) -> None:
+        """
+        A C{--max-download} that is not a rate is one error line naming
+        the option.
+        """
+        line = self.run_error("download", "ab" * 48, "--peer", "127.0.0.1:9", "--max-download", "fast")
+        self.assertIn("max-download: 'fast' is not a rate", line)
 
     def test_disk_limit(self) -> None:
         message = self.run_error("--disk-limit", "4MB", "publish", str(self.source))

@@ -1,0 +1,430 @@
+"""
+The wallet's ledger: every point this node holds, has set aside, has paid
+and has been paid, in one SQLite file (C{wallet/ledger.sqlite}).
+
+Amounts are C{int} micro-points (L{p2pblob.wallet.units}); keys are stored
+as lowercase hex.  The tables::
+
+    account       one row: our key (C{owner}), the points we hold
+                  (C{balance}, reserved ones included) and the initial grant
+    reservation   points set aside to pay a peer: id, peer, amount
+    payee         what we have promised each peer we pay: the cumulative
+                  total and sequence of our latest cheque to it, its
+                  signature (to send it again), and how much of it the
+                  payee has acknowledged
+    payer         the latest cheque we accepted from each peer that pays us
+    expected      what each peer owes us for the blobs we served it, in all
+                  (by payment key, or by address until the key is known)
+
+Every change of state is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}
+on an autocommit connection, as the blob index does), in WAL mode with
+C{synchronous=FULL}: once a method returns, its change survives a crash or a
+power cut, and a crash at any point inside it leaves the ledger as it was
+before.  So paying is one transaction (release the reservation, debit the
+balance, raise the payee's total and sequence, store the signed cheque),
+and so is being paid (verify the cheque, then record it and credit the
+balance).  These always hold, and are checked whenever the ledger is
+opened (L{Ledger.problems})::
+
+    balance >= 0, and balance - reserved >= 0
+    balance + sum(payee.total) == grant + sum(payer.total)
+
+Crash tests stop the process inside these transactions through the
+C{fault} hook, which is called with each name of L{FAULT_POINTS} as the
+transaction reaches it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from p2pblob.errors import LedgerError, ReservationError
+from p2pblob.wallet._schema import APPLICATION_ID, FAULT_POINTS, SCHEMA, SCHEMA_VERSION
+from p2pblob.wallet.cheques import Cheque, check_cheque, credit_for, issue_cheque
+from p2pblob.wallet.keys import NodeKey
+from p2pblob.wallet.summary import LedgerSummary, PayeeState, PayerState, summarize
+
+__all__ = ["FAULT_POINTS", "Ledger", "PayeeState", "PayerState"]
+
+class Ledger:
+    """
+    The ledger file of one wallet key, opened (and created, with
+    C{initial_grant} micro-points, if new).
+
+    Calls run on the calling (reactor) thread; each commit waits for the
+    disk, which for a payment per blob is a small price.
+
+    @param fault: called with the name of each step of each transaction
+        (L{FAULT_POINTS}); for crash tests only.
+    @raise LedgerError: the file cannot be opened, is not a ledger, was
+        written by a newer p2pblob, belongs to another key, or is
+        inconsistent.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        key: NodeKey,
+        initial_grant: int,
+        now: float,
+        fault: Callable[[str], None] | None = None,
+    ) -> None:
+        self.path = path
+        self._key = key
+        self._owner = key.public_hex
+        self._fault = fault or (lambda step: None)
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+        except sqlite3.Error as e:
+            raise LedgerError(f"cannot open the wallet ledger {path}: {e}") from None
+        try:
+            with self._errors():
+                self._open(initial_grant, now)
+        except BaseException:
+            self._db.close()
+            raise
+
+    def _open(self, initial_grant: int, now: float) -> None:
+        db = self._db
+        (application_id,) = db.execute("PRAGMA application_id").fetchone()
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise LedgerError(f"{self.path} was written by a newer p2pblob (schema {version})")
+        if version and application_id != APPLICATION_ID:
+            raise LedgerError(f"{self.path} is not a p2pblob wallet ledger")
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+        if version == 0:
+            if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise LedgerError(f"{self.path} is not a p2pblob wallet ledger")
+            with self._transaction("create"):
+                for statement in SCHEMA:
+                    db.execute(statement)
+                self._fault("create:schema")
+                db.execute(
+                    "INSERT INTO account (id, owner, balance, granted, created_on) "
+                    "VALUES (1, ?, ?, ?, ?)",
+                    (self._owner, initial_grant, initial_grant, now),
+                )
+                self._fault("create:account")
+                db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        (owner,) = db.execute("SELECT owner FROM account").fetchone()
+        if owner != self._owner:
+            raise LedgerError(
+                f"{self.path} is the ledger of wallet key {owner[:16]}…, not of this "
+                f"node's key {self._owner[:16]}…; restore that key, or move the ledger away"
+            )
+        problems = self.problems()
+        if problems:
+            raise LedgerError(f"{self.path} is inconsistent: {'; '.join(problems)}")
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise LedgerError(f"the wallet ledger {self.path} failed: {e}") from None
+
+    @contextmanager
+    def _transaction(self, name: str) -> Iterator[None]:
+        """
+        Run the block as one transaction, then call the fault hook with
+        C{"<name>:committed"}.
+        """
+        with self._errors():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        self._fault(f"{name}:committed")
+
+    def _one(self, query: str, *arguments: object) -> int:
+        with self._errors():
+            (value,) = self._db.execute(query, arguments).fetchone()
+        return int(value)
+
+    # reading
+
+    @property
+    def owner(self) -> bytes:
+        """
+        Our public key: the payer of every cheque we issue.
+        """
+        return self._key.public_key
+
+    def balance(self) -> int:
+        """
+        The micro-points we hold, those reserved included.
+        """
+        return self._one("SELECT balance FROM account")
+
+    def reserved(self) -> int:
+        """
+        The micro-points set aside by open reservations.
+        """
+        return self._one("SELECT coalesce(sum(amount), 0) FROM reservation")
+
+    def available(self) -> int:
+        """
+        The micro-points we hold that are not set aside.
+        """
+        return self.balance() - self.reserved()
+
+    def reservation(self, identifier: int) -> tuple[str, int] | None:
+        """
+        The peer and amount of an open reservation, or L{None}.
+        """
+        with self._errors():
+            row = self._db.execute(
+                "SELECT peer, amount FROM reservation WHERE id = ?", (identifier,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def payee(self, payee: bytes) -> PayeeState | None:
+        """
+        What we have promised C{payee}, or L{None} if we never paid it.
+        """
+        with self._errors():
+            row = self._db.execute(
+                "SELECT total, sequence, signature, delivered_total, delivered_sequence "
+                "FROM payee WHERE payee = ?",
+                (payee.hex(),),
+            ).fetchone()
+        return None if row is None else PayeeState(payee, *row)
+
+    def payees(self) -> list[PayeeState]:
+        """
+        Every peer we have paid, in the order we first paid them.
+        """
+        with self._errors():
+            rows = self._db.execute(
+                "SELECT payee, total, sequence, signature, delivered_total, "
+                "delivered_sequence FROM payee ORDER BY rowid"
+            ).fetchall()
+        return [PayeeState(bytes.fromhex(row[0]), *row[1:]) for row in rows]
+
+    def payer(self, payer: bytes) -> PayerState | None:
+        """
+        The latest cheque accepted from C{payer}, or L{None}.
+        """
+        with self._errors():
+            row = self._db.execute(
+                "SELECT total, sequence FROM payer WHERE payer = ?", (payer.hex(),)
+            ).fetchone()
+        return None if row is None else PayerState(payer, *row)
+
+    def expected(self, peer: str) -> int:
+        """
+        The micro-points C{peer} (a key in hex, or an address) owes us for
+        blobs served, in all.
+        """
+        return self._one("SELECT coalesce(max(amount), 0) FROM expected WHERE peer = ?", peer)
+
+    def paid_by(self, peer: str) -> int:
+        """
+        The micro-points C{peer} (a key in hex) has paid us, in all.
+        """
+        return self._one("SELECT coalesce(max(total), 0) FROM payer WHERE payer = ?", peer)
+
+    def summary(self) -> LedgerSummary:
+        """
+        Everything the ledger holds, in one consistent reading.
+        """
+        with self._errors():
+            return summarize(self._db)
+
+    def problems(self) -> list[str]:
+        """
+        Which of the ledger's invariants fail (none, unless the file was
+        damaged or edited by hand).
+        """
+        return self.summary().problems()
+
+    # changing
+
+    def reserve(self, peer: str, amount: int, now: float) -> int | None:
+        """
+        Set C{amount} micro-points aside to pay C{peer}.
+
+        @return: the reservation's identifier (never reused), or L{None} if
+            fewer than C{amount} micro-points are available.
+        """
+        if amount < 0:
+            raise ValueError("cannot reserve a negative amount")
+        with self._transaction("reserve"):
+            available = self._one(
+                "SELECT balance - (SELECT coalesce(sum(amount), 0) FROM reservation) "
+                "FROM account"
+            )
+            self._fault("reserve:checked")
+            if available < amount:
+                return None
+            cursor = self._db.execute(
+                "INSERT INTO reservation (peer, amount, created_on) VALUES (?, ?, ?)",
+                (peer, amount, now),
+            )
+            self._fault("reserve:inserted")
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def cancel(self, identifier: int) -> bool:
+        """
+        Release a reservation.
+
+        @return: whether it was open.
+        """
+        with self._transaction("cancel"):
+            cursor = self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
+            self._fault("cancel:deleted")
+        return cursor.rowcount > 0
+
+    def release_reservations(self) -> int:
+        """
+        Release every reservation (at start-up: the payments they were made
+        for died with the process that made them).
+
+        @return: how many there were.
+        """
+        with self._transaction("release"):
+            cursor = self._db.execute("DELETE FROM reservation")
+            self._fault("release:deleted")
+        return cursor.rowcount
+
+    def pay(self, identifier: int, amount: int, payee: bytes, now: float) -> Cheque:
+        """
+        Pay C{amount} micro-points to C{payee} from reservation
+        C{identifier}, releasing the rest of the reservation: one
+        transaction releases it, debits the balance and records the new
+        cumulative cheque, which is returned (and kept, undelivered, until
+        L{delivered} is called).
+
+        @raise ReservationError: the reservation is not open, or holds less
+            than C{amount}.
+        """
+        with self._transaction("pay"):
+            row = self._db.execute(
+                "SELECT amount FROM reservation WHERE id = ?", (identifier,)
+            ).fetchone()
+            if row is None:
+                raise ReservationError("it was already paid or cancelled")
+            if amount < 0 or amount > row[0]:
+                raise ReservationError(f"{amount} micro-points asked of {row[0]} reserved")
+            self._fault("pay:begin")
+            self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
+            self._fault("pay:reservation-released")
+            self._db.execute("UPDATE account SET balance = balance - ?", (amount,))
+            self._fault("pay:balance-debited")
+            last = self._db.execute(
+                "SELECT total, sequence FROM payee WHERE payee = ?", (payee.hex(),)
+            ).fetchone()
+            total, sequence = last if last is not None else (0, 0)
+            cheque = issue_cheque(self._key, payee, total + amount, sequence + 1)
+            self._db.execute(
+                "INSERT INTO payee (payee, total, sequence, signature, updated_on) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (payee) DO UPDATE SET "
+                "total = excluded.total, sequence = excluded.sequence, "
+                "signature = excluded.signature, updated_on = excluded.updated_on",
+                (payee.hex(), cheque.total, cheque.sequence, cheque.signature, now),
+            )
+            self._fault("pay:cheque-stored")
+        return cheque
+
+    def delivered(self, cheque: Cheque) -> None:
+        """
+        Record that the payee acknowledged C{cheque}: it and every earlier
+        cheque to that payee need not be sent again.
+        """
+        with self._transaction("deliver"):
+            self._db.execute(
+                "UPDATE payee SET delivered_total = ?, delivered_sequence = ? "
+                "WHERE payee = ? AND delivered_sequence < ? AND sequence >= ?",
+                (cheque.total, cheque.sequence, cheque.payee.hex(),
+                 cheque.sequence, cheque.sequence),
+            )
+            self._fault("deliver:marked")
+
+    def receive(self, cheque: Cheque, now: float, bind: str | None = None) -> int | None:
+        """
+        Accept a cheque paid to us: check it, then, in one transaction,
+        record it and credit what it adds (L{credit_for}).
+
+        @param bind: an address the payer was known by until now: what it
+            owes under that address is moved to its key (done even if the
+            cheque adds nothing: a valid signature shows who is paying).
+        @return: the micro-points credited, or L{None} if the cheque is not
+            new (a replay, an older or equal cheque): nothing is credited.
+        @raise p2pblob.errors.BadChequeError: the cheque pays another key or
+            its signature is not its payer's; nothing changes.
+        """
+        check_cheque(cheque, self.owner)
+        payer = cheque.payer.hex()
+        with self._transaction("receive"):
+            self._fault("receive:verified")
+            last = self._db.execute(
+                "SELECT total, sequence FROM payer WHERE payer = ?", (payer,)
+            ).fetchone()
+            credit = credit_for(cheque.total, cheque.sequence, last)
+            if credit is not None:
+                self._db.execute(
+                    "INSERT INTO payer (payer, total, sequence, signature, received_on) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (payer) DO UPDATE SET "
+                    "total = excluded.total, sequence = excluded.sequence, "
+                    "signature = excluded.signature, received_on = excluded.received_on",
+                    (payer, cheque.total, cheque.sequence, cheque.signature, now),
+                )
+                self._fault("receive:payer-updated")
+                self._db.execute("UPDATE account SET balance = balance + ?", (credit,))
+                self._fault("receive:credited")
+            if bind is not None and bind != payer:
+                self._move_expected(bind, payer, now)
+            self._fault("receive:merged")
+        return credit
+
+    def expect(self, peer: str, amount: int, now: float) -> None:
+        """
+        Record that C{peer} owes us C{amount} more micro-points.
+        """
+        if amount < 0:
+            raise ValueError("cannot expect a negative amount")
+        with self._transaction("expect"):
+            self._db.execute(
+                "INSERT INTO expected (peer, amount, updated_on) VALUES (?, ?, ?) "
+                "ON CONFLICT (peer) DO UPDATE SET amount = amount + excluded.amount, "
+                "updated_on = excluded.updated_on",
+                (peer, amount, now),
+            )
+            self._fault("expect:added")
+
+    def merge_expected(self, old: str, new: str, now: float) -> None:
+        """
+        Move what is owed under the name C{old} (an address) to C{new} (the
+        same peer's key, now known).
+        """
+        if old == new:
+            return
+        with self._transaction("merge"):
+            self._move_expected(old, new, now)
+
+    def _move_expected(self, old: str, new: str, now: float) -> None:
+        row = self._db.execute(
+            "DELETE FROM expected WHERE peer = ? RETURNING amount", (old,)
+        ).fetchone()
+        self._fault("merge:removed")
+        if row is not None and row[0]:
+            self._db.execute(
+                "INSERT INTO expected (peer, amount, updated_on) VALUES (?, ?, ?) "
+                "ON CONFLICT (peer) DO UPDATE SET amount = amount + excluded.amount, "
+                "updated_on = excluded.updated_on",
+                (new, row[0], now),
+            )
+        self._fault("merge:added")
