@@ -24,7 +24,6 @@ from __future__ import annotations
 import heapq
 import random
 from bisect import bisect_right
-from collections.abc import Iterator
 
 from twisted.internet.interfaces import IReactorTime
 
@@ -295,14 +294,24 @@ class RoutingTable:
         @return: up to C{count} contacts, closest to C{key} (by XOR) first.
         """
         target = id_to_int(check_id(key))
-        candidates: Iterator[Contact] = (
-            contact
-            for contact in self._by_id.values()
-            if contact.node_id != exclude and (include_bad or not contact.is_bad)
-        )
-        return heapq.nsmallest(
-            max(count, 0), candidates, key=lambda contact: contact._node_int ^ target
-        )
+        if count <= 0:
+            return []
+        # Every bucket's ids are an aligned range, so their distances to
+        # the key are one too, and the ranges do not overlap: going through
+        # the buckets nearest range first, the contacts of a later bucket
+        # are all farther than those of an earlier one.
+        chosen: list[Contact] = []
+        for bucket in sorted(self._buckets, key=lambda b: b._distance_low(target)):
+            chosen.extend(
+                contact
+                for contact in bucket._contacts
+                if contact._node_id != exclude and (include_bad or not contact.is_bad)
+            )
+            if len(chosen) >= count:
+                break
+        chosen.sort(key=lambda contact: contact._node_int ^ target)
+        del chosen[count:]
+        return chosen
 
     # changing the table
 
