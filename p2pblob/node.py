@@ -18,6 +18,8 @@ from p2pblob.discovery.holdings import store_holdings
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
+from p2pblob.wallet.rates import PaymentRateManager
+from p2pblob.wallet.wallet import Wallet, open_wallet
 
 __all__ = ["Node", "make_node"]
 
@@ -33,6 +35,9 @@ class Node(MultiService):
     @ivar announcer: the L{Announcer} of the DHT's blobs, with the DHT.
     @ivar rate_limiter: the L{RateLimiter} of the peer connections, and
         their traffic counters.
+    @ivar wallet: the L{Wallet} (its ledger is open while the node runs),
+        which takes the payments for the blobs served in paid mode.
+    @ivar rates: the node's prices, L{PaymentRateManager}.
     """
 
     def __init__(
@@ -43,15 +48,21 @@ class Node(MultiService):
         dht: DHTService | None = None,
         announcer: Announcer | None = None,
         rate_limiter: RateLimiter | None = None,
+        wallet: Wallet | None = None,
+        rates: PaymentRateManager | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.wallet = wallet
+        self.rates = rates
         self.blob_store = blob_store
         self.peer_server = peer_server
         self.dht = dht
         self.announcer = announcer
         self.rate_limiter = rate_limiter
         blob_store.setServiceParent(self)
+        if wallet is not None:
+            wallet.setServiceParent(self)
         if rate_limiter is not None:
             rate_limiter.setServiceParent(self)
         if dht is not None:
@@ -79,6 +90,11 @@ def make_node(reactor: Any, config: Config) -> Node:
         max_download_per_connection=config.max_download_per_connection,
         counters=TrafficCounters(lambda blob_hash: blob_store.store.index.stream_of(blob_hash)),
     )
+    # the wallet is opened even in free mode (its ledger shows nothing
+    # then), so that `p2pblob wallet` has a key to show; only in paid mode
+    # does the server take payments (make_server_factory)
+    wallet = open_wallet(reactor, config)
+    rates = PaymentRateManager(config.price, config.min_price)
     factory = make_server_factory(
         served,
         reactor,
@@ -87,10 +103,13 @@ def make_node(reactor: Any, config: Config) -> Node:
         config.idle_timeout,
         config.max_connections_per_ip,
         rate_limiter=rate_limiter,
+        wallet=wallet,
+        rates=rates,
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
-        return Node(config, blob_store, peer_server, rate_limiter=rate_limiter)
+        return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
+                    rates=rates)
     dht = DHTService(
         reactor,
         config.dht_dir,
@@ -117,4 +136,5 @@ def make_node(reactor: Any, config: Config) -> Node:
         return result
 
     blob_store.ready.addCallback(opened)
-    return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter)
+    return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
+                wallet=wallet, rates=rates)

@@ -62,6 +62,9 @@ from p2pblob.stream.creator import publish_file
 from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
 from p2pblob.stream.names import open_new_file, safe_file_name, unique_path
 from p2pblob.tap import config_from
+from p2pblob.wallet.paying import DownloadPayments
+from p2pblob.wallet.units import format_points
+from p2pblob.wallet.wallet import open_wallet
 
 __all__ = ["main"]
 
@@ -399,6 +402,17 @@ async def _join_dht(
     help="Most bytes per second to download, e.g. 10MB or 512KiB; 0 for no limit "
     "[default: no limit].",
 )
+@click.option(
+    "--price",
+    "--max-price",
+    "price",
+    type=click.FloatRange(min=0.0, max=1e6),
+    default=0.0,
+    show_default=True,
+    help="Points per MiB to offer peers, and pay those that accept, from the "
+    "wallet of the data directory; 0 downloads for free (peers that charge "
+    "more than the offer are skipped).",
+)
 @click.pass_obj
 def download(
     options: _Options,
@@ -411,6 +425,7 @@ def download(
     stall_timeout: float,
     connections: int,
     max_download: str | None,
+    price: float,
 ) -> None:
     """
     Download stream SD (an .sd file or an sd hash) from peers, verify and
@@ -451,6 +466,14 @@ def download(
             source = sd
         else:
             raise DescriptorError(f"{sd}: no such file, and not an sd hash")
+        payments = None
+        if price > 0:
+            # paid mode: the wallet of the data directory pays (its ledger
+            # is closed, reservations released, however the command ends)
+            wallet = open_wallet(reactor, config)
+            wallet.start()
+            reactor.addSystemEventTrigger("before", "shutdown", wallet.stop)
+            payments = DownloadPayments(wallet, price)
         swarm = Swarm(
             reactor,
             store,
@@ -458,6 +481,7 @@ def download(
             tcp_connector(reactor, reactor, timeout, rate_limiter=rate_limiter),
             max_connections=connections,
             stall_timeout=stall_timeout,
+            payments=payments,
         )
         validator = await get_descriptor(swarm, source)
         # decrypting and writing the file in order is a stage of its own: it
@@ -492,6 +516,13 @@ def download(
         click.echo(str(final))
         size = final.stat().st_size
         click.echo(f"downloaded {size} bytes to {final}", err=True)
+        if payments is not None:
+            balance = payments.wallet.ledger.balance()
+            click.echo(
+                f"paid {format_points(payments.paid_micro)} points; balance "
+                f"{format_points(balance)} points",
+                err=True,
+            )
         return 0
 
     _run(options, command)

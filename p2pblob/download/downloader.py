@@ -35,7 +35,7 @@ from p2pblob.download.manager import (
 )
 from p2pblob.download.output import DecryptingBlobHandler, PartialOutput
 from p2pblob.download.requester import MAX_BUFFERED_BLOBS
-from p2pblob.errors import DescriptorError, P2PBlobError
+from p2pblob.errors import DescriptorError, P2PBlobError, PaymentError
 from p2pblob.interfaces import (
     IConnectionManager,
     IRateLimiter,
@@ -194,6 +194,7 @@ class FileStreamDownloader:
             self._swarm, DescriptorMetadataHandler(descriptor), handler, self.resumed_blobs,
             present, held,
         )
+        manager.insufficient_funds = self.insufficient_funds
         try:
             await manager.start_downloading()
             await manager.finished
@@ -238,10 +239,18 @@ class FileStreamDownloader:
         return Deferred.fromCoroutine(stop())
 
     def insufficient_funds(self) -> None:
-        if self.manager is not None:
-            self.manager.download_failed(
-                Failure(P2PBlobError("the wallet holds too few points to pay for the download"))
+        """
+        The wallet cannot pay for the next blob: the download stops, its
+        progress saved (run it again once the wallet holds more points), and
+        fails with the L{p2pblob.errors.InsufficientFundsError} that says how many points
+        were needed.
+        """
+        manager = self.manager
+        if manager is not None:
+            error: P2PBlobError = manager.funds_error or PaymentError(
+                "the wallet holds too few points to pay for the download"
             )
+            manager.download_failed(Failure(error))
 
 
 @implementer(IStreamDownloaderFactory)

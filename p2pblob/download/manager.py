@@ -14,7 +14,7 @@ a single blob of unknown length (an sd blob).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -27,7 +27,7 @@ from p2pblob.blob.staged import HeldBlobs, blob_buffers
 from p2pblob.download.connections import ConnectionManager, Connector
 from p2pblob.download.progress import StreamProgressManager
 from p2pblob.download.requester import BlobRequester
-from p2pblob.errors import NoPeersError
+from p2pblob.errors import InsufficientFundsError, NoPeersError
 from p2pblob.interfaces import (
     IBlob,
     IBlobHandler,
@@ -38,6 +38,9 @@ from p2pblob.interfaces import (
     IStreamDescriptorValidator,
 )
 from p2pblob.stream.descriptor import BlobInfo, StreamDescriptor, parse_sd_blob
+
+if TYPE_CHECKING:
+    from p2pblob.wallet.paying import DownloadPayments
 
 __all__ = [
     "DescriptorMetadataHandler",
@@ -60,6 +63,7 @@ class Swarm:
     @ivar stall_timeout: a download that gets no blob for this long fails
         with L{NoPeersError} (every peer lacks what is missing, or keeps
         failing).
+    @ivar payments: how blobs are paid for (paid mode), or L{None} (free).
     """
 
     clock: IReactorTime
@@ -70,6 +74,7 @@ class Swarm:
     per_peer: int = 2
     stall_timeout: float = DEFAULT_STALL_TIMEOUT
     buffers: BufferPool = field(default_factory=lambda: blob_buffers(keep=12))
+    payments: DownloadPayments | None = None
 
 
 @implementer(IStreamDescriptorValidator)
@@ -184,11 +189,17 @@ class DownloadManager:
         self._infos: dict[int, BlobInfo] = {}
         self.progress: StreamProgressManager | None = None
         self.requester = BlobRequester(
-            self, swarm.store, swarm.peer_finder, swarm.clock, swarm.buffers, held
+            self, swarm.store, swarm.peer_finder, swarm.clock, swarm.buffers, held,
+            swarm.payments,
         )
         self.connections = ConnectionManager(
             swarm.clock, swarm.connect, [self.requester], swarm.max_connections, swarm.per_peer
         )
+        # paid mode: called when the wallet cannot pay for the next blob
+        # (the stream downloader's insufficient_funds); by default the
+        # download fails with the error
+        self.insufficient_funds: Any = None
+        self.funds_error: InsufficientFundsError | None = None
         self._watchdog = _Watchdog(swarm.clock, swarm.stall_timeout, self._stalled)
         self.finished: Deferred[None] = Deferred()
         # blobs already in the store when the download started
@@ -276,12 +287,32 @@ class DownloadManager:
             self._shutdown()
             self.finished.errback(failure)
 
+    def out_of_funds(self, error: InsufficientFundsError) -> None:
+        self.funds_error = error
+        if self.insufficient_funds is not None:
+            self.insufficient_funds()
+        else:
+            self.download_failed(Failure(error))
+
     # endings
 
     def _complete(self, _: object) -> None:
-        if not self.finished.called:
-            self._shutdown()
-            self.finished.callback(None)
+        if self.finished.called:
+            return
+        # paid mode: the cheques for the last blobs go out now; the
+        # connections stay open until they are acknowledged
+        self.requester.cancel_all()
+        flushing = self.requester.flushing()
+
+        def finish(result: object) -> None:
+            if not self.finished.called:
+                self._shutdown()
+                self.finished.callback(None)
+
+        if flushing is None:
+            finish(None)
+        else:
+            flushing.addBoth(finish)
 
     def _stalled(self) -> None:
         missing = len(self.needed_blobs())
@@ -305,7 +336,8 @@ class _OneBlob:
         self._info = BlobInfo(0, 0, "", blob_hash)
         self.result: Deferred[IBlob] = Deferred()
         self.requester = BlobRequester(
-            self, swarm.store, swarm.peer_finder, swarm.clock, swarm.buffers
+            self, swarm.store, swarm.peer_finder, swarm.clock, swarm.buffers,
+            payments=swarm.payments,
         )
         self.connections = ConnectionManager(
             swarm.clock, swarm.connect, [self.requester], swarm.max_connections, 1
@@ -330,6 +362,9 @@ class _OneBlob:
 
     def download_failed(self, failure: Failure) -> None:
         self.download_finished(failure)
+
+    def out_of_funds(self, error: InsufficientFundsError) -> None:
+        self.download_finished(Failure(error))
 
     def _stalled(self) -> None:
         detail = self.requester.last_error or "no peer has it"

@@ -20,8 +20,15 @@ What is answered is what a modern LBRY server (lbry-sdk 0.113.0) answers:
     hold gets no C{incoming_blob} key at all (L{BlobRequestHandlerFactory});
   - C{lbrycrd_address}: a configured address (L{WalletInfoHandlerFactory}).
 
-How offers are judged is an L{IPaymentRatePolicy}; L{FreeRatePolicy}, the
-only one so far, accepts every offer.
+How offers are judged is an L{IPaymentRatePolicy}; L{FreeRatePolicy}
+accepts every offer.  In paid mode the blob request handler is also given
+L{Charges} (L{p2pblob.wallet.serving.BlobCharges}): it then remembers the
+rate it accepted on the connection, as LBRY's 2015 server did, answers a
+blob request made before any accepted offer with C{incoming_blob: {"error":
+"RATE_UNSET"}}, refuses a blob to a peer over its debt limit with
+C{incoming_blob: {"error": "DEBT_LIMIT_REACHED"}}, and records what each
+blob sent costs once its upload is complete.  Without charges (free mode)
+it answers exactly as lbry-sdk's server does.
 
 A blob is opened when its request is answered, so that it cannot vanish
 between the announcement and the upload, and is then streamed by a
@@ -33,7 +40,7 @@ blob's size or on how fast the peer reads.
 from __future__ import annotations
 
 from io import BufferedIOBase
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionLost
@@ -43,7 +50,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from p2pblob.blob.hashing import is_blob_hash
-from p2pblob.errors import BlobNotFoundError, ProtocolViolationError
+from p2pblob.errors import BlobNotFoundError, DebtLimitError, ProtocolViolationError
 from p2pblob.interfaces import (
     IBlobSender,
     IBlobStore,
@@ -52,7 +59,7 @@ from p2pblob.interfaces import (
     IRequestHandler,
 )
 from p2pblob.peer.server import IReleasable
-from p2pblob.peer.wire import RATE_ACCEPTED
+from p2pblob.peer.wire import RATE_ACCEPTED, RATE_UNSET
 
 __all__ = [
     "CHUNK_SIZE",
@@ -61,6 +68,8 @@ __all__ = [
     "BlobRequestHandler",
     "BlobRequestHandlerFactory",
     "BlobUploadProducer",
+    "Charges",
+    "DEBT_LIMIT_REACHED",
     "FreeRatePolicy",
     "IPaymentRatePolicy",
     "WalletInfoHandler",
@@ -72,6 +81,12 @@ _log = Logger()
 CHUNK_SIZE = 256 * 1024
 """
 The most bytes of a blob read from its file and written at once.
+"""
+
+DEBT_LIMIT_REACHED = "DEBT_LIMIT_REACHED"
+"""
+The C{incoming_blob} error sent to a peer whose unpaid debt is over the
+limit (the same as L{p2pblob.wallet.exchange.DEBT_LIMIT_REACHED}).
 """
 
 
@@ -154,19 +169,43 @@ class FreeRatePolicy:
         return RATE_ACCEPTED
 
 
+class Charges(Protocol):
+    """
+    What a paid-mode server charges for blobs
+    (L{p2pblob.wallet.serving.BlobCharges}).
+    """
+
+    def check(self, peer: Any) -> None:
+        """
+        @raise DebtLimitError: C{peer} may not be sent another blob.
+        """
+
+    def served(self, peer: Any, length: int, rate: object) -> int:
+        """
+        Record that C{peer} was sent C{length} bytes at C{rate}.
+        """
+
+
 @implementer(IQueryHandlerFactory)
 class BlobRequestHandlerFactory:
     """
     Answers C{blob_data_payment_rate} and C{requested_blob} from C{store},
-    judging offers with C{rate_policy} (by default L{FreeRatePolicy}).
+    judging offers with C{rate_policy} (by default L{FreeRatePolicy}) and,
+    in paid mode, charging for blobs with C{charges}.
     """
 
-    def __init__(self, store: IBlobStore, rate_policy: IPaymentRatePolicy | None = None) -> None:
+    def __init__(
+        self,
+        store: IBlobStore,
+        rate_policy: IPaymentRatePolicy | None = None,
+        charges: Charges | None = None,
+    ) -> None:
         self.store = store
         self.rate_policy = rate_policy if rate_policy is not None else FreeRatePolicy()
+        self.charges = charges
 
     def build_query_handler(self) -> BlobRequestHandler:
-        return BlobRequestHandler(self.store, self.rate_policy)
+        return BlobRequestHandler(self.store, self.rate_policy, self.charges)
 
 
 @implementer(IQueryHandler, IBlobSender, IReleasable)
@@ -178,12 +217,20 @@ class BlobRequestHandler:
 
     IDENTIFIERS = ("blob_data_payment_rate", "requested_blob")
 
-    def __init__(self, store: IBlobStore, rate_policy: IPaymentRatePolicy) -> None:
+    def __init__(
+        self, store: IBlobStore, rate_policy: IPaymentRatePolicy, charges: Charges | None = None
+    ) -> None:
         self._store = store
         self._rate_policy = rate_policy
+        self._charges = charges
         self._peer: Any = None
-        # the upload announced in the last response, not started yet
+        # the offer accepted on this connection (paid mode only)
+        self._rate: object = None
+        self._rate_accepted = False
+        # the upload announced in the last response, not started yet, and
+        # the rate it is charged at
         self._pending: BlobUploadProducer | None = None
+        self._pending_rate: object = None
 
     def register_with_request_handler(self, request_handler: IRequestHandler, peer: Any) -> None:
         self._peer = peer
@@ -194,17 +241,43 @@ class BlobRequestHandler:
         answer: dict[str, Any] = {}
         if "blob_data_payment_rate" in queries:
             offer = queries["blob_data_payment_rate"]
-            answer["blob_data_payment_rate"] = self._rate_policy.judge_offer(offer)
+            verdict = self._rate_policy.judge_offer(offer)
+            answer["blob_data_payment_rate"] = verdict
+            # as LBRY's 2015 server: only an accepted offer is remembered
+            self._rate_accepted = verdict == RATE_ACCEPTED
+            self._rate = offer if self._rate_accepted else None
         if "requested_blob" in queries:
             blob_hash = queries["requested_blob"]
             if not isinstance(blob_hash, str):
                 return fail(ProtocolViolationError(self._peer, "requested_blob is not a string"))
+            refusal = self._refusal(blob_hash)
+            if refusal is not None:
+                answer["incoming_blob"] = {"error": refusal}
+                return succeed(answer)
             upload = self._open(blob_hash)
             if upload is not None:
                 self.release()
                 self._pending = upload
+                self._pending_rate = self._rate
                 answer["incoming_blob"] = {"blob_hash": blob_hash, "length": upload.length}
         return succeed(answer)
+
+    def _refusal(self, blob_hash: str) -> str | None:
+        """
+        Why a blob may not be sent to this peer in paid mode, if it may not.
+        """
+        charges = self._charges
+        if charges is None:
+            return None
+        if not self._rate_accepted:
+            return RATE_UNSET
+        try:
+            charges.check(self._peer)
+        except DebtLimitError as e:
+            _log.info("Refusing blob {blob} to {peer}: {error}",
+                      blob=blob_hash[:16], peer=str(self._peer), error=e)
+            return DEBT_LIMIT_REACHED
+        return None
 
     def _open(self, blob_hash: str) -> BlobUploadProducer | None:
         """
@@ -229,7 +302,19 @@ class BlobRequestHandler:
             return succeed(None)
         _log.debug("Sending blob {blob} ({length} bytes) to {peer}",
                    blob=upload.blob_hash, length=upload.length, peer=str(self._peer))
-        return upload.start(consumer)
+        sent = upload.start(consumer)
+        charges, rate = self._charges, self._pending_rate
+        if charges is not None:
+
+            def charge(result: None) -> None:
+                try:
+                    charges.served(self._peer, upload.length, rate)
+                except Exception:
+                    _log.failure("Could not record what {peer} owes for blob {blob}",
+                                 peer=str(self._peer), blob=upload.blob_hash)
+
+            sent.addCallback(charge)
+        return sent
 
     def release(self) -> None:
         """

@@ -6,7 +6,7 @@ node stops.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -15,13 +15,17 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pblob.interfaces import IBlobStore, IRateLimiter
+from p2pblob.interfaces import IBlobStore, IQueryHandlerFactory, IRateLimiter
 from p2pblob.peer.handlers import (
     BlobAvailabilityHandlerFactory,
     BlobRequestHandlerFactory,
     WalletInfoHandlerFactory,
 )
 from p2pblob.peer.server import BlobServerFactory
+
+if TYPE_CHECKING:
+    from p2pblob.wallet.rates import PaymentRateManager
+    from p2pblob.wallet.wallet import Wallet
 
 __all__ = ["PeerServerService", "make_server_factory"]
 
@@ -36,16 +40,33 @@ def make_server_factory(
     idle_timeout: float,
     max_connections_per_ip: int,
     rate_limiter: IRateLimiter | None = None,
+    wallet: Wallet | None = None,
+    rates: PaymentRateManager | None = None,
 ) -> BlobServerFactory:
     """
     A server that answers availability, blob, price and address queries
-    from C{store}, for free; its connections report to C{rate_limiter}
-    and are throttled by it, if given.
+    from C{store}; its connections report to C{rate_limiter} and are
+    throttled by it, if given.
+
+    Offers are judged by C{rates} (free if not given).  When C{rates} asks
+    for payment and a C{wallet} is given (paid mode), the server also tells
+    peers that ask its payment key, takes their cheques, records what each
+    blob sent costs and refuses blobs to peers over their debt limit.  In
+    free mode it answers exactly as lbry-sdk's server does.
     """
+    blob_requests = BlobRequestHandlerFactory(store, rates)
+    payments: list[IQueryHandlerFactory] = []
+    if wallet is not None and rates is not None and rates.paid:
+        from p2pblob.wallet.serving import BlobCharges, ChequeHandlerFactory
+
+        blob_requests.charges = BlobCharges(wallet, rates)
+        # before the blob requests: a cheque is read before the debt check
+        payments = [ChequeHandlerFactory(wallet), wallet.get_wallet_info_query_handler_factory()]
     return BlobServerFactory(
         [
             BlobAvailabilityHandlerFactory(store),
-            BlobRequestHandlerFactory(store),
+            *payments,
+            blob_requests,
             WalletInfoHandlerFactory(payment_address),
         ],
         clock,

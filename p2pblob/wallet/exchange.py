@@ -21,9 +21,10 @@ client's key only from a cheque the client signed
 (L{p2pblob.wallet.wallet.Wallet.receive_cheque}).
 
 Peers are named by their address (C{host:port}) until their key is known.
-The keys below the exchange's are the ones the peer-protocol wiring will use
-to carry cheques (C{CHEQUE_QUERY}) and to refuse a peer in debt
-(C{DEBT_LIMIT_REACHED}).
+The keys below the exchange's are the ones the peer protocol uses to carry
+cheques (C{CHEQUE_QUERY}, see L{p2pblob.wallet.serving} and
+L{p2pblob.wallet.paying}) and to refuse a peer in debt
+(C{DEBT_LIMIT_REACHED}, defined with the blob request handler).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from p2pblob.interfaces import (
     IRequestHandler,
     IRequestSender,
 )
+from p2pblob.peer.handlers import DEBT_LIMIT_REACHED
 from p2pblob.peer.requests import ClientRequest
 from p2pblob.wallet.accounts import peer_address
 from p2pblob.wallet.keys import parse_public_key
@@ -66,15 +68,10 @@ The request and response key of the payment-key exchange.
 
 CHEQUE_QUERY = "p2pblob_cheque"
 """
-The request key that will carry a cheque (L{p2pblob.wallet.cheques}) to its
+The request key that carries a cheque (L{p2pblob.wallet.cheques}) to its
 payee, and the response key of the payee's receipt.
 """
 
-DEBT_LIMIT_REACHED = "DEBT_LIMIT_REACHED"
-"""
-The C{incoming_blob} error a server will send a peer whose unpaid debt is
-over the limit.
-"""
 
 
 class PaymentKeys(Protocol):

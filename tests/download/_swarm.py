@@ -56,12 +56,13 @@ class _Counting:
 
 class Seeder:
     def __init__(self, address: tuple[str, int], store: MemoryBlobStore, clock: Clock,
-                 corrupt: bool = False) -> None:
+                 corrupt: bool = False, wallet: Any = None, rates: Any = None) -> None:
         self.address = address
         self.store = store
         served: Any = CorruptingBlobStore(store) if corrupt else store
         self.counted = _Counting(served)
-        self.factory = make_server_factory(self.counted, clock, "test-address", 65536, 30.0, 8)
+        self.factory = make_server_factory(self.counted, clock, "test-address", 65536, 30.0, 8,
+                                           wallet=wallet, rates=rates)
         self.up = True
         self.frozen = False
         self.pumps: list[IOPump] = []
@@ -115,10 +116,11 @@ class SwarmHarness:
         self._client_port = 40000
 
     def add_seeder(self, published: Published | None, *, only: Iterable[int] | None = None,
-                   corrupt: bool = False) -> Seeder:
+                   corrupt: bool = False, wallet: Any = None, rates: Any = None) -> Seeder:
         """
         A seeder holding the stream's sd blob and its data blobs (or only
-        those whose C{blob_num} is in C{only}).
+        those whose C{blob_num} is in C{only}); in paid mode with C{wallet}
+        and C{rates} (a L{p2pblob.wallet.rates.PaymentRateManager}).
         """
         address = ("127.0.0.1", 3333 + len(self.seeders))
         store = MemoryBlobStore()
@@ -129,7 +131,7 @@ class SwarmHarness:
                 if wanted is None or info.blob_num in wanted:
                     assert info.blob_hash is not None
                     store.put_blob(published.blobs[info.blob_hash])
-        seeder = Seeder(address, store, self.clock, corrupt)
+        seeder = Seeder(address, store, self.clock, corrupt, wallet, rates)
         self.seeders[address] = seeder
         return seeder
 
@@ -153,9 +155,10 @@ class SwarmHarness:
         return succeed(client)
 
     def swarm(self, store: IBlobStore, addresses: list[tuple[str, int]] | None = None,
-              stall_timeout: float = 120.0) -> Swarm:
+              stall_timeout: float = 120.0, payments: Any = None) -> Swarm:
         finder = StaticPeerFinder(self.registry, addresses or list(self.seeders))
-        return Swarm(self.clock, store, finder, self.connect, stall_timeout=stall_timeout)
+        return Swarm(self.clock, store, finder, self.connect, stall_timeout=stall_timeout,
+                     payments=payments)
 
     def pump(self) -> bool:
         moved = False

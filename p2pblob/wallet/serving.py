@@ -1,0 +1,174 @@
+"""
+Being paid for the blobs a paid-mode server sends: the cheque query handler
+and the charges the blob request handler applies.
+
+Cheques travel as an extension key of the blob exchange
+(L{p2pblob.wallet.exchange.CHEQUE_QUERY}), always beside a standard key in
+the same request, so an LBRY server ignores them.  A p2pblob server answers
+each with a receipt under the same key, saying what it holds from that
+payer after reading it::
+
+    request:  {..., "p2pblob_cheque": {"payer": ..., "total": 7, "sequence": 3, ...}}
+    response: {..., "p2pblob_cheque": {"total": 7, "sequence": 3}}
+    refused:  {..., "p2pblob_cheque": {"error": "FORGED_CHEQUE", "detail": "...",
+                                       "total": 5, "sequence": 2}}
+
+C{total} and C{sequence} are those of the last cheque accepted from the
+payer (0 and 0 before any).  The payer takes a receipt whose sequence is at
+least its cheque's as proof of delivery.  The errors are C{BAD_CHEQUE} (not
+a cheque's wire form), C{WRONG_PAYEE}, C{FORGED_CHEQUE} (bad signature) and
+C{STALE_CHEQUE} (a cheque not newer than the last one accepted: a replay,
+which credits nothing).  A refused cheque does not close the connection: a
+payer's latest cheque, sent again on a new connection to say who it is, is
+stale but harmless.
+
+The cheque handler must be registered before the blob request handler, so
+that a cheque and a blob request in one message are read in that order (the
+server asks its handlers in registration order): a peer over its debt limit
+that pays in the same request is served at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from p2pblob.errors import (
+    BadChequeError,
+    ForgedChequeError,
+    MalformedChequeError,
+    WrongPayeeError,
+)
+from p2pblob.interfaces import IQueryHandler, IQueryHandlerFactory, IRequestHandler
+from p2pblob.peer.server import IReleasable
+from p2pblob.wallet.cheques import parse_cheque
+from p2pblob.wallet.exchange import CHEQUE_QUERY
+from p2pblob.wallet.rates import PaymentRateManager
+from p2pblob.wallet.wallet import Wallet
+
+__all__ = [
+    "BAD_CHEQUE",
+    "FORGED_CHEQUE",
+    "STALE_CHEQUE",
+    "WRONG_PAYEE",
+    "BlobCharges",
+    "ChequeHandler",
+    "ChequeHandlerFactory",
+]
+
+_log = Logger()
+
+BAD_CHEQUE = "BAD_CHEQUE"
+WRONG_PAYEE = "WRONG_PAYEE"
+FORGED_CHEQUE = "FORGED_CHEQUE"
+STALE_CHEQUE = "STALE_CHEQUE"
+
+
+def _error_code(error: BadChequeError) -> str:
+    if isinstance(error, ForgedChequeError):
+        return FORGED_CHEQUE
+    if isinstance(error, WrongPayeeError):
+        return WRONG_PAYEE
+    return BAD_CHEQUE
+
+
+@implementer(IQueryHandlerFactory)
+class ChequeHandlerFactory:
+    """
+    Makes the handlers that take the cheques peers pay C{wallet} with.
+    """
+
+    def __init__(self, wallet: Wallet) -> None:
+        self.wallet = wallet
+
+    def build_query_handler(self) -> ChequeHandler:
+        return ChequeHandler(self.wallet)
+
+
+@implementer(IQueryHandler, IReleasable)
+class ChequeHandler:
+    """
+    Credits the cheques received on one connection and answers each with a
+    receipt; forgets the key learnt for the connection's address when it
+    closes.
+    """
+
+    IDENTIFIERS = (CHEQUE_QUERY,)
+
+    def __init__(self, wallet: Wallet) -> None:
+        self._wallet = wallet
+        self._peer: Any = None
+
+    def register_with_request_handler(self, request_handler: IRequestHandler, peer: Any) -> None:
+        self._peer = peer
+        request_handler.register_query_handler(self, list(self.IDENTIFIERS))
+
+    def handle_queries(self, queries: dict[str, Any]) -> Deferred[dict[str, Any]]:
+        wire = queries[CHEQUE_QUERY]
+        receipt: dict[str, Any] = {}
+        try:
+            cheque = parse_cheque(wire)
+            last = self._wallet.ledger.payer(cheque.payer)
+            credit = self._wallet.receive_cheque(self._peer, cheque)
+        except BadChequeError as e:
+            _log.info("Refused a cheque from {peer}: {error}", peer=str(self._peer), error=e)
+            receipt = {"error": _error_code(e), "detail": str(e)[:200]}
+            payer = None if isinstance(e, MalformedChequeError) else _payer_of(wire)
+        else:
+            payer = cheque.payer
+            if last is not None and cheque.sequence <= last.sequence:
+                _log.info(
+                    "Cheque {sequence} from {peer} is not newer than cheque {last}: "
+                    "nothing credited",
+                    sequence=cheque.sequence, peer=str(self._peer), last=last.sequence,
+                )
+                receipt = {"error": STALE_CHEQUE, "detail": "not newer than the last accepted"}
+            else:
+                _log.debug("Cheque {sequence} from {peer} credits {credit} micro-points",
+                           sequence=cheque.sequence, peer=str(self._peer), credit=credit)
+        state = None if payer is None else self._wallet.ledger.payer(payer)
+        receipt["total"] = 0 if state is None else state.total
+        receipt["sequence"] = 0 if state is None else state.sequence
+        return succeed({CHEQUE_QUERY: receipt})
+
+    def release(self) -> None:
+        if self._peer is not None:
+            self._wallet.forget_peer_key(self._peer)
+
+
+def _payer_of(wire: Any) -> bytes | None:
+    try:
+        return parse_cheque(wire).payer
+    except BadChequeError:
+        return None
+
+
+class BlobCharges:
+    """
+    What a paid-mode blob server charges: it refuses a blob to a peer over
+    its debt limit, and records what each blob sent costs at the rate the
+    peer offered.  Given to L{p2pblob.peer.handlers.BlobRequestHandlerFactory}.
+    """
+
+    def __init__(self, wallet: Wallet, rates: PaymentRateManager) -> None:
+        self.wallet = wallet
+        self.rates = rates
+
+    def check(self, peer: Any) -> None:
+        """
+        @raise p2pblob.errors.DebtLimitError: C{peer} owes too much to be
+            sent another blob.
+        """
+        self.wallet.check_may_serve(peer)
+
+    def served(self, peer: Any, length: int, rate: object) -> int:
+        """
+        Record that C{peer} was sent C{length} bytes at the C{rate} it
+        offered; return what it owes for them, in micro-points.
+        """
+        cost = self.rates.cost(length, rate)
+        self.wallet.expect_micro(peer, cost)
+        return cost
