@@ -2,55 +2,38 @@
 C{p2pblob}: publish, assemble, verify, download and serve streams with a
 node's data directory.
 
-Every command runs on the reactor through L{_run}, which also turns errors
-into one line for the user and an exit status, in this one place:
-a L{P2PBlobError} exits 1 with its message; anything else is a bug, reported
-as such (with the traceback under C{--debug}), and exits 2.
+Every command runs through L{p2pblob.cli._run.run}, which opens the store
+and turns errors into one line for the user and an exit status.
 """
 
 from __future__ import annotations
 
-import sys
-import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import click
-from twisted.application.service import Service
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.task import LoopingCall, react
-from twisted.logger import (
-    FilteringLogObserver,
-    LogLevel,
-    LogLevelFilterPredicate,
-    globalLogBeginner,
-    textFileLogObserver,
-)
+from twisted.internet.task import LoopingCall
 
 from p2pblob import __version__
 from p2pblob._threads import ThreadWorker
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
+from p2pblob.cli._network import dht_services, join_dht
+from p2pblob.cli._network import peers as peers_from_options
 from p2pblob.cli._progress import DownloadLine, ProgressLine
+from p2pblob.cli._run import Options, run
 from p2pblob.cli._wallet import describe_wallet
-from p2pblob.config import DEFAULT_PEER_LISTEN, Config, is_loopback, parse_rate
-from p2pblob.dht.service import CONTACTS_FILE, DHTService, visiting_node
-from p2pblob.discovery.announcer import Announcer
+from p2pblob.config import DEFAULT_PEER_LISTEN, Config, parse_rate
 from p2pblob.discovery.combined import CombinedPeerFinder
-from p2pblob.discovery.dht import DHTPeerFinder
-from p2pblob.discovery.holdings import store_holdings
-from p2pblob.discovery.static import StaticPeerFinder, parse_peer
+from p2pblob.discovery.static import StaticPeerFinder
 from p2pblob.download.downloader import FileStreamDownloader, get_descriptor, tcp_connector
 from p2pblob.download.manager import DEFAULT_STALL_TIMEOUT, Swarm
 from p2pblob.errors import (
     BlobNotFoundError,
     ConfigError,
     DescriptorError,
-    DHTError,
-    P2PBlobError,
     StreamError,
 )
 from p2pblob.interfaces import IPeerFinder
@@ -61,79 +44,11 @@ from p2pblob.stream.assembler import assemble_stream, verify_stream
 from p2pblob.stream.creator import publish_file
 from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
 from p2pblob.stream.names import open_new_file, safe_file_name, unique_path
-from p2pblob.tap import config_from
 from p2pblob.wallet.paying import DownloadPayments
 from p2pblob.wallet.units import format_points
 from p2pblob.wallet.wallet import open_wallet
 
 __all__ = ["main"]
-
-
-@dataclass
-class _Options:
-    data_dir: str | None
-    disk_limit: str | None
-    debug: bool
-
-
-Command = Callable[[Any, BlobStore, ThreadWorker, Config], Awaitable[int]]
-
-
-def _report(error: BaseException, debug: bool) -> int:
-    if isinstance(error, P2PBlobError):
-        click.echo(f"p2pblob: error: {error}", err=True)
-        if debug:
-            traceback.print_exception(error)
-        return 1
-    if isinstance(error, KeyboardInterrupt | CancelledError):
-        click.echo("p2pblob: interrupted", err=True)
-        return 130
-    click.echo(
-        f"p2pblob: internal error: {type(error).__name__}: {error}"
-        + ("" if debug else " (run with --debug for the details)"),
-        err=True,
-    )
-    if debug:
-        traceback.print_exception(error)
-    return 2
-
-
-def _run(options: _Options, command: Command) -> None:
-    """
-    Open the store of the configured data directory, run C{command} on the
-    reactor, close everything and exit with the command's status.
-    """
-    level = LogLevel.debug if options.debug else LogLevel.warn
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr, timeFormat=None if not options.debug else "%H:%M:%S"),
-                [LogLevelFilterPredicate(defaultLogLevel=level)],
-            )
-        ],
-        redirectStandardIO=False,
-    )
-
-    async def main(reactor: Any) -> None:
-        try:
-            config = config_from(options.data_dir, options.disk_limit)
-            worker = ThreadWorker(reactor, "p2pblob-cli", max_threads=4)
-            worker.start()
-            # however the command ends, its threads must not keep the
-            # process alive
-            reactor.addSystemEventTrigger("after", "shutdown", worker.stop)
-            store = BlobStore(reactor, worker, config.blob_dir, config.index_path, config.disk_limit)
-            try:
-                await store.start()
-                status = await command(reactor, store, worker, config)
-            finally:
-                store.stop()
-                worker.stop()
-        except BaseException as e:
-            status = _report(e, options.debug)
-        raise SystemExit(status)
-
-    react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
 
 
 async def _load_descriptor(store: BlobStore, source: str) -> tuple[StreamDescriptor, str]:
@@ -203,7 +118,7 @@ def cli(ctx: click.Context, data_dir: str | None, disk_limit: str | None, debug:
     """
     Publish, assemble and verify p2pblob streams (LBRY-compatible).
     """
-    ctx.obj = _Options(data_dir, disk_limit, debug)
+    ctx.obj = Options(data_dir, disk_limit, debug)
 
 
 @cli.command()
@@ -216,7 +131,7 @@ def cli(ctx: click.Context, data_dir: str | None, disk_limit: str | None, debug:
     help="Where to write FILE.sd: a directory, or a file name. Never overwrites.",
 )
 @click.pass_obj
-def publish(options: _Options, file: Path, sd_out: Path) -> None:
+def publish(options: Options, file: Path, sd_out: Path) -> None:
     """
     Encrypt FILE into blobs, store them, print the sd hash and write FILE.sd.
     """
@@ -230,7 +145,7 @@ def publish(options: _Options, file: Path, sd_out: Path) -> None:
         click.echo(f"published {file.name}: {count} data blob(s); descriptor written to {path}", err=True)
         return 0
 
-    _run(options, command)
+    run(options, command)
 
 
 @cli.command()
@@ -243,7 +158,7 @@ def publish(options: _Options, file: Path, sd_out: Path) -> None:
     help="A directory (the stream's suggested name is used there) or a new file name.",
 )
 @click.pass_obj
-def assemble(options: _Options, sd: str, output: Path) -> None:
+def assemble(options: Options, sd: str, output: Path) -> None:
     """
     Rebuild the file of stream SD (an .sd file or an sd hash) from local blobs.
     """
@@ -262,13 +177,13 @@ def assemble(options: _Options, sd: str, output: Path) -> None:
         click.echo(f"wrote {size} bytes to {destination}", err=True)
         return 0
 
-    _run(options, command)
+    run(options, command)
 
 
 @cli.command()
 @click.argument("sd")
 @click.pass_obj
-def verify(options: _Options, sd: str) -> None:
+def verify(options: Options, sd: str) -> None:
     """
     Report which blobs of stream SD are present, missing or corrupt.
     Exits 0 only if the descriptor is valid and every blob is present and
@@ -293,59 +208,7 @@ def verify(options: _Options, sd: str) -> None:
         )
         return 0 if check.complete else 1
 
-    _run(options, command)
-
-
-def _peers(given: tuple[str, ...], config: Config) -> list[tuple[str, int]]:
-    peers = [parse_peer(text) for text in given]
-    return list(dict.fromkeys([*peers, *config.peers]))
-
-
-def _bootstrap(config: Config, given: tuple[str, ...]) -> tuple[list[tuple[str, int]], bool]:
-    """
-    The DHT nodes to join through (C{--bootstrap}, then the configured
-    ones), and whether loopback contacts are acceptable.
-    """
-    bootstrap = list(dict.fromkeys([*(parse_peer(t, "bootstrap") for t in given), *config.bootstrap]))
-    allow_loopback = config.dht_allow_loopback or any(is_loopback(host) for host, _ in bootstrap)
-    return bootstrap, bool(allow_loopback)
-
-
-async def _join_dht(
-    reactor: Any,
-    config: Config,
-    registry: PeerRegistry,
-    given: tuple[str, ...],
-    required: bool,
-) -> DHTPeerFinder | None:
-    """
-    Join the DHT for one download, through the C{--bootstrap} nodes, those
-    of the configuration and the contacts saved in the data directory; the
-    node leaves when the reactor stops.
-
-    @param required: whether the download has no other way to find peers
-        (then failing to join is an error).
-    @return: a finder of peers on the DHT, or L{None} if there is no DHT to
-        join.
-    """
-    bootstrap, allow_loopback = _bootstrap(config, given)
-    if not bootstrap and not (config.dht_dir / CONTACTS_FILE).exists():
-        return None
-    click.echo("joining the DHT…", err=True)
-    node, listening = await visiting_node(reactor, config.dht_dir, bootstrap, allow_loopback)
-
-    def leave() -> object:
-        node.stop()
-        return listening.stopListening()
-
-    reactor.addSystemEventTrigger("before", "shutdown", leave)
-    if not node.joined:
-        tried = ", ".join(f"{h}:{p}" for h, p in bootstrap) or "the saved contacts"
-        if required:
-            raise DHTError(f"no DHT node answered ({tried}); cannot look for peers")
-        click.echo(f"no DHT node answered ({tried}); using the given peers only", err=True)
-        return None
-    return DHTPeerFinder(reactor, node, registry, allow_loopback=node.protocol.allow_loopback)
+    run(options, command)
 
 
 @cli.command()
@@ -415,7 +278,7 @@ async def _join_dht(
 )
 @click.pass_obj
 def download(
-    options: _Options,
+    options: Options,
     sd: str,
     peers: tuple[str, ...],
     bootstrap: tuple[str, ...],
@@ -439,12 +302,12 @@ def download(
         limit = None if max_download is None else parse_rate(max_download, "max-download")
         rate_limiter = None if limit is None else RateLimiter(reactor, max_download=limit)
         registry = PeerRegistry(reactor)
-        addresses = _peers(peers, config)
+        addresses = peers_from_options(peers, config)
         finders: list[IPeerFinder] = []
         if addresses:
             finders.append(StaticPeerFinder(registry, addresses))
         if not no_dht:
-            dht = await _join_dht(reactor, config, registry, bootstrap, required=not addresses)
+            dht = await join_dht(reactor, config, registry, bootstrap, required=not addresses)
             if dht is not None:
                 finders.append(dht)
         if not finders:
@@ -525,7 +388,7 @@ def download(
             )
         return 0
 
-    _run(options, command)
+    run(options, command)
 
 
 @cli.command()
@@ -547,7 +410,7 @@ def download(
 @click.option("--no-dht", is_flag=True, help="Do not join the DHT.")
 @click.pass_obj
 def serve(
-    options: _Options, files: tuple[Path, ...], listen: str, bootstrap: tuple[str, ...], no_dht: bool
+    options: Options, files: tuple[Path, ...], listen: str, bootstrap: tuple[str, ...], no_dht: bool
 ) -> None:
     """
     Publish FILES (if any), then serve every blob in the store to peers
@@ -576,7 +439,7 @@ def serve(
             raise ConfigError(f"cannot serve peers on {listen}: {e}") from None
         count = len(await store.verified_blobs())
         click.echo(f"serving {count} blob(s) on {port.getHost()}; Ctrl-C to stop", err=True)
-        services = [] if no_dht else _dht_services(reactor, config, store, port, bootstrap)
+        services = [] if no_dht else dht_services(reactor, config, store, port, bootstrap)
         stopped: Deferred[None] = Deferred()
         reactor.addSystemEventTrigger("before", "shutdown", lambda: stopped.callback(None))
         await stopped
@@ -586,12 +449,12 @@ def serve(
         await factory.close_all()
         return 0
 
-    _run(options, command)
+    run(options, command)
 
 
 @cli.command()
 @click.pass_obj
-def wallet(options: _Options) -> None:
+def wallet(options: Options) -> None:
     """
     Show the wallet: balance, reserved points, what each peer owes this
     node, and what this node has paid each peer.
@@ -604,43 +467,7 @@ def wallet(options: _Options) -> None:
             click.echo(line)
         return 0
 
-    _run(options, command)
-
-
-def _dht_services(
-    reactor: Any, config: Config, store: BlobStore, port: Any, given: tuple[str, ...]
-) -> list[Service]:
-    """
-    Join the DHT (as the node of the data directory: same node id, same
-    saved contacts) and announce the store's blobs; return the services
-    started, to be stopped in reverse order.
-    """
-    bootstrap, allow_loopback = _bootstrap(config, given)
-    if not bootstrap and not (config.dht_dir / CONTACTS_FILE).exists():
-        click.echo("not on the DHT: no --bootstrap node given (peers must be told "
-                   "where this node is)", err=True)
-        return []
-    dht = DHTService(reactor, config.dht_dir, succeed(port), bootstrap=bootstrap,
-                     allow_loopback=allow_loopback, fatal=False)
-    dht.ready.addErrback(lambda failure: None)
-    announcer = Announcer(
-        clock=reactor,
-        dht=dht,
-        holdings=store_holdings(store),
-        tcp_port=lambda: dht.tcp_port,
-        policy=config.announce,
-        rate=config.announce_rate,
-        max_concurrent=config.announce_concurrency,
-    )
-    dht.startService()
-    if dht.error is not None:
-        dht.stopService()
-        dht.error.raiseException()
-    announcer.startService()
-    if dht.udp_address is not None:
-        host, udp_port = dht.udp_address
-        click.echo(f"on the DHT at UDP {host or '*'}:{udp_port}; announcing", err=True)
-    return [dht, announcer]
+    run(options, command)
 
 
 def main() -> None:
