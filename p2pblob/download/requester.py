@@ -22,7 +22,13 @@ In paid mode (given L{DownloadPayments}) each blob request offers our rate
 and is preceded by a reservation of what the blob may cost; the blob is
 paid once verified (or once announced, if another peer's copy won the
 race: the server sends it all the same), and the reservation is released if
-it does not come.  A connection with nothing left to ask waits while blobs
+it does not come.  A peer that refuses a blob because we owe it too much
+(C{DEBT_LIMIT_REACHED}) is not taken to lack it: the blob is asked of it
+again with the next cheque we queue for it, or, if none comes, on a new
+connection once the peer's back-off is over (the first request of a
+connection carries our latest cheque); each such refusal counts as a minor
+failure, so a peer that never lets us pay our way back is dropped in the
+end.  A connection with nothing left to ask waits while blobs
 from its peer are being verified, then carries the cheque that pays for
 them (with an empty availability query, a standard key) before it closes.
 When the wallet cannot cover a reservation the download is told
@@ -54,6 +60,7 @@ from p2pblob.errors import (
 )
 from p2pblob.interfaces import IBlob, IBlobStore, IPeerFinder, IRequestCreator, IRequestSender
 from p2pblob.peer.client import ClientState
+from p2pblob.peer.handlers import DEBT_LIMIT_REACHED
 from p2pblob.peer.peer import FAILURE_POINTS, MINOR_FAILURE_POINTS, Peer
 from p2pblob.peer.requests import ClientBlobRequest, ClientRequest
 from p2pblob.peer.wire import RATE_ACCEPTED
@@ -118,6 +125,8 @@ class _InFlight:
         self.answered = False
         # cancelled before the answer came: pay if the blob is announced
         self.pay_when_announced = False
+        # refused because we owe the peer too much (paid mode)
+        self.over_debt_limit = False
 
 
 @implementer(IRequestCreator)
@@ -147,6 +156,9 @@ class BlobRequester:
         self._wanted = wanted
         self._payments = payments
         self._price_refused: set[Peer] = set()
+        # peers that refused us a blob over our debt: asked again only with
+        # a new cheque, or once backed off
+        self._owed: set[Peer] = set()
         self._out_of_funds = False
         # connections waiting for blobs of their peer to be paid for
         self._settling: list[tuple[Peer, IRequestSender, Deferred[bool]]] = []
@@ -278,13 +290,19 @@ class BlobRequester:
     def _send(self, peer: Peer, protocol: IRequestSender) -> bool:
         if not self.usable(peer) or self._out_of_funds:
             return False
+        payments = self._payments
+        if peer in self._owed:
+            if not peer.available(self._clock.seconds()) and not (
+                payments is not None and payments.has_cheque_for(peer)
+            ):
+                return False
+            self._owed.discard(peer)
         info = self._choose(peer)
         if info is None:
             return False
         assert info.blob_hash is not None
         blob_hash = info.blob_hash
         length = info.length if info.length > 0 else None
-        payments = self._payments
         reservation = None
         if payments is not None:
             try:
@@ -318,7 +336,7 @@ class BlobRequester:
             lambda failure: None,
         )
         protocol.add_request(price).addCallbacks(
-            lambda response: self._price_answer(peer, response), lambda failure: None
+            lambda response: self._price_answer(entry, response), lambda failure: None
         )
         protocol.add_blob_request(request).addCallbacks(
             lambda response: self._announced(entry, response),
@@ -340,7 +358,13 @@ class BlobRequester:
             _log.warn("Download paused: {error}", error=error)
             self._wanted.out_of_funds(error)
 
-    def _price_answer(self, peer: Peer, response: dict[str, Any]) -> None:
+    def _price_answer(self, entry: _InFlight, response: dict[str, Any]) -> None:
+        # the whole response comes here before the blob request hears of a
+        # refusal, which says only that the blob will not come: note why
+        incoming = response.get("incoming_blob")
+        if isinstance(incoming, dict) and incoming.get("error") == DEBT_LIMIT_REACHED:
+            entry.over_debt_limit = True
+        peer = entry.peer
         verdict = response.get("blob_data_payment_rate")
         if verdict != RATE_ACCEPTED and peer not in self._price_refused:
             self._price_refused.add(peer)
@@ -478,6 +502,14 @@ class BlobRequester:
                 entry.pay_when_announced = True
             return
         self._settle(entry, None)
+        if isinstance(error, BlobUnavailableError) and entry.over_debt_limit:
+            # it has the blob, but wants paying first
+            _log.info("Peer {peer} wants paying before it sends more: {error}",
+                      peer=str(peer), error=error)
+            self._owed.add(peer)
+            self._penalise(peer, MINOR_FAILURE_POINTS)
+            self.last_error = f"{peer}: {error}"
+            return
         if isinstance(error, BlobUnavailableError):
             self._lacks.setdefault(peer, set()).add(blob_hash)
             self._has.get(peer, set()).discard(blob_hash)

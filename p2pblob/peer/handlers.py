@@ -27,7 +27,9 @@ rate it accepted on the connection, as LBRY's 2015 server did, answers a
 blob request made before any accepted offer with C{incoming_blob: {"error":
 "RATE_UNSET"}}, refuses a blob to a peer over its debt limit with
 C{incoming_blob: {"error": "DEBT_LIMIT_REACHED"}}, and records what each
-blob sent costs once its upload is complete.  Without charges (free mode)
+blob sent costs once its upload is complete (the charges decide whom a
+debt is owed by: a client whose payment key is not known yet owes under
+its host, so reconnecting does not clear it).  Without charges (free mode)
 it answers exactly as lbry-sdk's server does.
 
 A blob is opened when its request is answered, so that it cannot vanish

@@ -44,6 +44,7 @@ from p2pblob.errors import (
 )
 from p2pblob.interfaces import IQueryHandler, IQueryHandlerFactory, IRequestHandler
 from p2pblob.peer.server import IReleasable
+from p2pblob.wallet.accounts import client_host, is_key_name
 from p2pblob.wallet.cheques import parse_cheque
 from p2pblob.wallet.exchange import CHEQUE_QUERY
 from p2pblob.wallet.rates import PaymentRateManager
@@ -151,18 +152,36 @@ class BlobCharges:
     What a paid-mode blob server charges: it refuses a blob to a peer over
     its debt limit, and records what each blob sent costs at the rate the
     peer offered.  Given to L{p2pblob.peer.handlers.BlobRequestHandlerFactory}.
+
+    A client is charged under its payment key once a cheque on its
+    connection has named it, and under its host (L{client_host}) before,
+    never under its address: the port changes with each connection, and a
+    client that never pays would get a fresh debt limit with each one.  So
+    what a host's nameless clients owe adds up across their connections and
+    the node's restarts until a cheque from that host moves it to the
+    payer's key (L{Wallet.receive_cheque}).  Honest nodes behind one NAT
+    address share that debt until each has sent its first cheque; see
+    L{p2pblob.wallet.accounts} for that trade-off.
     """
 
     def __init__(self, wallet: Wallet, rates: PaymentRateManager) -> None:
         self.wallet = wallet
         self.rates = rates
 
+    def account(self, peer: Any) -> str:
+        """
+        The name C{peer} is charged under: its key in hex if a cheque on
+        its connection named it, else its host.
+        """
+        account = self.wallet.account_of(peer)
+        return account if is_key_name(account) else client_host(peer)
+
     def check(self, peer: Any) -> None:
         """
         @raise p2pblob.errors.DebtLimitError: C{peer} owes too much to be
             sent another blob.
         """
-        self.wallet.check_may_serve(peer)
+        self.wallet.check_may_serve(self.account(peer))
 
     def served(self, peer: Any, length: int, rate: object) -> int:
         """
@@ -170,5 +189,5 @@ class BlobCharges:
         offered; return what it owes for them, in micro-points.
         """
         cost = self.rates.cost(length, rate)
-        self.wallet.expect_micro(peer, cost)
+        self.wallet.expect_micro(self.account(peer), cost)
         return cost

@@ -8,18 +8,28 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
-from p2pblob.errors import InsufficientFundsError
+from p2pblob.blob.staged import blob_buffers
+from p2pblob.discovery.static import StaticPeerFinder
+from p2pblob.download.requester import BlobRequester
+from p2pblob.errors import BlobUnavailableError, InsufficientFundsError
 from p2pblob.interfaces import IRequestSender
+from p2pblob.peer.handlers import DEBT_LIMIT_REACHED
+from p2pblob.peer.peer import PeerRegistry
+from p2pblob.peer.wire import CLIENT_MAX_REQUEST_SIZE, encode_request
 from p2pblob.testing import MemoryBlobStore
+from p2pblob.wallet.exchange import CHEQUE_QUERY, PAYMENT_KEY_QUERY
+from p2pblob.wallet.keys import NodeKey
 from p2pblob.wallet.paying import DownloadPayments
 from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.units import MICRO, blob_cost, to_micro
 from p2pblob.wallet.wallet import Wallet
 from tests.download._swarm import Seeder, SwarmHarness, publish
+from tests.download.test_units import FakeSender, Wanted, make_blobs
 from tests.wallet._helpers import SEED_A, SEED_B, SEED_C, make_wallet
 
 # three data blobs, the last one short
@@ -166,3 +176,73 @@ class DebtLimitSwarmTests(_PaidSwarm):
         self.assertTrue(refusals)
         self.assertIn("no more blobs until it pays", str(refusals[0]["error"]))
 
+
+
+SERVER = ("10.0.0.1", 3333)
+
+
+class PaidRequesterTests(SynchronousTestCase):
+    """
+    The requester in paid mode, spoken to through a L{FakeSender}.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.registry = PeerRegistry(self.clock)
+        self.peer = self.registry.get(*SERVER)
+        self.infos, self.blobs = make_blobs(6, size=1000)
+        self.wallet = make_wallet(self, self.clock, SEED_A, grant=100 * MICRO)
+        # a third of a point per MiB: the longest offer a float writes
+        self.payments = DownloadPayments(self.wallet, 1 / 3)
+        self.requester = BlobRequester(
+            Wanted(self.infos), MemoryBlobStore(),
+            StaticPeerFinder(self.registry, [SERVER]), self.clock, blob_buffers(),
+            payments=self.payments,
+        )
+
+    def ask(self) -> FakeSender:
+        sender = FakeSender()
+        self.assertTrue(self.successResultOf(self.requester.send_next_request(self.peer, sender)))
+        return sender
+
+    def test_paid_request_fits(self) -> None:
+        """
+        The largest request a paid download makes (a cheque with the
+        largest exact JSON numbers, the payment-key query, the price offer
+        and the availability of other blobs) stays under the
+        C{CLIENT_MAX_REQUEST_SIZE} bytes our client and LBRY's servers
+        accept.
+        """
+        self.wallet.learn_peer_key(self.peer, NodeKey.generate().public_key)
+        reservation = self.payments.reserve(self.peer, 1000)
+        self.payments.pay(reservation, 1000)
+        message = self.ask().message()
+        self.assertIn(CHEQUE_QUERY, message)
+        self.assertGreater(len(message["requested_blobs"]), 1)
+        message[CHEQUE_QUERY].update(total=2**53 - 1, sequence=2**53 - 1)
+        message[PAYMENT_KEY_QUERY] = True
+        self.assertLess(len(encode_request(message)), CLIENT_MAX_REQUEST_SIZE)
+
+    def test_debt_limit_is_not_lacking(self) -> None:
+        """
+        A blob refused with C{DEBT_LIMIT_REACHED} is not taken as missing
+        on the peer: the requester stops asking that peer until it backs
+        off, or until it has a cheque for it, then asks for the same blob.
+        """
+        sender = self.ask()
+        blob_request, answer = sender.blob_requests[0]
+        response = {"available_blobs": [blob_request.blob_hash],
+                    "blob_data_payment_rate": "RATE_ACCEPTED",
+                    "incoming_blob": {"error": DEBT_LIMIT_REACHED}}
+        for _, d in sender.requests:
+            d.callback(response)
+        refusal = BlobUnavailableError(self.peer, blob_request.blob_hash, DEBT_LIMIT_REACHED)
+        answer.errback(refusal)
+        blob_request.fail(refusal)
+        self.assertFalse(self.successResultOf(
+            self.requester.send_next_request(self.peer, FakeSender())
+        ))
+        self.assertTrue(self.requester.usable(self.peer))
+        self.clock.advance(self.peer.retry_at - self.clock.seconds())
+        again = self.ask()
+        self.assertEqual(again.blob_requests[0][0].blob_hash, blob_request.blob_hash)

@@ -119,35 +119,49 @@ class PaidProcessesTests(SynchronousTestCase):
     def test_non_payer_cut_off_and_bad_cheques(self) -> None:
         """
         A client that never pays gets C{DEBT_LIMIT_REACHED} once it owes
-        more than the limit, and the seeder logs why; a forged cheque and a
-        replayed one credit nothing and are answered with an error.
+        more than the limit, and the seeder logs why; reconnecting does not
+        help (its host owes the debt, not the connection), but paying does:
+        a cheque for what it owes, beside the next blob request, gets it
+        served again.  A forged cheque and a replayed one credit nothing
+        and are answered with an error.
         """
         seeder = self.start_seeder("--debt-limit", "3")
         client = _RawClient(seeder.address)
         self.addCleanup(client.close)
         blobs = [info.blob_hash for info in self.descriptor.data_blobs]
-        answers = []
-        for blob_hash in blobs[:3]:
-            answers.append(client.ask({
-                "requested_blobs": [blob_hash], "blob_data_payment_rate": float(RATE),
-                "requested_blob": blob_hash, PAYMENT_KEY_QUERY: True,
-            }))
+
+        def blob_request(blob_hash: str) -> dict[str, Any]:
+            return {"requested_blobs": [blob_hash], "blob_data_payment_rate": float(RATE),
+                    "requested_blob": blob_hash, PAYMENT_KEY_QUERY: True}
+
+        answers = [client.ask(blob_request(blob_hash)) for blob_hash in blobs[:3]]
         self.assertIn("length", answers[0]["incoming_blob"])
         self.assertIn("length", answers[1]["incoming_blob"])
         self.assertEqual(answers[2]["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
         seeder.wait_for(rb"Refusing blob .* no more blobs until it pays")
         payee = bytes.fromhex(answers[0][PAYMENT_KEY_QUERY])
+        client.close()
+
+        again = _RawClient(seeder.address)
+        self.addCleanup(again.close)
+        answer = again.ask(blob_request(blobs[2]))
+        self.assertEqual(answer["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
+        seeder.wait_for(rb"(?s)Refusing blob .*Refusing blob \S+ to \S+: peer 127\.0\.0\.1 owes")
 
         me = NodeKey.generate()
-        forged = issue_cheque(me, payee, 50 * MICRO, 1).to_wire()
-        forged["payer"] = NodeKey.generate().public_hex
-        response = client.ask({"requested_blobs": [], CHEQUE_QUERY: forged})
-        self.assertEqual(response[CHEQUE_QUERY]["error"], "FORGED_CHEQUE")
+        owed = sum(blob_cost(info.length, to_micro(RATE)) for info in self.descriptor.data_blobs[:2])
+        cheque = issue_cheque(me, payee, owed, 1).to_wire()
+        answer = again.ask({**blob_request(blobs[2]), CHEQUE_QUERY: cheque})
+        self.assertEqual(answer[CHEQUE_QUERY], {"total": owed, "sequence": 1})
+        self.assertEqual(answer["incoming_blob"]["blob_hash"], blobs[2])
+        seeder.wait_for(rb"paid its debt; it is served again")
 
-        cheque = issue_cheque(me, payee, 1 * MICRO, 1).to_wire()
-        self.assertNotIn("error", client.ask({"requested_blobs": [], CHEQUE_QUERY: cheque})[CHEQUE_QUERY])
-        replay = client.ask({"requested_blobs": [], CHEQUE_QUERY: cheque})[CHEQUE_QUERY]
+        forged = issue_cheque(me, payee, 50 * MICRO, 2).to_wire()
+        forged["payer"] = NodeKey.generate().public_hex
+        response = again.ask({"requested_blobs": [], CHEQUE_QUERY: forged})
+        self.assertEqual(response[CHEQUE_QUERY]["error"], "FORGED_CHEQUE")
+        replay = again.ask({"requested_blobs": [], CHEQUE_QUERY: cheque})[CHEQUE_QUERY]
         self.assertEqual(replay["error"], "STALE_CHEQUE")
-        client.close()
+        again.close()
         seeder.stop()
-        self.assertEqual(_balance(self.seed_dir), GRANT + 1 * MICRO)
+        self.assertEqual(_balance(self.seed_dir), GRANT + owed)

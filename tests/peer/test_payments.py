@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from twisted.internet.address import IPv4Address
+from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs
@@ -39,8 +39,14 @@ class _Connection:
     One client connection to a server, spoken to one request at a time.
     """
 
-    def __init__(self, factory: BlobServerFactory, port: int = 40000) -> None:
-        address = IPv4Address("TCP", "192.0.2.1", port)
+    def __init__(
+        self, factory: BlobServerFactory, port: int = 40000, host: str = "192.0.2.1"
+    ) -> None:
+        address: IPv4Address | IPv6Address
+        if ":" in host:
+            address = IPv6Address("TCP", host, port)
+        else:
+            address = IPv4Address("TCP", host, port)
         protocol = factory.buildProtocol(address)
         assert isinstance(protocol, BlobServerProtocol)
         self.protocol = protocol
@@ -82,8 +88,8 @@ class PaidServerTests(SynchronousTestCase):
             wallet=self.wallet, rates=PaymentRateManager(RATE),
         )
 
-    def connect(self, port: int = 40000) -> _Connection:
-        connection = _Connection(self.factory, port)
+    def connect(self, port: int = 40000, host: str = "192.0.2.1") -> _Connection:
+        connection = _Connection(self.factory, port, host)
         self.addCleanup(connection.close)
         return connection
 
@@ -101,7 +107,7 @@ class PaidServerTests(SynchronousTestCase):
         for blob_hash in self.blobs[:2]:
             response, body = connection.ask(_blob_request(blob_hash, RATE))
             self.assertEqual(response["incoming_blob"]["blob_hash"], blob_hash)
-        self.assertEqual(self.wallet.unpaid_debt("192.0.2.1:40000"), 2 * self.cost)
+        self.assertEqual(self.wallet.unpaid_debt("192.0.2.1"), 2 * self.cost)
         with capturedLogs() as events:
             response, body = connection.ask(_blob_request(self.blobs[2], RATE))
         self.assertEqual(response["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
@@ -114,6 +120,76 @@ class PaidServerTests(SynchronousTestCase):
         self.assertEqual(response["incoming_blob"]["blob_hash"], self.blobs[2])
         self.assertEqual(self.wallet.ledger.balance(), 2 * self.cost)
         self.assertEqual(self.wallet.unpaid_debt(CLIENT_KEY.public_hex), self.cost)
+
+    def test_reconnecting_does_not_reset_debt(self) -> None:
+        """
+        A client whose key is not known owes under its host, not its
+        address: after it is cut off, a new connection from another port of
+        the same host is refused too, while a client on another host is
+        served; a cheque from the host, on yet another connection, moves the
+        host's debt to the payer's key and the client is served again.
+        """
+        first = self.connect(40000)
+        for blob_hash in self.blobs[:2]:
+            first.ask(_blob_request(blob_hash, RATE))
+        response, _ = first.ask(_blob_request(self.blobs[2], RATE))
+        self.assertEqual(response["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
+        first.close()
+        again = self.connect(40001)
+        with capturedLogs() as events:
+            response, body = again.ask(_blob_request(self.blobs[2], RATE))
+        self.assertEqual(response["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
+        self.assertEqual(body, b"")
+        refusals = [e for e in events if "Refusing blob" in e.get("log_format", "")]
+        self.assertIn("peer 192.0.2.1 owes", str(refusals[0]["error"]))
+        other = self.connect(40000, host="192.0.2.7")
+        response, _ = other.ask(_blob_request(self.blobs[2], RATE))
+        self.assertEqual(response["incoming_blob"]["blob_hash"], self.blobs[2])
+        self.assertEqual(self.wallet.unpaid_debt("192.0.2.7"), self.cost)
+        self.assertEqual(self.wallet.unpaid_debt("192.0.2.1"), 2 * self.cost)
+        paying = self.connect(40002)
+        request = _blob_request(self.blobs[3], RATE)
+        request[CHEQUE_QUERY] = self.cheque(self.cost, 1)
+        response, _ = paying.ask(request)
+        self.assertEqual(response["incoming_blob"]["blob_hash"], self.blobs[3])
+        self.assertEqual(self.wallet.unpaid_debt("192.0.2.1"), 0)
+        self.assertEqual(self.wallet.unpaid_debt(CLIENT_KEY.public_hex), 2 * self.cost)
+
+    def test_debt_of_host_survives_restart(self) -> None:
+        """
+        What a host owes is in the ledger: after the server restarts, the
+        client that was cut off is still refused.
+        """
+        connection = self.connect()
+        for blob_hash in self.blobs[:2]:
+            connection.ask(_blob_request(blob_hash, RATE))
+        connection.close()
+        self.wallet.stop()
+        wallet = make_wallet(self, self.clock, SEED_B, self.wallet.ledger_path.parent,
+                             grant=0, debt_limit=self.cost)
+        self.factory = make_server_factory(
+            self.store, self.clock, "addr", 65536, 30.0, 8,
+            wallet=wallet, rates=PaymentRateManager(RATE),
+        )
+        response, _ = self.connect(40001).ask(_blob_request(self.blobs[2], RATE))
+        self.assertEqual(response["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
+
+    def test_ipv6_clients_owe_per_network(self) -> None:
+        """
+        An IPv6 client of unknown key owes under its /64 network, so taking
+        another address in it does not reset its debt; another network is
+        served.
+        """
+        first = self.connect(40000, host="2001:db8:1:2::1")
+        for blob_hash in self.blobs[:2]:
+            first.ask(_blob_request(blob_hash, RATE))
+        self.assertEqual(self.wallet.unpaid_debt("2001:db8:1:2::/64"), 2 * self.cost)
+        moved = self.connect(40000, host="2001:db8:1:2:ffff::9")
+        response, _ = moved.ask(_blob_request(self.blobs[2], RATE))
+        self.assertEqual(response["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
+        elsewhere = self.connect(40000, host="2001:db8:1:3::1")
+        response, _ = elsewhere.ask(_blob_request(self.blobs[2], RATE))
+        self.assertEqual(response["incoming_blob"]["blob_hash"], self.blobs[2])
 
     def test_forged_cheque_rejected(self) -> None:
         """
