@@ -17,17 +17,38 @@ as lowercase hex.  The tables::
                   (by payment key, or by address until the key is known)
 
 Every change of state is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}
-on an autocommit connection, as the blob index does), in WAL mode with
-C{synchronous=FULL}: once a method returns, its change survives a crash or a
-power cut, and a crash at any point inside it leaves the ledger as it was
-before.  So paying is one transaction (release the reservation, debit the
-balance, raise the payee's total and sequence, store the signed cheque),
-and so is being paid (verify the cheque, then record it and credit the
-balance).  These always hold, and are checked whenever the ledger is
-opened (L{Ledger.problems})::
+on an autocommit connection, as the blob index does), in WAL mode: once a
+method returns, its change survives a crash of the process, and a crash at
+any point inside it leaves the ledger as it was before.  So paying is one
+transaction (release the reservation, debit the balance, raise the payee's
+total and sequence, store the signed cheque), and so is being paid (verify
+the cheque, then record it and credit the balance).  These always hold, and
+are checked whenever the ledger is opened (L{Ledger.problems})::
 
     balance >= 0, and balance - reserved >= 0
     balance + sum(payee.total) == grant + sum(payer.total)
+
+Surviving a power cut needs the write-ahead log on the disk (an fsync),
+which takes a millisecond or more; so only what must survive one waits for
+it:
+
+  - being paid (L{Ledger.receive}) and creating the ledger commit with
+    C{synchronous=FULL}: a receipt we send is a promise;
+  - a payment (L{Ledger.pay}) commits without waiting, but its cheque must
+    not leave the node before it is on the disk (else, after a power cut,
+    its sequence number could be issued again for another total):
+    L{Ledger.durable_cheque} gives only cheques that are, L{Ledger.sync}
+    puts every commit so far on the disk (blocking), and L{Ledger.sync_in}
+    does it in a thread, so that several payments share one fsync and the
+    reactor never waits for it;
+  - the rest commits without waiting (C{synchronous=NORMAL}): a power cut
+    may undo the last few of them, which is harmless: reservations are
+    released at start-up anyway, a cheque not marked delivered is sent
+    again, and a debt not recorded is one a peer is not asked for.
+
+The ledger is synced when it is opened, so that commits a crashed process
+left in the operating system's cache are on the disk before anything
+relies on them.
 
 Crash tests stop the process inside these transactions through the
 C{fault} hook, which is called with each name of L{FAULT_POINTS} as the
@@ -36,11 +57,15 @@ transaction reaches it.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from twisted.internet.defer import Deferred
+
+from p2pblob._threads import BlockingRunner
 from p2pblob.errors import LedgerError, ReservationError
 from p2pblob.wallet._schema import APPLICATION_ID, FAULT_POINTS, SCHEMA, SCHEMA_VERSION
 from p2pblob.wallet.cheques import Cheque, check_cheque, credit_for, issue_cheque
@@ -54,8 +79,8 @@ class Ledger:
     The ledger file of one wallet key, opened (and created, with
     C{initial_grant} micro-points, if new).
 
-    Calls run on the calling (reactor) thread; each commit waits for the
-    disk, which for a payment per blob is a small price.
+    Calls run on the calling (reactor) thread; only L{receive} (and
+    L{sync}) wait for the disk.  L{sync_in} waits for it in another thread.
 
     @param fault: called with the name of each step of each transaction
         (L{FAULT_POINTS}); for crash tests only.
@@ -76,6 +101,12 @@ class Ledger:
         self._key = key
         self._owner = key.public_hex
         self._fault = fault or (lambda step: None)
+        memory = str(path) == ":memory:" or str(path).startswith("file:")
+        self._wal = None if memory else f"{path}-wal"
+        # the latest cheque to each payee that may not be on the disk yet,
+        # and, for those payees, the latest one that is (or None)
+        self._unsynced: dict[bytes, Cheque] = {}
+        self._synced: dict[bytes, Cheque | None] = {}
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
         except sqlite3.Error as e:
@@ -97,10 +128,12 @@ class Ledger:
             raise LedgerError(f"{self.path} is not a p2pblob wallet ledger")
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # what a crashed process committed may be only in the system's cache
+        self._fsync_wal()
         if version == 0:
             if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
                 raise LedgerError(f"{self.path} is not a p2pblob wallet ledger")
-            with self._transaction("create"):
+            with self._transaction("create", durable=True):
                 for statement in SCHEMA:
                     db.execute(statement)
                 self._fault("create:schema")
@@ -121,9 +154,84 @@ class Ledger:
         problems = self.problems()
         if problems:
             raise LedgerError(f"{self.path} is inconsistent: {'; '.join(problems)}")
+        db.execute("PRAGMA synchronous=NORMAL")
 
     def close(self) -> None:
+        self.sync()
         self._db.close()
+
+    def _fsync_wal(self) -> None:
+        """
+        Put the write-ahead log, and so every commit so far, on the disk.
+        Safe to call from any thread: it uses no SQLite connection.  (In
+        WAL mode SQLite syncs the log before each checkpoint and the
+        database file after it, so what left the log is on the disk already.)
+        """
+        if self._wal is None:
+            return
+        try:
+            fd = os.open(self._wal, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            raise LedgerError(f"cannot sync the wallet ledger {self.path}: {e.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def sync(self) -> None:
+        """
+        Put every commit so far on the disk, blocking: every cheque
+        L{pay} returned may then be sent.
+        """
+        unsynced = dict(self._unsynced)
+        self._fsync_wal()
+        self._mark_synced(unsynced)
+
+    def sync_in(self, run: BlockingRunner) -> Deferred[list[Cheque]]:
+        """
+        Put every commit so far on the disk, in C{run} (a thread).
+
+        @return: a Deferred that fires with the cheques that may be sent
+            now, or fails with L{LedgerError}.
+        """
+        unsynced = dict(self._unsynced)
+
+        def synced(_: None) -> list[Cheque]:
+            self._mark_synced(unsynced)
+            return list(unsynced.values())
+
+        return run(self._fsync_wal).addCallback(synced)
+
+    def _mark_synced(self, cheques: dict[bytes, Cheque]) -> None:
+        for payee, cheque in cheques.items():
+            if self._unsynced.get(payee) is cheque:
+                del self._unsynced[payee]
+                del self._synced[payee]
+            elif payee in self._unsynced:
+                self._synced[payee] = cheque
+
+    def unsynced(self) -> bool:
+        """
+        Whether a cheque L{pay} returned is not yet on the disk.
+        """
+        return bool(self._unsynced)
+
+    def durable_cheque(self, payee: bytes) -> PayeeState | None:
+        """
+        What we have promised C{payee} as far as the disk holds it: the
+        latest cheque to it that may be sent (and how much of it was
+        acknowledged), or L{None}.
+        """
+        state = self.payee(payee)
+        if state is None or payee not in self._unsynced:
+            return state
+        synced = self._synced[payee]
+        if synced is None:
+            return None
+        return PayeeState(payee, synced.total, synced.sequence, synced.signature,
+                          state.delivered_total, state.delivered_sequence)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -133,19 +241,28 @@ class Ledger:
             raise LedgerError(f"the wallet ledger {self.path} failed: {e}") from None
 
     @contextmanager
-    def _transaction(self, name: str) -> Iterator[None]:
+    def _transaction(self, name: str, durable: bool = False) -> Iterator[None]:
         """
         Run the block as one transaction, then call the fault hook with
         C{"<name>:committed"}.
+
+        @param durable: whether the commit waits until it would survive a
+            power cut (not only a crash of the process).
         """
         with self._errors():
-            self._db.execute("BEGIN IMMEDIATE")
+            if durable:
+                self._db.execute("PRAGMA synchronous=FULL")
             try:
-                yield
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if durable:
+                    self._db.execute("PRAGMA synchronous=NORMAL")
         self._fault(f"{name}:committed")
 
     def _one(self, query: str, *arguments: object) -> int:
@@ -306,7 +423,8 @@ class Ledger:
         C{identifier}, releasing the rest of the reservation: one
         transaction releases it, debits the balance and records the new
         cumulative cheque, which is returned (and kept, undelivered, until
-        L{delivered} is called).
+        L{delivered} is called).  The commit does not wait for the disk: the
+        cheque may be sent once L{sync} or L{sync_in} has put it there.
 
         @raise ReservationError: the reservation is not open, or holds less
             than C{amount}.
@@ -325,9 +443,9 @@ class Ledger:
             self._db.execute("UPDATE account SET balance = balance - ?", (amount,))
             self._fault("pay:balance-debited")
             last = self._db.execute(
-                "SELECT total, sequence FROM payee WHERE payee = ?", (payee.hex(),)
+                "SELECT total, sequence, signature FROM payee WHERE payee = ?", (payee.hex(),)
             ).fetchone()
-            total, sequence = last if last is not None else (0, 0)
+            total, sequence = last[:2] if last is not None else (0, 0)
             cheque = issue_cheque(self._key, payee, total + amount, sequence + 1)
             self._db.execute(
                 "INSERT INTO payee (payee, total, sequence, signature, updated_on) "
@@ -337,6 +455,11 @@ class Ledger:
                 (payee.hex(), cheque.total, cheque.sequence, cheque.signature, now),
             )
             self._fault("pay:cheque-stored")
+        if payee not in self._unsynced:
+            self._synced[payee] = (
+                None if last is None else Cheque(self.owner, payee, total, sequence, last[2])
+            )
+        self._unsynced[payee] = cheque
         return cheque
 
     def delivered(self, cheque: Cheque) -> None:
@@ -368,7 +491,7 @@ class Ledger:
         """
         check_cheque(cheque, self.owner)
         payer = cheque.payer.hex()
-        with self._transaction("receive"):
+        with self._transaction("receive", durable=True):
             self._fault("receive:verified")
             last = self._db.execute(
                 "SELECT total, sequence FROM payer WHERE payer = ?", (payer,)

@@ -25,8 +25,11 @@ The exchange of one paid blob, on one connection::
     client: the blob is verified: pay blob_cost(n, R) from the reservation
             (a new cumulative cheque, queued); or cancel the reservation if
             the blob did not come
-    client: the cheque rides on the next request to that peer; a receipt
-            whose sequence is at least the cheque's marks it delivered.
+    client: once the payment is on the disk (payments share one fsync, in
+            the wallet's thread, some 50 ms after the first: so one cheque
+            pays for several blobs), the cheque rides on the next request
+            to that peer; a receipt whose sequence is at least the
+            cheque's marks it delivered.
 
 Extension keys ride only beside the standard keys of a blob request (an LBRY
 server closes a connection whose request has no key it knows, and ignores
@@ -34,7 +37,9 @@ keys it does not know), and only in paid mode.  An LBRY server, which
 answers without a payment key, is never paid: the reservation is released.
 The first request on each connection carries our latest cheque to the peer
 even if it was delivered, so that the server knows from the start whose
-debts that connection's blobs add to.
+debts that connection's blobs add to.  A cheque goes once on each
+connection (TCP loses nothing short of losing the connection, and the next
+connection carries the latest cheque again).
 """
 
 from __future__ import annotations
@@ -76,8 +81,8 @@ class DownloadPayments:
         self.offer = float(offer)
         self.rate = to_micro(self.offer)
         self.paid_micro = 0
-        # connections that have carried a cheque already
-        self._introduced: weakref.WeakSet[Any] = weakref.WeakSet()
+        # the sequence of the latest cheque each connection carried
+        self._carried: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
     def reserve(self, peer: Any, length: int | None) -> ReservedPoints:
         """
@@ -125,15 +130,15 @@ class DownloadPayments:
         """
         Queue, beside a blob request on C{protocol}, the request for the
         peer's payment key (until it is known) and the cheque to send it
-        (if any).
+        (if any, and if that connection has not carried it): never one
+        whose payment is not on the disk yet.
         """
         self.wallet.get_info_exchanger().send_next_request(peer, protocol)
-        cheque = self.wallet.cheque_for(peer)
-        if cheque is None and protocol not in self._introduced:
-            cheque = self.wallet.latest_cheque_for(peer)
-        if cheque is None:
+        carried = self._carried.get(protocol)
+        cheque = self.wallet.sendable_cheque_for(peer, latest=carried is None)
+        if cheque is None or (carried is not None and carried >= cheque.sequence):
             return
-        self._introduced.add(protocol)
+        self._carried[protocol] = cheque.sequence
         answer = protocol.add_request(ClientRequest({CHEQUE_QUERY: cheque.to_wire()}, CHEQUE_QUERY))
         answer.addCallbacks(self._receipt, _ignore, callbackArgs=(peer, cheque))
 

@@ -11,7 +11,10 @@ address (C{host:port}) before: the key of a peer we download from is learnt
 through the payment-key exchange (L{learn_peer_key}, from the request
 creator of L{get_info_exchanger}); the key of a peer we serve is learnt from
 the first valid cheque it sends on a connection (L{receive_cheque}), which
-then also moves what it owed under its address to its key.
+then also moves what it owed under its address, and what its host owed, to
+its key.  The serving side names a client of unknown key by its host
+(L{p2pblob.wallet.accounts.client_host}), not its address, when it charges
+it (L{p2pblob.wallet.serving.BlobCharges}).
 
 The seam the peer protocol uses to move cheques:
 
@@ -39,10 +42,11 @@ from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorThreads, IReactorTime
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from p2pblob._threads import ThreadWorker
 from p2pblob.config import DEFAULT_DEBT_LIMIT, DEFAULT_INITIAL_GRANT, Config
 from p2pblob.errors import (
     DebtLimitError,
@@ -53,7 +57,13 @@ from p2pblob.errors import (
     UnknownPayeeError,
 )
 from p2pblob.interfaces import IWallet
-from p2pblob.wallet.accounts import PeerNames, ReservedPoints, is_key_name, peer_address
+from p2pblob.wallet.accounts import (
+    PeerNames,
+    ReservedPoints,
+    client_host,
+    is_key_name,
+    peer_address,
+)
 from p2pblob.wallet.cheques import Cheque, parse_cheque
 from p2pblob.wallet.exchange import PaymentKeyExchanger, PaymentKeyHandlerFactory
 from p2pblob.wallet.keys import NodeKey, load_or_create_key
@@ -63,6 +73,10 @@ from p2pblob.wallet.units import format_points, from_micro, to_micro
 __all__ = ["ReservedPoints", "Wallet", "open_wallet"]
 
 _log = Logger()
+
+# How long payments wait to share one fsync (the cheque for all of them goes
+# once it is done): a payee may be owed this much more than it was paid.
+SYNC_INTERVAL = 0.05
 
 
 @implementer(IWallet)
@@ -79,6 +93,10 @@ class Wallet(Service):
     @param debt_limit: micro-points a peer may owe us before we stop
         serving it, or L{None} for no limit.
     @param fault: passed to the L{Ledger}, for crash tests.
+    @param sync_worker: the thread in which payments are put on the disk,
+        L{SYNC_INTERVAL} seconds after the first of them, all at once (the
+        wallet starts and stops it); without one, each payment waits for
+        the disk before L{send_micro} returns.
     """
 
     name = "wallet"
@@ -92,8 +110,11 @@ class Wallet(Service):
         initial_grant: int = to_micro(DEFAULT_INITIAL_GRANT),
         debt_limit: int | None = to_micro(DEFAULT_DEBT_LIMIT),
         fault: Callable[[str], None] | None = None,
+        sync_worker: ThreadWorker | None = None,
     ) -> None:
         self._clock = clock
+        self._sync_worker = sync_worker
+        self._sync_call: IDelayedCall | None = None
         self.key = key
         self.ledger_path = ledger_path
         self.initial_grant = initial_grant
@@ -121,12 +142,19 @@ class Wallet(Service):
         if released:
             _log.info("Released {count} reservation(s) left by the last run", count=released)
         self._ledger = ledger
+        if self._sync_worker is not None:
+            self._sync_worker.start()
 
     def stop(self) -> None:
         ledger, self._ledger = self._ledger, None
+        if self._sync_call is not None and self._sync_call.active():
+            self._sync_call.cancel()
+        self._sync_call = None
         if ledger is not None:
             ledger.release_reservations()
             ledger.close()
+        if self._sync_worker is not None:
+            self._sync_worker.stop()
 
     def startService(self) -> None:
         self.start()
@@ -255,7 +283,8 @@ class Wallet(Service):
     def send_micro(self, reserved_points: ReservedPoints, micro: int) -> Cheque | None:
         """
         Pay C{micro} micro-points to the reservation's peer, releasing the
-        rest of the reservation, and queue the new cheque for it.
+        rest of the reservation, and queue the new cheque for it (it may be
+        sent once it is on the disk: L{sendable_cheque_for}).
 
         @return: the new cheque, or L{None} if C{micro} is 0 (the
             reservation is only released).
@@ -285,19 +314,38 @@ class Wallet(Service):
         _log.debug("Paid {amount} points to {payee} (cheque {sequence}, {total} in all)",
                    amount=format_points(micro), payee=payee.hex()[:16],
                    sequence=cheque.sequence, total=format_points(cheque.total))
-        for listener in list(self._listeners):
-            try:
-                listener(cheque)
-            except Exception:
-                _log.failure("A listener failed on cheque {cheque}", cheque=repr(cheque))
+        if self._sync_worker is None:
+            ledger.sync()
+            self._queued([cheque])
+        elif self._sync_call is None:
+            self._sync_call = self._clock.callLater(SYNC_INTERVAL, self._sync)
         return cheque
+
+    def _sync(self) -> None:
+        self._sync_call = None
+        ledger, worker = self._ledger, self._sync_worker
+        if ledger is None or worker is None:
+            return
+        ledger.sync_in(worker).addCallbacks(
+            self._queued,
+            lambda failure: _log.failure("Could not sync the wallet ledger", failure),
+        )
+
+    def _queued(self, cheques: list[Cheque]) -> None:
+        for cheque in cheques:
+            for listener in list(self._listeners):
+                try:
+                    listener(cheque)
+                except Exception:
+                    _log.failure("A listener failed on cheque {cheque}", cheque=repr(cheque))
 
     # the outbox
 
     def when_cheque_queued(self, callback: Callable[[Cheque], object]) -> Callable[[], None]:
         """
         Have C{callback} called with every cheque L{send_points} queues,
-        once it is in the ledger.
+        once it is in the ledger and on the disk (with a C{sync_worker}:
+        the latest to each payee of those one fsync put there).
 
         @return: a function that stops the calls.
         """
@@ -307,7 +355,8 @@ class Wallet(Service):
     def cheque_for(self, peer: Any) -> Cheque | None:
         """
         The latest cheque to C{peer} that it has not acknowledged, if any:
-        the one to send it next.
+        the one to send it next.  If a payment is not on the disk yet, this
+        waits for the disk.
         """
         state = self._payee_state(peer)
         return state.cheque(self.public_key) if state and state.undelivered else None
@@ -315,21 +364,42 @@ class Wallet(Service):
     def latest_cheque_for(self, peer: Any) -> Cheque | None:
         """
         The latest cheque to C{peer}, acknowledged or not (sending it again
-        credits nothing, but shows the payee who we are).
+        credits nothing, but shows the payee who we are).  If a payment is
+        not on the disk yet, this waits for the disk.
         """
         state = self._payee_state(peer)
         return state.cheque(self.public_key) if state else None
 
+    def sendable_cheque_for(self, peer: Any, latest: bool = False) -> Cheque | None:
+        """
+        As L{cheque_for} (or L{latest_cheque_for} if C{latest}), without
+        waiting: the latest cheque to C{peer} that is on the disk already.
+        """
+        key = self.peer_key(peer)
+        state = None if key is None else self.ledger.durable_cheque(key)
+        if state is None or not (latest or state.undelivered):
+            return None
+        return state.cheque(self.public_key)
+
     def _payee_state(self, peer: Any) -> PayeeState | None:
         key = self.peer_key(peer)
-        return None if key is None else self.ledger.payee(key)
+        if key is None:
+            return None
+        ledger = self.ledger
+        if ledger.unsynced():
+            ledger.sync()
+        return ledger.payee(key)
 
     def pending_cheques(self) -> list[Cheque]:
         """
-        Every payee's latest cheque that it has not acknowledged.
+        Every payee's latest cheque that it has not acknowledged (if a
+        payment is not on the disk yet, this waits for the disk).
         """
         owner = self.public_key
-        return [state.cheque(owner) for state in self.ledger.payees() if state.undelivered]
+        ledger = self.ledger
+        if ledger.unsynced():
+            ledger.sync()
+        return [state.cheque(owner) for state in ledger.payees() if state.undelivered]
 
     def cheque_delivered(self, cheque: Cheque) -> None:
         """
@@ -344,7 +414,9 @@ class Wallet(Service):
         """
         Accept a cheque received from C{peer} (a L{Cheque}, or its wire
         form): verify it, then credit what it adds to the payer's earlier
-        cheques.  The cheque's payer becomes the name of C{peer}'s address.
+        cheques.  The cheque's payer becomes the name of C{peer}'s address,
+        and what C{peer}'s host (L{client_host}) and address owed moves to
+        it.
 
         @return: the micro-points credited: 0 for a cheque that is not new
             (replayed, older or equal to one already accepted).
@@ -359,11 +431,15 @@ class Wallet(Service):
         bind = None
         if address is not None and not is_key_name(address) and not self._names.knows(address):
             bind = address
+        host = None if bind is None else client_host(bind)
         ledger = self.ledger
         account = cheque.payer.hex()
-        was_serving = self.may_serve(account) and (bind is None or self.may_serve(bind))
-        credit = ledger.receive(cheque, self._clock.seconds(), bind)
+        was_serving = self.may_serve(account) and (
+            bind is None or (self.may_serve(bind) and self.may_serve(host))
+        )
+        credit = ledger.receive(cheque, self._clock.seconds(), host)
         if bind is not None:
+            ledger.merge_expected(bind, account, self._clock.seconds())
             self._names.learn(bind, cheque.payer)
         if credit is None:
             _log.debug("Cheque {sequence} from {payer} credits nothing (already accepted)",
@@ -430,10 +506,12 @@ def open_wallet(clock: IReactorTime, config: Config) -> Wallet:
 
     @raise p2pblob.errors.WalletKeyError: the key cannot be read or created.
     """
+    threads = IReactorThreads(clock, None)
     return Wallet(
         clock,
         load_or_create_key(config.wallet_key_path),
         config.ledger_path,
         initial_grant=to_micro(config.initial_grant),
         debt_limit=to_micro(config.debt_limit),
+        sync_worker=None if threads is None else ThreadWorker(threads, "p2pblob-wallet", 1),
     )
