@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,6 +60,9 @@ def run_once(work: Path, seed_dir: Path, sd_file: Path, paid: bool, rate: str, n
         return elapsed
     finally:
         seeder.kill()
+        # (each run's copy would fill the disk over many runs)
+        shutil.rmtree(work / f"dl-{'paid' if paid else 'free'}-{n}", ignore_errors=True)
+        shutil.rmtree(work / f"out-{n}", ignore_errors=True)
 
 
 def new_wallet_time(work: Path, runs: int = 5) -> float:
@@ -98,6 +102,13 @@ def main() -> int:
         raise SystemExit(f"{cost:g} points per download is more than a new wallet's 100: "
                          "lower --rate or --size")
     work = Path(tempfile.mkdtemp(prefix="p2pblob-payments-"))
+    try:
+        return measure(args, size, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, size: int, work: Path) -> int:
     source = work / "stream.bin"
     with open(source, "wb") as f:
         left = size
@@ -127,7 +138,6 @@ def main() -> int:
           "target: under 5%)")
     print(f"per blob, without the new wallet: {(paid - free - once) / blobs * 1e3:+.2f} ms "
           f"(a free blob takes {free / blobs * 1e3:.2f} ms)")
-    print(f"scratch directory: {work}")
     return 0
 
 
