@@ -29,7 +29,8 @@ blob request made before any accepted offer with C{incoming_blob: {"error":
 C{incoming_blob: {"error": "DEBT_LIMIT_REACHED"}}, and records what each
 blob sent costs once its upload is complete (the charges decide whom a
 debt is owed by: a client whose payment key is not known yet owes under
-its host, so reconnecting does not clear it).  Without charges (free mode)
+its host, so reconnecting does not clear it, and what a host's clients owe
+in all, keys included, is limited too).  Without charges (free mode)
 it answers exactly as lbry-sdk's server does.
 
 A blob is opened when its request is answered, so that it cannot vanish

@@ -22,7 +22,9 @@ so this lasts from a node's first blob to its first payment; a node that
 never paid anyone behind the same address is served as one client with
 them until then.  An IPv6 client is named by its C{/64} network, the
 block one site is usually given, lest it take a fresh address per
-connection.
+connection.  Since a client makes its own keys, what a host owes is also
+limited in all, its keys' debts included (L{p2pblob.wallet.hosts}): nodes
+behind one NAT address share that limit for good, not only until they pay.
 """
 
 from __future__ import annotations

@@ -26,11 +26,15 @@ The cheque handler must be registered before the blob request handler, so
 that a cheque and a blob request in one message are read in that order (the
 server asks its handlers in registration order): a peer over its debt limit
 that pays in the same request is served at once.
+
+Debts are limited per client as well as per client host: see L{BlobCharges}.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
@@ -38,6 +42,7 @@ from zope.interface import implementer
 
 from p2pblob.errors import (
     BadChequeError,
+    DebtLimitError,
     ForgedChequeError,
     MalformedChequeError,
     WrongPayeeError,
@@ -45,19 +50,22 @@ from p2pblob.errors import (
 from p2pblob.interfaces import IQueryHandler, IQueryHandlerFactory, IRequestHandler
 from p2pblob.peer.server import IReleasable
 from p2pblob.wallet.accounts import client_host, is_key_name
-from p2pblob.wallet.cheques import parse_cheque
+from p2pblob.wallet.cheques import check_cheque, parse_cheque
 from p2pblob.wallet.exchange import CHEQUE_QUERY
+from p2pblob.wallet.hosts import HOSTS_FILE, HostKeys, host_debt, unpaid
 from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.wallet import Wallet
 
 __all__ = [
     "BAD_CHEQUE",
     "FORGED_CHEQUE",
+    "HOST_DEBT_FACTOR",
     "STALE_CHEQUE",
     "WRONG_PAYEE",
     "BlobCharges",
     "ChequeHandler",
     "ChequeHandlerFactory",
+    "host_keys",
 ]
 
 _log = Logger()
@@ -66,6 +74,30 @@ BAD_CHEQUE = "BAD_CHEQUE"
 WRONG_PAYEE = "WRONG_PAYEE"
 FORGED_CHEQUE = "FORGED_CHEQUE"
 STALE_CHEQUE = "STALE_CHEQUE"
+
+HOST_DEBT_FACTOR = 4
+"""
+What a client host may owe in all, in debt limits (L{BlobCharges}).
+"""
+
+_host_keys: WeakKeyDictionary[Wallet, HostKeys] = WeakKeyDictionary()
+
+
+def host_keys(wallet: Wallet) -> HostKeys:
+    """
+    The keys seen from each client host of C{wallet}'s server, kept beside
+    its ledger (in memory for an in-memory ledger); the same for the cheque
+    handlers and the charges of one wallet.
+    """
+    hosts = _host_keys.get(wallet)
+    if hosts is None:
+        path: Path | None = wallet.ledger_path.parent / HOSTS_FILE
+        if str(wallet.ledger_path) == ":memory:":
+            path = None
+        hosts = _host_keys[wallet] = HostKeys(
+            path, lambda key: unpaid(wallet.ledger, key) > 0
+        )
+    return hosts
 
 
 def _error_code(error: BadChequeError) -> str:
@@ -112,6 +144,10 @@ class ChequeHandler:
         receipt: dict[str, Any] = {}
         try:
             cheque = parse_cheque(wire)
+            if self._peer is not None:
+                # counted for its host before it can take the host's debt
+                check_cheque(cheque, self._wallet.public_key)
+                host_keys(self._wallet).add(client_host(self._peer), cheque.payer.hex())
             last = self._wallet.ledger.payer(cheque.payer)
             credit = self._wallet.receive_cheque(self._peer, cheque)
         except BadChequeError as e:
@@ -162,11 +198,50 @@ class BlobCharges:
     payer's key (L{Wallet.receive_cheque}).  Honest nodes behind one NAT
     address share that debt until each has sent its first cheque; see
     L{p2pblob.wallet.accounts} for that trade-off.
+
+    Since a client makes its own payment keys, one that means not to pay
+    could name itself with a new key on each connection (or move its
+    host's debt to a throwaway key with a tiny cheque) and owe up to the
+    debt limit under each.  So a host's debt is limited too: what it owes
+    without a key plus what every key that paid or was served from it owes
+    (L{p2pblob.wallet.hosts.host_debt}) may not pass C{host_debt_limit}
+    (by default L{HOST_DEBT_FACTOR} debt limits), and a host with
+    L{p2pblob.wallet.hosts.MAX_KEYS_PER_HOST} keys in debt is served no
+    more until some pay.  Over either, every client of the host is refused
+    blobs, as one over its own limit is; a cheque that brings the total
+    under the limit lets them all be served again.  The price: honest
+    clients behind one NAT address share one host limit, so a few
+    downloading at once without paying promptly may be refused until
+    their cheques come.
+
+    @ivar host_debt_limit: micro-points a client host may owe in all, or
+        L{None} for L{HOST_DEBT_FACTOR} times the wallet's debt limit
+        (no limit if the wallet has none).
     """
 
-    def __init__(self, wallet: Wallet, rates: PaymentRateManager) -> None:
+    def __init__(
+        self, wallet: Wallet, rates: PaymentRateManager, host_debt_limit: int | None = None
+    ) -> None:
         self.wallet = wallet
         self.rates = rates
+        self.host_debt_limit = host_debt_limit
+        self.hosts = host_keys(wallet)
+
+    def host_limit(self) -> int | None:
+        """
+        The micro-points a client host may owe in all, or L{None} for no
+        limit.
+        """
+        if self.host_debt_limit is not None:
+            return self.host_debt_limit
+        limit = self.wallet.debt_limit
+        return None if limit is None else limit * HOST_DEBT_FACTOR
+
+    def host_debt(self, peer: Any) -> int:
+        """
+        What C{peer}'s host owes in all (L{p2pblob.wallet.hosts.host_debt}).
+        """
+        return host_debt(self.wallet.ledger, self.hosts, client_host(peer))
 
     def account(self, peer: Any) -> str:
         """
@@ -178,10 +253,23 @@ class BlobCharges:
 
     def check(self, peer: Any) -> None:
         """
-        @raise p2pblob.errors.DebtLimitError: C{peer} owes too much to be
-            sent another blob.
+        @raise p2pblob.errors.DebtLimitError: C{peer}, or its host in all,
+            owes too much to be sent another blob (a host with too many
+            keys in debt is reported as owing just over its limit).
         """
-        self.wallet.check_may_serve(self.account(peer))
+        account = self.account(peer)
+        self.wallet.check_may_serve(account)
+        limit = self.host_limit()
+        if limit is None:
+            return
+        host = client_host(peer)
+        counted = not is_key_name(account) or self.hosts.add(host, account)
+        debt = self.host_debt(peer)
+        if not counted or self.hosts.full(host):
+            _log.info("Client host {host} has too many payment keys in debt", host=host)
+            raise DebtLimitError(f"host {host}", max(debt, limit + 1), limit)
+        if debt > limit:
+            raise DebtLimitError(f"host {host}", debt, limit)
 
     def served(self, peer: Any, length: int, rate: object) -> int:
         """
@@ -189,5 +277,8 @@ class BlobCharges:
         offered; return what it owes for them, in micro-points.
         """
         cost = self.rates.cost(length, rate)
-        self.wallet.expect_micro(self.account(peer), cost)
+        account = self.account(peer)
+        if is_key_name(account):
+            self.hosts.add(client_host(peer), account)
+        self.wallet.expect_micro(account, cost)
         return cost

@@ -25,7 +25,7 @@ from p2pblob.wallet.cheques import issue_cheque
 from p2pblob.wallet.exchange import CHEQUE_QUERY, DEBT_LIMIT_REACHED, PAYMENT_KEY_QUERY
 from p2pblob.wallet.keys import NodeKey
 from p2pblob.wallet.rates import PaymentRateManager
-from p2pblob.wallet.serving import FORGED_CHEQUE, STALE_CHEQUE
+from p2pblob.wallet.serving import FORGED_CHEQUE, HOST_DEBT_FACTOR, STALE_CHEQUE
 from p2pblob.wallet.units import MICRO, blob_cost, to_micro
 from tests.wallet._helpers import SEED_A, SEED_B, make_wallet
 
@@ -173,6 +173,93 @@ class PaidServerTests(SynchronousTestCase):
         )
         response, _ = self.connect(40001).ask(_blob_request(self.blobs[2], RATE))
         self.assertEqual(response["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
+
+    def take(self, host: str, port: int, seed: int | None = None) -> int:
+        """
+        On a new connection from C{host}, ask for blobs until refused (four
+        at most); with a C{seed}, name the client by a new payment key made
+        from it, with a cheque for one micro-point in the first request.
+        Return how many blobs were sent.
+        """
+        connection = self.connect(port, host)
+        served = 0
+        for n in range(4):
+            request = _blob_request(self.blobs[n], RATE)
+            if seed is not None and n == 0:
+                key = NodeKey.from_seed(bytes([seed]) * 32)
+                request[CHEQUE_QUERY] = issue_cheque(key, self.wallet.public_key, 1, 1).to_wire()
+            response, _ = connection.ask(request)
+            if "blob_hash" not in response["incoming_blob"]:
+                self.assertEqual(response["incoming_blob"], {"error": DEBT_LIMIT_REACHED})
+                break
+            served += 1
+        connection.close()
+        return served
+
+    def test_new_keys_share_host_limit(self) -> None:
+        """
+        A client that names itself with a new payment key on each connection
+        (paying one micro-point each time) owes its debt limit under each,
+        but its host's keys may owe only L{HOST_DEBT_FACTOR} debt limits in
+        all: past that, a new key from the host is refused at once (the log
+        names the host), while a client on another host is served; once one
+        key pays its debt, the host is served again.
+        """
+        self.assertEqual(HOST_DEBT_FACTOR, 4)
+        served = [self.take("192.0.2.1", 40000 + seed, seed) for seed in range(1, 4)]
+        # 2, 2, then one more: the host owes 5 blobs (less 3 micro-points)
+        self.assertEqual(served, [2, 2, 1])
+        with capturedLogs() as events:
+            self.assertEqual(self.take("192.0.2.1", 40010, 10), 0)
+        refusals = [e for e in events if "Refusing blob" in e.get("log_format", "")]
+        self.assertIn("peer host 192.0.2.1 owes", str(refusals[0]["error"]))
+        self.assertEqual(self.take("192.0.2.1", 40011), 0)
+        self.assertEqual(self.take("192.0.2.7", 40000, 11), 2)
+        # the first key pays what it owes: the host owes 3 blobs, and is served
+        first = NodeKey.from_seed(bytes([1]) * 32)
+        self.assertEqual(self.wallet.unpaid_debt(first.public_hex), 2 * self.cost - 1)
+        connection = self.connect(40020)
+        request = _blob_request(self.blobs[0], RATE)
+        request[CHEQUE_QUERY] = issue_cheque(
+            first, self.wallet.public_key, 2 * self.cost, 2
+        ).to_wire()
+        response, _ = connection.ask(request)
+        self.assertEqual(response["incoming_blob"]["blob_hash"], self.blobs[0])
+
+    def test_throwaway_keys_share_host_limit(self) -> None:
+        """
+        A cheque of one micro-point from a throwaway key moves what the host
+        owed without a key to that key, but the key still counts for the
+        host: its clients without a key get no more than the host limit.
+        """
+        served = 0
+        for seed in range(1, 6):
+            served += self.take("192.0.2.1", 40000 + seed)
+            self.connect(40100 + seed).ask(
+                {"requested_blobs": [],
+                 CHEQUE_QUERY: issue_cheque(NodeKey.from_seed(bytes([seed]) * 32),
+                                            self.wallet.public_key, 1, 1).to_wire()})
+        self.assertEqual(served, 5)
+        self.assertEqual(self.take("192.0.2.7", 40000), 2)
+
+    def test_host_keys_survive_restart(self) -> None:
+        """
+        The keys seen from a host are kept beside the ledger: after the
+        server restarts, a new key from a host over its limit is refused.
+        """
+        for seed in range(1, 4):
+            self.take("192.0.2.1", 40000 + seed, seed)
+        self.wallet.stop()
+        wallet = make_wallet(self, self.clock, SEED_B, self.wallet.ledger_path.parent,
+                             grant=0, debt_limit=self.cost)
+        self.factory = make_server_factory(
+            self.store, self.clock, "addr", 65536, 30.0, 8,
+            wallet=wallet, rates=PaymentRateManager(RATE),
+        )
+        self.wallet = wallet
+        self.assertEqual(self.take("192.0.2.1", 40010, 10), 0)
+        self.assertEqual(self.take("192.0.2.1", 40011), 0)
+        self.assertEqual(self.take("192.0.2.7", 40012, 12), 2)
 
     def test_ipv6_clients_owe_per_network(self) -> None:
         """
