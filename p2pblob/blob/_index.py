@@ -16,6 +16,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from p2pblob._sqlite import transaction
+
 __all__ = ["BlobIndex", "ROLE_PUBLISHED", "ROLE_DOWNLOADED"]
 
 ROLE_PUBLISHED = "published"
@@ -88,13 +90,8 @@ class BlobIndex:
         is in autocommit mode, in which C{with connection} would commit each
         statement on its own: hundreds of commits for one stream.)
         """
-        self._db.execute("BEGIN")
-        try:
+        with transaction(self._db):
             yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
 
     # blobs
 

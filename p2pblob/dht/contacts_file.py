@@ -7,12 +7,13 @@ node can rejoin the network without its bootstrap nodes.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Iterable
+from contextlib import closing
 from pathlib import Path
 
 from twisted.logger import Logger
 
+from p2pblob._sqlite import transaction
 from p2pblob.dht.constants import HASH_LENGTH
 from p2pblob.dht.contact import Contact
 
@@ -32,26 +33,11 @@ CREATE TABLE contact (
 """
 
 
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    """
-    Run the statements of the block as one transaction on C{db}, a
-    connection in autocommit mode.
-    """
-    db.execute("BEGIN")
-    try:
-        yield
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
-    db.execute("COMMIT")
-
-
 def _write_contacts(path: Path, rows: list[tuple[bytes, str, int]]) -> None:
     with closing(sqlite3.connect(str(path), isolation_level=None)) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
-        with _transaction(db):
+        with transaction(db):
             db.execute("DROP TABLE IF EXISTS contact")
             db.execute(_CREATE)
             db.executemany(

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
+from p2pblob._sqlite import transaction
 from p2pblob.errors import LedgerError
 from p2pblob.wallet.ledger import Ledger
 
@@ -107,9 +108,8 @@ class HostKeys:
             return
         try:
             with self._open() as db:
-                db.execute("BEGIN IMMEDIATE")
-                db.executemany(query, rows)
-                db.execute("COMMIT")
+                with transaction(db, "BEGIN IMMEDIATE"):
+                    db.executemany(query, rows)
         except sqlite3.Error as e:
             raise LedgerError(f"cannot write {self._path}: {e}") from None
 

@@ -65,6 +65,7 @@ from pathlib import Path
 
 from twisted.internet.defer import Deferred
 
+from p2pblob._sqlite import transaction
 from p2pblob._threads import BlockingRunner
 from p2pblob.errors import LedgerError, ReservationError
 from p2pblob.wallet._schema import APPLICATION_ID, FAULT_POINTS, SCHEMA, SCHEMA_VERSION
@@ -253,13 +254,8 @@ class Ledger:
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with transaction(self._db, "BEGIN IMMEDIATE"):
                     yield
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
             finally:
                 if durable:
                     self._db.execute("PRAGMA synchronous=NORMAL")
