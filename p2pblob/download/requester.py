@@ -67,8 +67,7 @@ from p2pblob.peer.wire import RATE_ACCEPTED
 from p2pblob.stream.descriptor import BlobInfo
 
 if TYPE_CHECKING:
-    from p2pblob.wallet.accounts import ReservedPoints
-    from p2pblob.wallet.paying import DownloadPayments
+    from p2pblob.wallet.paying import BlobShare, DownloadPayments
 
 __all__ = ["BlobRequester"]
 
@@ -112,7 +111,7 @@ class _InFlight:
         peer: Peer,
         request: ClientBlobRequest,
         started: float,
-        reservation: ReservedPoints | None = None,
+        reservation: BlobShare | None = None,
     ) -> None:
         self.info = info
         self.peer = peer

@@ -47,6 +47,7 @@ FAULT_POINTS: dict[str, tuple[str, ...]] = {
     "release": ("release:deleted", "release:committed"),
     "reserve": ("reserve:checked", "reserve:inserted", "reserve:committed"),
     "cancel": ("cancel:deleted", "cancel:committed"),
+    "shrink": ("shrink:updated", "shrink:committed"),
     "pay": (
         "pay:begin",
         "pay:reservation-released",

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from ipaddress import IPv6Address, IPv6Network, ip_address
 from typing import Any
 
@@ -75,7 +76,12 @@ def client_host(peer: object) -> str:
         C{[host]:port}, or a bare host).
     @raise TypeError: C{peer} is neither.
     """
-    host = _host_of(peer)
+    return _host_name(_host_of(peer))
+
+
+@lru_cache(maxsize=1024)
+def _host_name(host: str) -> str:
+    # (a server names each client several times per blob it serves)
     try:
         ip = ip_address(host)
     except ValueError:

@@ -32,8 +32,13 @@ Surviving a power cut needs the write-ahead log on the disk (an fsync),
 which takes a millisecond or more; so only what must survive one waits for
 it:
 
-  - being paid (L{Ledger.receive}) and creating the ledger commit with
-    C{synchronous=FULL}: a receipt we send is a promise;
+  - creating the ledger commits with C{synchronous=FULL};
+  - being paid (L{Ledger.receive}) does too, unless the caller syncs soon
+    after in another thread (C{durable=False}; the wallet does, with the
+    next fsync of its payments): the receipt may then leave before the
+    cheque is on the disk.  A power cut in between loses nothing but time:
+    the payer sends its latest cheque again on its next connection, and a
+    cumulative cheque pays for every earlier one;
   - a payment (L{Ledger.pay}) commits without waiting, but its cheque must
     not leave the node before it is on the disk (else, after a power cut,
     its sequence number could be issued again for another total):
@@ -108,6 +113,10 @@ class Ledger:
         # and, for those payees, the latest one that is (or None)
         self._unsynced: dict[bytes, Cheque] = {}
         self._synced: dict[bytes, Cheque | None] = {}
+        # what peers owe and paid, as last read (the server asks before and
+        # after each blob it serves); a change forgets what it touches
+        self._owed: dict[str, int] = {}
+        self._paid: dict[str, int] = {}
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
         except sqlite3.Error as e:
@@ -341,13 +350,21 @@ class Ledger:
         The micro-points C{peer} (a key in hex, or an address) owes us for
         blobs served, in all.
         """
-        return self._one("SELECT coalesce(max(amount), 0) FROM expected WHERE peer = ?", peer)
+        owed = self._owed.get(peer)
+        if owed is None:
+            owed = self._one("SELECT coalesce(max(amount), 0) FROM expected WHERE peer = ?", peer)
+            _remember(self._owed, peer, owed)
+        return owed
 
     def paid_by(self, peer: str) -> int:
         """
         The micro-points C{peer} (a key in hex) has paid us, in all.
         """
-        return self._one("SELECT coalesce(max(total), 0) FROM payer WHERE payer = ?", peer)
+        paid = self._paid.get(peer)
+        if paid is None:
+            paid = self._one("SELECT coalesce(max(total), 0) FROM payer WHERE payer = ?", peer)
+            _remember(self._paid, peer, paid)
+        return paid
 
     def summary(self) -> LedgerSummary:
         """
@@ -401,6 +418,26 @@ class Ledger:
             self._fault("cancel:deleted")
         return cursor.rowcount > 0
 
+    def shrink(self, identifier: int, amount: int) -> bool:
+        """
+        Release part of a reservation: it holds C{amount} micro-points
+        after (none: it is closed).
+
+        @return: whether it was open and held at least C{amount}.
+        """
+        if amount < 0:
+            raise ValueError("a reservation cannot hold a negative amount")
+        with self._transaction("shrink"):
+            if amount:
+                cursor = self._db.execute(
+                    "UPDATE reservation SET amount = ? WHERE id = ? AND amount >= ?",
+                    (amount, identifier, amount),
+                )
+            else:
+                cursor = self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
+            self._fault("shrink:updated")
+        return cursor.rowcount > 0
+
     def release_reservations(self) -> int:
         """
         Release every reservation (at start-up: the payments they were made
@@ -413,28 +450,42 @@ class Ledger:
             self._fault("release:deleted")
         return cursor.rowcount
 
-    def pay(self, identifier: int, amount: int, payee: bytes, now: float) -> Cheque:
+    def pay(
+        self, identifier: int, amount: int, payee: bytes, now: float, keep: int = 0
+    ) -> Cheque:
         """
         Pay C{amount} micro-points to C{payee} from reservation
-        C{identifier}, releasing the rest of the reservation: one
-        transaction releases it, debits the balance and records the new
-        cumulative cheque, which is returned (and kept, undelivered, until
-        L{delivered} is called).  The commit does not wait for the disk: the
-        cheque may be sent once L{sync} or L{sync_in} has put it there.
+        C{identifier}, releasing the rest of the reservation but C{keep}
+        micro-points: one transaction releases it, debits the balance and
+        records the new cumulative cheque, which is returned (and kept,
+        undelivered, until L{delivered} is called).  The commit does not
+        wait for the disk: the cheque may be sent once L{sync} or
+        L{sync_in} has put it there.
 
+        @param keep: what stays reserved, to pay more from later (none:
+            the reservation is closed).
         @raise ReservationError: the reservation is not open, or holds less
-            than C{amount}.
+            than C{amount} and C{keep}.
         """
+        if amount < 0 or keep < 0:
+            raise ReservationError("cannot pay or keep a negative amount")
         with self._transaction("pay"):
             row = self._db.execute(
                 "SELECT amount FROM reservation WHERE id = ?", (identifier,)
             ).fetchone()
             if row is None:
                 raise ReservationError("it was already paid or cancelled")
-            if amount < 0 or amount > row[0]:
-                raise ReservationError(f"{amount} micro-points asked of {row[0]} reserved")
+            if amount + keep > row[0]:
+                raise ReservationError(
+                    f"{amount} micro-points asked (and {keep} kept) of {row[0]} reserved"
+                )
             self._fault("pay:begin")
-            self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
+            if keep:
+                self._db.execute(
+                    "UPDATE reservation SET amount = ? WHERE id = ?", (keep, identifier)
+                )
+            else:
+                self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
             self._fault("pay:reservation-released")
             self._db.execute("UPDATE account SET balance = balance - ?", (amount,))
             self._fault("pay:balance-debited")
@@ -472,7 +523,9 @@ class Ledger:
             )
             self._fault("deliver:marked")
 
-    def receive(self, cheque: Cheque, now: float, bind: str | None = None) -> int | None:
+    def receive(
+        self, cheque: Cheque, now: float, bind: str | None = None, durable: bool = True
+    ) -> int | None:
         """
         Accept a cheque paid to us: check it, then, in one transaction,
         record it and credit what it adds (L{credit_for}).
@@ -480,6 +533,8 @@ class Ledger:
         @param bind: an address the payer was known by until now: what it
             owes under that address is moved to its key (done even if the
             cheque adds nothing: a valid signature shows who is paying).
+        @param durable: whether the commit waits for the disk (else call
+            L{sync} or L{sync_in} soon).
         @return: the micro-points credited, or L{None} if the cheque is not
             new (a replay, an older or equal cheque): nothing is credited.
         @raise p2pblob.errors.BadChequeError: the cheque pays another key or
@@ -487,7 +542,8 @@ class Ledger:
         """
         check_cheque(cheque, self.owner)
         payer = cheque.payer.hex()
-        with self._transaction("receive", durable=True):
+        self._forget(payer, bind)
+        with self._transaction("receive", durable=durable):
             self._fault("receive:verified")
             last = self._db.execute(
                 "SELECT total, sequence FROM payer WHERE payer = ?", (payer,)
@@ -515,6 +571,7 @@ class Ledger:
         """
         if amount < 0:
             raise ValueError("cannot expect a negative amount")
+        self._forget(peer)
         with self._transaction("expect"):
             self._db.execute(
                 "INSERT INTO expected (peer, amount, updated_on) VALUES (?, ?, ?) "
@@ -531,8 +588,19 @@ class Ledger:
         """
         if old == new:
             return
+        self._forget(old, new)
         with self._transaction("merge"):
             self._move_expected(old, new, now)
+
+    def _forget(self, *peers: str | None) -> None:
+        """
+        Forget what C{peers} owe and paid, as a change to it begins (read
+        again after: a change that fails changes nothing).
+        """
+        for peer in peers:
+            if peer is not None:
+                self._owed.pop(peer, None)
+                self._paid.pop(peer, None)
 
     def _move_expected(self, old: str, new: str, now: float) -> None:
         row = self._db.execute(
@@ -547,3 +615,14 @@ class Ledger:
                 (new, row[0], now),
             )
         self._fault("merge:added")
+
+
+# peers whose debts the ledger remembers at most (a server has few clients
+# at a time; this bounds what a stream of new ones costs)
+_REMEMBERED = 4096
+
+
+def _remember(memory: dict[str, int], peer: str, value: int) -> None:
+    if len(memory) >= _REMEMBERED:
+        memory.clear()
+    memory[peer] = value

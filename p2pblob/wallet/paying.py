@@ -13,7 +13,9 @@ C{"blob_data_payment_rate": 0.0} about prices on the wire.
 
 The exchange of one paid blob, on one connection::
 
-    client: reserve blob_cost(max_bytes, R)            (or: not enough points)
+    client: set aside blob_cost(max_bytes, R) from the points reserved
+            for that peer (reserving 8 blobs' worth when they run out;
+            or: not enough points)
     client: {"requested_blobs": [...], "lbrycrd_address": true,
              "blob_data_payment_rate": R, "requested_blob": H,
              "p2pblob_payment_key": true,              (until the key is known)
@@ -22,9 +24,9 @@ The exchange of one paid blob, on one connection::
             {..., "incoming_blob": {"blob_hash": H, "length": n},
              "p2pblob_payment_key": "<hex>", "p2pblob_cheque": {receipt}} + n bytes
     server: once the n bytes are sent: expect blob_cost(n, R) from the peer
-    client: the blob is verified: pay blob_cost(n, R) from the reservation
-            (a new cumulative cheque, queued); or cancel the reservation if
-            the blob did not come
+    client: the blob is verified: pay blob_cost(n, R) from what was set
+            aside (a new cumulative cheque, queued), the rest going back to
+            the reservation; or give it all back if the blob did not come
     client: once the payment is on the disk (payments share one fsync, in
             the wallet's thread, some 50 ms after the first: so one cheque
             pays for several blobs), the cheque rides on the next request
@@ -45,8 +47,10 @@ connection carries the latest cheque again).
 from __future__ import annotations
 
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -60,14 +64,68 @@ from p2pblob.wallet.exchange import CHEQUE_QUERY
 from p2pblob.wallet.units import blob_cost, format_points, to_micro
 from p2pblob.wallet.wallet import Wallet
 
-__all__ = ["DownloadPayments"]
+__all__ = ["BlobShare", "DownloadPayments"]
 
 _log = Logger()
+
+
+# One reservation in the ledger sets points aside for this many blobs from
+# a peer (each blob then takes its share, and is paid from it), so that a
+# paid download writes the ledger about once per blob, not twice.
+FLOAT_BLOBS = 8
+
+# A reservation no blob takes a share of for this long is released.
+FLOAT_IDLE = 1.0
+
+
+@dataclass(eq=False)
+class _Float:
+    """
+    A reservation in the ledger from which the blobs of one peer take
+    their shares.
+
+    @ivar held: micro-points it holds in the ledger.
+    @ivar free: of those, micro-points no blob has taken.
+    @ivar shares: blobs whose share is neither paid nor returned.
+    @ivar retired: no new blob takes a share of it; it is released as its
+        shares are paid or returned.
+    """
+
+    peer: Any
+    reservation: ReservedPoints
+    held: int
+    free: int
+    shares: int = 0
+    retired: bool = False
+    idle: IDelayedCall | None = None
+
+
+@dataclass(eq=False, frozen=True)
+class BlobShare:
+    """
+    What one blob request set aside: its share of a reservation.
+
+    @ivar micro: the micro-points set aside.
+    """
+
+    source: _Float
+    micro: int
+
+    @property
+    def peer(self) -> Any:
+        return self.source.peer
 
 
 class DownloadPayments:
     """
     The payments of a downloader that offers C{offer} points per MiB.
+
+    Points are reserved in the ledger for L{FLOAT_BLOBS} blobs from a peer
+    at once (or, if the wallet holds less, for one), and each blob request
+    takes its share; a blob is paid from its share, the rest of which goes
+    back to the reservation.  A reservation is released once no blob has
+    taken a share of it for L{FLOAT_IDLE} seconds, and a wallet that cannot
+    cover a blob first releases what its idle reservations hold.
 
     @ivar offer: the rate offered, as it goes on the wire.
     @ivar rate: the same, in micro-points per MiB.
@@ -81,10 +139,13 @@ class DownloadPayments:
         self.offer = float(offer)
         self.rate = to_micro(self.offer)
         self.paid_micro = 0
+        self._clock = wallet.clock
+        # the reservation each peer's blobs take their shares of
+        self._floats: dict[Any, _Float] = {}
         # the sequence of the latest cheque each connection carried
         self._carried: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
-    def reserve(self, peer: Any, length: int | None) -> ReservedPoints:
+    def reserve(self, peer: Any, length: int | None) -> BlobShare:
         """
         Set aside what a blob of C{length} bytes (L{None}: unknown, up to
         the largest blob) costs from C{peer}.
@@ -93,38 +154,110 @@ class DownloadPayments:
             cover it.
         """
         needed = blob_cost(MAX_BLOB_SIZE if length is None else length, self.rate)
-        reservation = self.wallet.reserve_micro(peer, needed)
+        source = self._floats.get(peer)
+        if source is None or source.free < needed:
+            if source is not None:
+                self._retire(source)
+            source = self._open(peer, needed)
+        source.free -= needed
+        source.shares += 1
+        if source.idle is not None and source.idle.active():
+            source.idle.cancel()
+        source.idle = None
+        return BlobShare(source, needed)
+
+    def _open(self, peer: Any, needed: int) -> _Float:
+        reservation = self.wallet.reserve_micro(peer, needed * FLOAT_BLOBS)
+        if reservation is None:
+            for other in list(self._floats.values()):
+                self._retire(other)
+            reservation = self.wallet.reserve_micro(peer, needed)
         if reservation is None:
             raise InsufficientFundsError(needed, self.wallet.ledger.available())
-        return reservation
+        source = _Float(peer, reservation, reservation.micro, reservation.micro)
+        self._floats[peer] = source
+        return source
 
-    def pay(self, reservation: ReservedPoints, length: int) -> Cheque | None:
+    def _retire(self, source: _Float) -> None:
         """
-        Pay for C{length} bytes received from the reservation's peer; the
-        rest of the reservation is released.  A peer without a payment key
-        (an LBRY peer: it never asked for payment) is not paid.
+        Take no more shares of C{source}: release what no blob has taken.
+        """
+        source.retired = True
+        if self._floats.get(source.peer) is source:
+            del self._floats[source.peer]
+        if source.idle is not None and source.idle.active():
+            source.idle.cancel()
+        source.idle = None
+        if not source.free:
+            return
+        source.held -= source.free
+        source.free = 0
+        try:
+            self.wallet.shrink_reservation(source.reservation, source.held)
+        except PaymentError as e:
+            _log.warn("Could not release reserved points: {error}", error=e)
+
+    def _left(self, share: BlobShare, spent: int) -> int:
+        """
+        What the share's reservation holds once C{share} is paid
+        (C{spent} micro-points of it) or returned (0 spent): the rest of the
+        share goes back to it, unless it is retired.
+        """
+        source = share.source
+        return source.held - (share.micro if source.retired else spent)
+
+    def _settled(self, share: BlobShare, spent: int) -> None:
+        source = share.source
+        source.held = self._left(share, spent)
+        source.shares -= 1
+        if not source.retired:
+            source.free += share.micro - spent
+            if source.shares == 0:
+                source.idle = self._clock.callLater(FLOAT_IDLE, self._release_idle, source)
+
+    def _release_idle(self, source: _Float) -> None:
+        source.idle = None
+        if source.shares == 0 and not source.retired:
+            self._retire(source)
+
+    def pay(self, share: BlobShare, length: int) -> Cheque | None:
+        """
+        Pay for C{length} bytes received from the share's peer; the rest of
+        the share goes back to its reservation.  A peer without a payment
+        key (an LBRY peer: it never asked for payment) is not paid.
         """
         cost = blob_cost(length, self.rate)
+        if cost > share.micro:
+            _log.warn("Could not pay {peer}: {length} bytes cost more than was reserved",
+                      peer=str(share.peer), length=length)
+            self.cancel(share)
+            return None
         try:
-            cheque = self.wallet.send_micro(reservation, cost)
+            cheque = self.wallet.send_micro(
+                share.source.reservation, cost, keep=self._left(share, cost)
+            )
         except UnknownPayeeError:
-            self.cancel(reservation)
+            self.cancel(share)
             return None
         except PaymentError as e:
-            _log.warn("Could not pay {peer}: {error}", peer=str(reservation.peer), error=e)
-            self.cancel(reservation)
+            _log.warn("Could not pay {peer}: {error}", peer=str(share.peer), error=e)
+            self.cancel(share)
             return None
+        self._settled(share, cost)
         self.paid_micro += cost
         return cheque
 
-    def cancel(self, reservation: ReservedPoints) -> None:
+    def cancel(self, share: BlobShare) -> None:
         """
-        Release a reservation: the blob did not come.
+        Return a share: the blob did not come.
         """
-        try:
-            self.wallet.cancel_point_reservation(reservation)
-        except PaymentError as e:
-            _log.warn("Could not release a reservation: {error}", error=e)
+        source = share.source
+        self._settled(share, 0)
+        if source.retired:
+            try:
+                self.wallet.shrink_reservation(source.reservation, source.held)
+            except PaymentError as e:
+                _log.warn("Could not release reserved points: {error}", error=e)
 
     def add_requests(self, peer: Any, protocol: IRequestSender) -> None:
         """

@@ -93,10 +93,11 @@ class Wallet(Service):
     @param debt_limit: micro-points a peer may owe us before we stop
         serving it, or L{None} for no limit.
     @param fault: passed to the L{Ledger}, for crash tests.
-    @param sync_worker: the thread in which payments are put on the disk,
-        L{SYNC_INTERVAL} seconds after the first of them, all at once (the
-        wallet starts and stops it); without one, each payment waits for
-        the disk before L{send_micro} returns.
+    @param sync_worker: the thread in which payments made and received
+        are put on the disk, L{SYNC_INTERVAL} seconds after the first of
+        them, all at once (the wallet starts and stops it); without one,
+        each payment waits for the disk before L{send_micro} or
+        L{receive_cheque} returns.
     """
 
     name = "wallet"
@@ -163,6 +164,13 @@ class Wallet(Service):
     def stopService(self) -> None:
         super().stopService()
         self.stop()
+
+    @property
+    def clock(self) -> IReactorTime:
+        """
+        The clock the wallet dates its records by.
+        """
+        return self._clock
 
     @property
     def ledger(self) -> Ledger:
@@ -280,16 +288,34 @@ class Wallet(Service):
             return None
         return ReservedPoints(identifier, account, micro, peer)
 
-    def send_micro(self, reserved_points: ReservedPoints, micro: int) -> Cheque | None:
+    def shrink_reservation(self, reserved_points: ReservedPoints, micro: int) -> None:
+        """
+        Release part of a reservation: it holds C{micro} micro-points after
+        (0: it is closed).
+
+        @raise ReservationError: the reservation is not open, or holds less
+            than C{micro}.
+        """
+        if not self.ledger.shrink(reserved_points.identifier, micro):
+            raise ReservationError(
+                f"it was already paid or cancelled, or holds less than {format_points(micro)}"
+            )
+
+    def send_micro(
+        self, reserved_points: ReservedPoints, micro: int, keep: int = 0
+    ) -> Cheque | None:
         """
         Pay C{micro} micro-points to the reservation's peer, releasing the
-        rest of the reservation, and queue the new cheque for it (it may be
-        sent once it is on the disk: L{sendable_cheque_for}).
+        rest of the reservation but C{keep} micro-points, and queue the new
+        cheque for it (it may be sent once it is on the disk:
+        L{sendable_cheque_for}).
 
+        @param keep: micro-points that stay reserved, to pay the same peer
+            again from the same reservation.
         @return: the new cheque, or L{None} if C{micro} is 0 (the
-            reservation is only released).
+            reservation is only shrunk to C{keep}).
         @raise ReservationError: the reservation is not open or holds less
-            than C{micro}; nothing changes.
+            than C{micro} and C{keep}; nothing changes.
         @raise UnknownPayeeError: the peer's payment key is not known; the
             reservation stays open (cancel it, or pay once the key is
             known).
@@ -298,28 +324,37 @@ class Wallet(Service):
         held = ledger.reservation(reserved_points.identifier)
         if held is None:
             raise ReservationError("it was already paid or cancelled")
-        if not 0 <= micro <= held[1]:
+        if micro < 0 or keep < 0 or micro + keep > held[1]:
             raise ReservationError(
-                f"{format_points(micro)} points asked of {format_points(held[1])} reserved"
+                f"{format_points(micro)} points asked (and {format_points(keep)} kept) of "
+                f"{format_points(held[1])} reserved"
             )
         if micro == 0:
-            ledger.cancel(reserved_points.identifier)
+            ledger.shrink(reserved_points.identifier, keep)
             return None
         payee = self.peer_key(reserved_points.account)
         if payee is None:
             raise UnknownPayeeError(reserved_points.account)
         if payee == self.public_key:
             raise PaymentError("this node cannot pay itself")
-        cheque = ledger.pay(reserved_points.identifier, micro, payee, self._clock.seconds())
+        cheque = ledger.pay(reserved_points.identifier, micro, payee, self._clock.seconds(), keep)
         _log.debug("Paid {amount} points to {payee} (cheque {sequence}, {total} in all)",
                    amount=format_points(micro), payee=payee.hex()[:16],
                    sequence=cheque.sequence, total=format_points(cheque.total))
         if self._sync_worker is None:
             ledger.sync()
             self._queued([cheque])
-        elif self._sync_call is None:
-            self._sync_call = self._clock.callLater(SYNC_INTERVAL, self._sync)
+        else:
+            self._sync_soon()
         return cheque
+
+    def _sync_soon(self) -> None:
+        """
+        Put the ledger on the disk in L{SYNC_INTERVAL} seconds, in the sync
+        worker's thread, with whatever else changes by then.
+        """
+        if self._sync_worker is not None and self._sync_call is None:
+            self._sync_call = self._clock.callLater(SYNC_INTERVAL, self._sync)
 
     def _sync(self) -> None:
         self._sync_call = None
@@ -437,7 +472,13 @@ class Wallet(Service):
         was_serving = self.may_serve(account) and (
             bind is None or (self.may_serve(bind) and self.may_serve(host))
         )
-        credit = ledger.receive(cheque, self._clock.seconds(), host)
+        # with a sync worker, the cheque goes on the disk with the next
+        # batch of payments, off the reactor thread
+        credit = ledger.receive(
+            cheque, self._clock.seconds(), host, durable=self._sync_worker is None
+        )
+        if credit is not None:
+            self._sync_soon()
         if bind is not None:
             ledger.merge_expected(bind, account, self._clock.seconds())
             self._names.learn(bind, cheque.payer)

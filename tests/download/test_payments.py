@@ -24,7 +24,7 @@ from p2pblob.peer.wire import CLIENT_MAX_REQUEST_SIZE, encode_request
 from p2pblob.testing import MemoryBlobStore
 from p2pblob.wallet.exchange import CHEQUE_QUERY, PAYMENT_KEY_QUERY
 from p2pblob.wallet.keys import NodeKey
-from p2pblob.wallet.paying import DownloadPayments
+from p2pblob.wallet.paying import FLOAT_IDLE, DownloadPayments
 from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.units import MICRO, blob_cost, to_micro
 from p2pblob.wallet.wallet import Wallet
@@ -82,6 +82,7 @@ class PaidSwarmTests(_PaidSwarm):
         cost = self.expected_cost()
         self.assertEqual(payments.paid_micro, cost)
         self.assertEqual(self.client_wallet.ledger.balance(), 100 * MICRO - cost)
+        self.harness.clock.advance(FLOAT_IDLE)
         self.assertEqual(self.client_wallet.ledger.reserved(), 0)
         self.assertEqual(seller.ledger.balance(), cost)
         self.assertEqual(seller.unpaid_debt(self.client_wallet.public_hex), 0)
@@ -124,6 +125,7 @@ class PaidSwarmTests(_PaidSwarm):
         self.successResultOf(self.download(payments))
         self.assertEqual(payments.paid_micro, 0)
         self.assertEqual(self.client_wallet.ledger.balance(), 100 * MICRO)
+        self.harness.clock.advance(FLOAT_IDLE)
         self.assertEqual(self.client_wallet.ledger.reserved(), 0)
 
     def test_insufficient_funds(self) -> None:

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +40,10 @@ class Seeder:
     """
     A C{twistd -n p2pblob} process serving a data directory on an
     ephemeral port of 127.0.0.1.
+
+    A thread reads its log as it comes into L{output}: a node whose log
+    nobody reads would block once the pipe is full, and a long transfer
+    logs more than a pipe holds.
     """
 
     def __init__(self, data_dir: Path, *extra: str, env: dict[str, str] | None = None) -> None:
@@ -51,6 +55,9 @@ class Seeder:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         self.output = b""
+        self._grown = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         self.port = int(self._read_until(_PORT).group(1))
 
     @property
@@ -63,25 +70,33 @@ class Seeder:
         """
         return self._read_until(re.compile(pattern), timeout)
 
-    def _read_until(self, pattern: re.Pattern[bytes], timeout: float = 60) -> re.Match[bytes]:
+    def _read(self) -> None:
         assert self.process.stdout is not None
-        selector = selectors.DefaultSelector()
-        selector.register(self.process.stdout, selectors.EVENT_READ)
+        while chunk := self.process.stdout.read1(65536):  # type: ignore[attr-defined]
+            with self._grown:
+                self.output += chunk
+                self._grown.notify_all()
+        with self._grown:
+            self._grown.notify_all()
+
+    def _read_until(self, pattern: re.Pattern[bytes], timeout: float = 60) -> re.Match[bytes]:
         deadline = time.monotonic() + timeout
-        while (match := pattern.search(self.output)) is None:
-            left = deadline - time.monotonic()
-            if left <= 0 or self.process.poll() is not None:
-                raise AssertionError(
-                    f"twistd p2pblob never logged {pattern.pattern!r}:\n{self.output.decode()}"
-                )
-            if selector.select(left):
-                self.output += self.process.stdout.read1(65536)  # type: ignore[attr-defined]
+        with self._grown:
+            while (match := pattern.search(self.output)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._reader.is_alive():
+                    raise AssertionError(
+                        f"twistd p2pblob never logged {pattern.pattern!r}:\n"
+                        f"{self.output.decode()}"
+                    )
+                self._grown.wait(min(left, 1.0))
         return match
 
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(30)
+        self._reader.join(30)
 
     def stop(self) -> int:
         """
@@ -89,8 +104,8 @@ class Seeder:
         """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        rest, _ = self.process.communicate(timeout=60)
-        self.output += rest or b""
+        self.process.wait(60)
+        self._reader.join(30)
         return self.process.returncode
 
 

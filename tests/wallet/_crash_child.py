@@ -98,6 +98,16 @@ def _pay_again(setup: Ledger) -> Callable[[Ledger], object]:
     return lambda ledger: ledger.pay(rid or 0, 300, B.public_key, NOW)
 
 
+def _pay_keep(setup: Ledger) -> Callable[[Ledger], object]:
+    rid = setup.reserve("peer", 300, NOW)
+    return lambda ledger: ledger.pay(rid or 0, 120, B.public_key, NOW, keep=150)
+
+
+def _shrink(setup: Ledger) -> Callable[[Ledger], object]:
+    rid = setup.reserve("peer", 300, NOW)
+    return lambda ledger: ledger.shrink(rid or 0, 100)
+
+
 def _deliver(setup: Ledger) -> Callable[[Ledger], object]:
     rid = setup.reserve("peer", 100, NOW)
     cheque = setup.pay(rid or 0, 100, B.public_key, NOW)
@@ -134,6 +144,8 @@ SCENARIOS: dict[str, Scenario] = {
     "release": _release,
     "pay": _pay,
     "pay-again": _pay_again,
+    "pay-keep": _pay_keep,
+    "shrink": _shrink,
     "deliver": _deliver,
     "receive": _receive,
     "receive-more": _receive_more,

@@ -88,6 +88,12 @@ class CrashTests(SynchronousTestCase):
     def test_pay_again(self) -> None:
         self.check("pay-again")
 
+    def test_pay_keep(self) -> None:
+        self.check("pay-keep")
+
+    def test_shrink(self) -> None:
+        self.check("shrink")
+
     def test_deliver(self) -> None:
         self.check("deliver")
 

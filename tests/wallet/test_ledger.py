@@ -220,6 +220,46 @@ class PayingTests(_LedgerCase):
         self.assertIsNone(self.ledger.payee(B.public_key))
         self.assertConsistent()
 
+    def test_pay_keeping_some(self) -> None:
+        """
+        A payment may keep part of the reservation reserved, to pay the
+        same peer again from it; it cannot keep more than is left.
+        """
+        rid = self.ledger.reserve("p", 300, 1.0)
+        assert rid is not None
+        first = self.ledger.pay(rid, 100, B.public_key, 2.0, keep=150)
+        self.assertEqual(self.ledger.reservation(rid), ("p", 150))
+        self.assertEqual((self.ledger.balance(), self.ledger.reserved()), (GRANT - 100, 150))
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(rid, 100, B.public_key, 3.0, keep=51)
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(rid, 10, B.public_key, 3.0, keep=-1)
+        second = self.ledger.pay(rid, 100, B.public_key, 3.0, keep=50)
+        self.assertEqual((first.total, second.total, second.sequence), (100, 200, 2))
+        self.ledger.pay(rid, 50, B.public_key, 4.0)
+        self.assertIsNone(self.ledger.reservation(rid))
+        self.assertEqual((self.ledger.balance(), self.ledger.reserved()), (GRANT - 250, 0))
+        self.assertConsistent()
+
+    def test_shrink(self) -> None:
+        """
+        Shrinking releases part of a reservation (all of it, down to 0);
+        it cannot grow one, nor touch one that is closed.
+        """
+        rid = self.ledger.reserve("p", 300, 1.0)
+        assert rid is not None
+        self.assertTrue(self.ledger.shrink(rid, 120))
+        self.assertEqual(self.ledger.available(), GRANT - 120)
+        self.assertFalse(self.ledger.shrink(rid, 121))
+        self.assertEqual(self.ledger.reservation(rid), ("p", 120))
+        self.assertTrue(self.ledger.shrink(rid, 0))
+        self.assertIsNone(self.ledger.reservation(rid))
+        self.assertFalse(self.ledger.shrink(rid, 0))
+        with self.assertRaises(ValueError):
+            self.ledger.shrink(rid, -1)
+        self.assertEqual(self.ledger.available(), GRANT)
+        self.assertConsistent()
+
     def test_delivered(self) -> None:
         """
         An acknowledgement covers its cheque and those before it, never a
@@ -302,3 +342,24 @@ class ReceivingTests(_LedgerCase):
         with self.assertRaises(ValueError):
             self.ledger.expect("x", -1, 1.0)
         self.assertConsistent()
+
+    def test_failed_change_read_again(self) -> None:
+        """
+        What peers owe and paid is read again after a change that failed
+        (rolled back), as after one that succeeded: never a value the file
+        does not hold.
+        """
+
+        def fail_at(step: str) -> None:
+            if step in ("expect:added", "receive:credited"):
+                raise sqlite3.OperationalError("disk I/O error")
+
+        ledger = Ledger(self.directory / "failing.sqlite", A, GRANT, 1.0, fail_at)
+        self.addCleanup(ledger.close)
+        self.assertEqual((ledger.expected(B.public_hex), ledger.paid_by(B.public_hex)), (0, 0))
+        with self.assertRaises(LedgerError):
+            ledger.expect(B.public_hex, 5, 1.0)
+        with self.assertRaises(LedgerError):
+            ledger.receive(issue_cheque(B, A.public_key, 20, 1), 1.0)
+        self.assertEqual((ledger.expected(B.public_hex), ledger.paid_by(B.public_hex)), (0, 0))
+        self.assertEqual(ledger.balance(), GRANT)

@@ -6,9 +6,11 @@ between two wallets on one L{Clock}, with real ledger files.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -30,7 +32,7 @@ from p2pblob.peer.peer import Peer
 from p2pblob.wallet.cheques import Cheque, issue_cheque
 from p2pblob.wallet.keys import NodeKey
 from p2pblob.wallet.units import MICRO
-from p2pblob.wallet.wallet import ReservedPoints, Wallet, open_wallet
+from p2pblob.wallet.wallet import SYNC_INTERVAL, ReservedPoints, Wallet, open_wallet
 from tests.wallet._helpers import CLIENT, SEED_A, SEED_B, SEED_C, SERVER, make_wallet
 
 
@@ -206,6 +208,28 @@ class SendTests(_PaymentCase):
         self.assertEqual(self.payer.ledger.reserved(), 0)
         self.assertEqual(self.payer.pending_cheques(), [])
 
+    def test_send_keeping_some(self) -> None:
+        """
+        A payment may keep part of its reservation to pay from again; a
+        reservation may be shrunk, not grown.
+        """
+        reservation = self.payer.reserve_micro(SERVER, 3 * MICRO)
+        assert reservation is not None
+        cheque = self.payer.send_micro(reservation, MICRO, keep=MICRO)
+        assert cheque is not None
+        self.assertEqual(self.payer.ledger.reserved(), MICRO)
+        self.assertIsNone(self.payer.send_micro(reservation, 0, keep=MICRO // 2))
+        self.assertEqual(self.payer.ledger.reserved(), MICRO // 2)
+        with self.assertRaises(ReservationError):
+            self.payer.send_micro(reservation, MICRO // 2, keep=1)
+        with self.assertRaises(ReservationError):
+            self.payer.shrink_reservation(reservation, MICRO)
+        self.payer.shrink_reservation(reservation, 0)
+        self.assertEqual(self.payer.ledger.reserved(), 0)
+        with self.assertRaises(ReservationError):
+            self.payer.shrink_reservation(reservation, 0)
+        self.assertEqual(self.payer.ledger.balance(), 99 * MICRO)
+
     def test_listener_failure(self) -> None:
         """
         A listener that fails is logged; the payment stands.
@@ -219,6 +243,139 @@ class SendTests(_PaymentCase):
         self.assertEqual(self.payer.pending_cheques(), [cheque])
         self.assertEqual(len([e for e in events if e.get("log_failure")]), 1)
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
+
+
+# the values of SQLite's "PRAGMA synchronous"
+NORMAL, FULL = 1, 2
+
+
+class HeldWorker:
+    """
+    A stand-in for the wallet's sync thread (L{p2pblob._threads.ThreadWorker}):
+    it holds each call until the test runs it.
+    """
+
+    def __init__(self) -> None:
+        self.running = False
+        self.calls: list[tuple[Callable[..., Any], Deferred[Any]]] = []
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((lambda: f(*args), d))
+        return d
+
+    def run_all(self) -> None:
+        while self.calls:
+            f, d = self.calls.pop(0)
+            maybeDeferred(f).chainDeferred(d)
+
+
+class SyncWorkerTests(SynchronousTestCase):
+    """
+    A wallet with a sync worker: payments made and received share one
+    fsync, in the worker, and a cheque leaves only once it is on the disk.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.worker = HeldWorker()
+        self.steps: list[tuple[str, int]] = []
+        self.payer = self.wallet(SEED_A, self.worker)
+        self.payee = self.wallet(SEED_B, self.worker)
+        self.payer.learn_peer_key(SERVER, self.payee.public_key)
+
+    def wallet(self, seed: bytes, worker: HeldWorker | None = None) -> Wallet:
+        wallet: Wallet
+
+        def step(name: str) -> None:
+            # how the transaction under way will wait for the disk when it
+            # commits (a setting of the ledger's own connection)
+            if wallet._ledger is not None:
+                (mode,) = wallet._ledger._db.execute("PRAGMA synchronous").fetchone()
+                self.steps.append((name, mode))
+
+        wallet = Wallet(self.clock, NodeKey.from_seed(seed), Path(self.mktemp()) / "l.sqlite",
+                        sync_worker=worker, fault=step)  # type: ignore[arg-type]
+        wallet.start()
+        self.addCleanup(wallet.stop)
+        return wallet
+
+    def pay(self, micro: int) -> Cheque:
+        reservation = self.payer.reserve_micro(SERVER, micro)
+        assert reservation is not None
+        cheque = self.payer.send_micro(reservation, micro)
+        assert cheque is not None
+        return cheque
+
+    def test_payments_share_one_sync(self) -> None:
+        """
+        Payments commit without waiting for the disk; L{SYNC_INTERVAL}
+        seconds after the first, one fsync in the worker puts them all
+        there, and only then is the latest cheque sendable and queued.
+        """
+        queued: list[Cheque] = []
+        self.payer.when_cheque_queued(queued.append)
+        self.pay(MICRO)
+        latest = self.pay(2 * MICRO)
+        self.assertIsNone(self.payer.sendable_cheque_for(SERVER))
+        self.clock.advance(SYNC_INTERVAL - 0.001)
+        self.assertEqual(self.worker.calls, [])
+        self.clock.advance(0.001)
+        self.assertEqual(len(self.worker.calls), 1)
+        self.assertIsNone(self.payer.sendable_cheque_for(SERVER))
+        self.worker.run_all()
+        self.assertEqual(self.payer.sendable_cheque_for(SERVER), latest)
+        self.assertEqual(queued, [latest])
+        pays = [mode for name, mode in self.steps if name == "pay:begin"]
+        self.assertEqual(pays, [NORMAL, NORMAL])
+
+    def test_earlier_cheque_sendable_meanwhile(self) -> None:
+        """
+        While a payment waits for the disk, the cheque before it (on the
+        disk already) is the one that may be sent.
+        """
+        first = self.pay(MICRO)
+        self.clock.advance(SYNC_INTERVAL)
+        self.worker.run_all()
+        self.pay(MICRO)
+        self.assertEqual(self.payer.sendable_cheque_for(SERVER), first)
+
+    def test_received_cheque_synced_in_worker(self) -> None:
+        """
+        A cheque received commits without waiting for the disk (the receipt
+        goes at once), and the next fsync in the worker puts it there.
+        """
+        cheque = self.pay(MICRO)
+        self.clock.advance(SYNC_INTERVAL)
+        self.worker.run_all()
+        self.assertEqual(self.payee.receive_cheque(CLIENT, cheque), MICRO)
+        self.assertIn(("receive:verified", NORMAL), self.steps)
+        self.clock.advance(SYNC_INTERVAL)
+        self.assertEqual(len(self.worker.calls), 1)
+        self.worker.run_all()
+        # a replay credits nothing and needs no sync
+        self.assertEqual(self.payee.receive_cheque(CLIENT, cheque), 0)
+        self.clock.advance(SYNC_INTERVAL)
+        self.assertEqual(self.worker.calls, [])
+
+    def test_received_cheque_durable_without_worker(self) -> None:
+        """
+        Without a sync worker, a cheque received is on the disk before
+        L{Wallet.receive_cheque} returns.
+        """
+        cheque = self.pay(MICRO)
+        self.clock.advance(SYNC_INTERVAL)
+        self.worker.run_all()
+        payee = self.wallet(SEED_B, worker=None)
+        self.assertEqual(payee.receive_cheque(CLIENT, cheque), MICRO)
+        self.assertIn(("receive:verified", FULL), self.steps)
+        self.assertNotIn(("receive:verified", NORMAL), self.steps)
 
 
 class ReceiveTests(_PaymentCase):
