@@ -1,7 +1,7 @@
 """
 What paid mode costs in download throughput, against free mode.
 
-    python benchmarks/payments_overhead.py [--size 512MiB] [--runs 5] [--rate 0.125]
+    python benchmarks/payments_overhead.py [--size 1GiB] [--runs 7] [--rate 0.0625]
 
 One C{twistd p2pblob} seeder on 127.0.0.1 serves a stream of C{--size}
 random bytes; C{p2pblob download} fetches it into a fresh data directory,
@@ -90,10 +90,10 @@ def describe(name: str, times: list[float], size: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--size", default="512MiB", help="size of the stream (default: 512MiB)")
-    parser.add_argument("--runs", type=int, default=5, help="downloads of each kind (default: 5)")
-    parser.add_argument("--rate", default="0.125",
-                        help="points per MiB in paid mode (default: 0.125)")
+    parser.add_argument("--size", default="1GiB", help="size of the stream (default: 1GiB)")
+    parser.add_argument("--runs", type=int, default=7, help="downloads of each kind (default: 7)")
+    parser.add_argument("--rate", default="0.0625",
+                        help="points per MiB in paid mode (default: 0.0625)")
     args = parser.parse_args()
     size = parse_rate(args.size, "size")
     assert size is not None

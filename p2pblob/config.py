@@ -155,6 +155,10 @@ class Config:
         for the blobs it serves; L{None} for the same as C{price}.
     @ivar debt_limit: the points a peer may owe this node before it is sent
         no more blobs.
+    @ivar host_debt_limit: the points all the clients on one host (an IPv4
+        address, or an IPv6 C{/64}) may owe this node in all; L{None} for
+        four times C{debt_limit}
+        (L{p2pblob.wallet.serving.HOST_DEBT_FACTOR}).
     @ivar initial_grant: the points a new wallet starts with.
     """
 
@@ -182,6 +186,7 @@ class Config:
     price: float = 0.0
     min_price: float | None = None
     debt_limit: float = DEFAULT_DEBT_LIMIT
+    host_debt_limit: float | None = None
     initial_grant: float = DEFAULT_INITIAL_GRANT
 
     def __post_init__(self) -> None:
@@ -216,6 +221,7 @@ class Config:
             ("price", self.price, _MAX_PRICE),
             ("min-price", self.min_price, _MAX_PRICE),
             ("debt-limit", self.debt_limit, _MAX_POINTS),
+            ("host-debt-limit", self.host_debt_limit, _MAX_POINTS),
             ("initial-grant", self.initial_grant, _MAX_POINTS),
         ):
             if points is not None and not (math.isfinite(points) and 0 <= points <= most):

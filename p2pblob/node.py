@@ -19,6 +19,7 @@ from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
 from p2pblob.wallet.rates import PaymentRateManager
+from p2pblob.wallet.units import to_micro
 from p2pblob.wallet.wallet import Wallet, open_wallet
 
 __all__ = ["Node", "make_node"]
@@ -105,6 +106,9 @@ def make_node(reactor: Any, config: Config) -> Node:
         rate_limiter=rate_limiter,
         wallet=wallet,
         rates=rates,
+        host_debt_limit=(
+            None if config.host_debt_limit is None else to_micro(config.host_debt_limit)
+        ),
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:

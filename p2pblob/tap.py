@@ -24,6 +24,7 @@ from p2pblob.config import (
 )
 from p2pblob.discovery.static import parse_peer
 from p2pblob.errors import ConfigError
+from p2pblob.wallet.serving import HOST_DEBT_FACTOR
 
 __all__ = ["Options", "config_from", "makeService", "peers_from"]
 
@@ -81,6 +82,10 @@ class Options(usage.Options):
          "[default: the --price]."],
         ["debt-limit", None, f"{DEFAULT_DEBT_LIMIT:g}",
          "Points a peer may owe for blobs served before it is sent no more."],
+        ["host-debt-limit", None, None,
+         "Points all the clients on one host (IPv4 address or IPv6 /64) may owe in all: "
+         "payment keys cost nothing to make, a host does not [default: "
+         f"{HOST_DEBT_FACTOR} x the --debt-limit]."],
         ["initial-grant", None, f"{DEFAULT_INITIAL_GRANT:g}",
          "Points a new wallet starts with."],
     ]
@@ -160,6 +165,10 @@ class Options(usage.Options):
                     else _number(float, self["min-price"], "min-price")
                 ),
                 debt_limit=_number(float, self["debt-limit"], "debt-limit"),
+                host_debt_limit=(
+                    None if self["host-debt-limit"] is None
+                    else _number(float, self["host-debt-limit"], "host-debt-limit")
+                ),
                 initial_grant=_number(float, self["initial-grant"], "initial-grant"),
             )
         except ConfigError as e:

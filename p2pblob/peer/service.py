@@ -42,6 +42,7 @@ def make_server_factory(
     rate_limiter: IRateLimiter | None = None,
     wallet: Wallet | None = None,
     rates: PaymentRateManager | None = None,
+    host_debt_limit: int | None = None,
 ) -> BlobServerFactory:
     """
     A server that answers availability, blob, price and address queries
@@ -53,13 +54,17 @@ def make_server_factory(
     peers that ask its payment key, takes their cheques, records what each
     blob sent costs and refuses blobs to peers over their debt limit.  In
     free mode it answers exactly as lbry-sdk's server does.
+
+    @param host_debt_limit: micro-points the clients of one host may owe in
+        all (L{None}: L{p2pblob.wallet.serving.HOST_DEBT_FACTOR} times the
+        wallet's debt limit).
     """
     blob_requests = BlobRequestHandlerFactory(store, rates)
     payments: list[IQueryHandlerFactory] = []
     if wallet is not None and rates is not None and rates.paid:
         from p2pblob.wallet.serving import BlobCharges, ChequeHandlerFactory
 
-        blob_requests.charges = BlobCharges(wallet, rates)
+        blob_requests.charges = BlobCharges(wallet, rates, host_debt_limit)
         # before the blob requests: a cheque is read before the debt check
         payments = [ChequeHandlerFactory(wallet), wallet.get_wallet_info_query_handler_factory()]
     return BlobServerFactory(

@@ -13,12 +13,27 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from p2pblob.config import Config
 from p2pblob.errors import ConfigError
+from p2pblob.node import Node, make_node
+from p2pblob.peer.handlers import BlobRequestHandlerFactory
 from p2pblob.peer.peer import Peer
 from p2pblob.tap import Options
 from p2pblob.wallet.keys import NodeKey
+from p2pblob.wallet.serving import BlobCharges
+from p2pblob.wallet.units import MICRO
 from p2pblob.wallet.wallet import open_wallet
 from tests._process import p2pblob
 from tests.wallet._helpers import SEED_B
+
+
+def _charges(node: Node) -> BlobCharges:
+    """
+    What the node's peer server charges blobs by.
+    """
+    for factory in node.peer_server.factory.query_handler_factories:
+        if isinstance(factory, BlobRequestHandlerFactory):
+            assert factory.charges is not None
+            return factory.charges
+    raise AssertionError("the server answers no blob requests")
 
 
 class WalletCommandTests(SynchronousTestCase):
@@ -111,9 +126,28 @@ class OptionsTests(SynchronousTestCase):
         options.parseOptions(["--price", "1", "--min-price", "0.25"])
         self.assertEqual(options["config"].accepted_min_price, 0.25)
 
+    def test_host_debt_limit(self) -> None:
+        """
+        What one host's clients may owe in all is four debt limits unless
+        C{--host-debt-limit} says otherwise, and the node's server charges
+        by it.
+        """
+        options = Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--price", "1", "--debt-limit", "2"])
+        self.assertIsNone(options["config"].host_debt_limit)
+        node = make_node(Clock(), options["config"])
+        self.assertEqual(_charges(node).host_limit(), 8 * MICRO)
+        options = Options()
+        options.parseOptions(["--data-dir", self.mktemp(), "--price", "1",
+                              "--host-debt-limit", "2.5"])
+        self.assertEqual(options["config"].host_debt_limit, 2.5)
+        node = make_node(Clock(), options["config"])
+        self.assertEqual(_charges(node).host_limit(), 2_500_000)
+
     def test_refused(self) -> None:
         for arguments in (["--price", "-1"], ["--price", "nan"], ["--min-price", "x"],
                           ["--debt-limit", "inf"], ["--initial-grant", "1e13"],
+                          ["--host-debt-limit", "-2"],
                           ["--price", "2000000"]):
             options = Options()
             with self.assertRaises(usage.UsageError, msg=arguments):
