@@ -8,6 +8,7 @@ and turns errors into one line for the user and an exit status.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from p2pblob.cli._network import peers as peers_from_options
 from p2pblob.cli._progress import DownloadLine, ProgressLine
 from p2pblob.cli._run import Options, run
 from p2pblob.cli._wallet import describe_wallet
-from p2pblob.config import DEFAULT_PEER_LISTEN, Config, parse_rate
+from p2pblob.config import DEFAULT_DEBT_LIMIT, DEFAULT_PEER_LISTEN, Config, parse_rate
 from p2pblob.discovery.combined import CombinedPeerFinder
 from p2pblob.discovery.static import StaticPeerFinder
 from p2pblob.download.downloader import FileStreamDownloader, get_descriptor, tcp_connector
@@ -45,6 +46,7 @@ from p2pblob.stream.creator import publish_file
 from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
 from p2pblob.stream.names import open_new_file, safe_file_name, unique_path
 from p2pblob.wallet.paying import DownloadPayments
+from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.units import format_points
 from p2pblob.wallet.wallet import open_wallet
 
@@ -408,9 +410,38 @@ def download(
     "also $P2PBLOB_BOOTSTRAP).",
 )
 @click.option("--no-dht", is_flag=True, help="Do not join the DHT.")
+@click.option(
+    "--max-upload",
+    metavar="RATE",
+    default=None,
+    help="Most bytes per second to upload, e.g. 10MB or 512KiB; 0 for no limit "
+    "[default: no limit].",
+)
+@click.option(
+    "--price",
+    type=click.FloatRange(min=0.0, max=1e6),
+    default=0.0,
+    show_default=True,
+    help="Points per MiB to charge for the blobs served (the lowest offer accepted), "
+    "paid into the wallet of the data directory; 0 serves for free, to LBRY peers too.",
+)
+@click.option(
+    "--debt-limit",
+    type=click.FloatRange(min=0.0, max=1e12),
+    default=DEFAULT_DEBT_LIMIT,
+    show_default=True,
+    help="Points a peer may owe for blobs served before it is sent no more.",
+)
 @click.pass_obj
 def serve(
-    options: Options, files: tuple[Path, ...], listen: str, bootstrap: tuple[str, ...], no_dht: bool
+    options: Options,
+    files: tuple[Path, ...],
+    listen: str,
+    bootstrap: tuple[str, ...],
+    no_dht: bool,
+    max_upload: str | None,
+    price: float,
+    debt_limit: float,
 ) -> None:
     """
     Publish FILES (if any), then serve every blob in the store to peers
@@ -425,6 +456,15 @@ def serve(
         for file in files:
             _, sd_hash, sd_path = await _publish(store, worker, file, file.parent)
             click.echo(f"{sd_hash}  {file.name} (descriptor {sd_path})")
+        limit = None if max_upload is None else parse_rate(max_upload, "max-upload")
+        rate_limiter = None if limit is None else RateLimiter(reactor, max_upload=limit)
+        wallet, rates = None, None
+        if price > 0:
+            # paid mode: cheques go into the wallet of the data directory
+            wallet = open_wallet(reactor, replace(config, debt_limit=debt_limit))
+            wallet.start()
+            reactor.addSystemEventTrigger("before", "shutdown", wallet.stop)
+            rates = PaymentRateManager(price)
         factory = make_server_factory(
             store,
             reactor,
@@ -432,6 +472,9 @@ def serve(
             config.max_request_size,
             config.idle_timeout,
             config.max_connections_per_ip,
+            rate_limiter=rate_limiter,
+            wallet=wallet,
+            rates=rates,
         )
         try:
             port = await serverFromString(reactor, listen).listen(factory)

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +27,7 @@ from p2pblob.wallet.exchange import CHEQUE_QUERY, DEBT_LIMIT_REACHED, PAYMENT_KE
 from p2pblob.wallet.keys import NodeKey
 from p2pblob.wallet.summary import read_summary
 from p2pblob.wallet.units import MICRO, blob_cost, to_micro
-from tests._process import p2pblob
+from tests._process import environment, p2pblob
 from tests.integration._nodes import Seeder, publish, start_download
 
 SIZE = 20 * 1024 * 1024
@@ -103,6 +108,38 @@ class PaidProcessesTests(SynchronousTestCase):
         shown = p2pblob(downloader_dir, "wallet")
         self.assertEqual(shown.returncode, 0, shown.stderr)
         self.assertIn("balance:", shown.stdout)
+
+    def test_serve_command_paid_and_limited(self) -> None:
+        """
+        C{p2pblob serve --price R --max-upload RATE} charges like the
+        daemon, and uploads no faster than the limit.
+        """
+        serving = subprocess.Popen(
+            [sys.executable, "-m", "p2pblob", "serve", "--listen", "tcp:0:interface=127.0.0.1",
+             "--no-dht", "--price", RATE, "--max-upload", "8MB"],
+            env=environment(self.seed_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        self.addCleanup(lambda: serving.poll() is None and serving.kill())
+        assert serving.stderr is not None
+        line = serving.stderr.readline().decode()
+        found = re.search(r"port=(\d+)", line)
+        assert found is not None, line
+        downloader_dir = self.base / "downloader"
+        started = time.monotonic()
+        process = start_download(downloader_dir, self.sd_file, [f"127.0.0.1:{found.group(1)}"],
+                                 self.base / "out", "--price", RATE)
+        _, err = process.communicate(timeout=300)
+        elapsed = time.monotonic() - started
+        self.assertEqual(process.returncode, 0, err.decode())
+        # 20 MiB at 8 MB/s: 2.6 s, less what the buckets hold at the start
+        self.assertGreater(elapsed, 2.0)
+        serving.send_signal(signal.SIGINT)
+        serving.communicate(timeout=60)
+        self.assertEqual(serving.returncode, 0)
+        rate = to_micro(RATE)
+        cost = sum(blob_cost(info.length, rate) for info in self.descriptor.data_blobs)
+        self.assertEqual(_balance(downloader_dir), GRANT - cost)
+        self.assertEqual(_balance(self.seed_dir), GRANT + cost)
 
     def test_free_downloader_gets_nothing_from_paid_seeder(self) -> None:
         """
