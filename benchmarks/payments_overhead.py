@@ -10,6 +10,12 @@ C{--rate} points per MiB: every blob reserved, paid by cheque, expected and
 checked against the debt limit).  A new wallet holds 100 points, so size x
 rate must fit in them.
 
+The downloads' blobs and files go to a tmpfs (C{--scratch}, /dev/shm by
+default): the disk's writeback of one run's gigabyte would otherwise slow
+whichever run comes next, by more than the difference measured.  Each
+downloader's wallet stays on the disk (its directory is a symbolic link),
+so paid mode pays its real fsyncs.
+
 Each download is a new process in a new data directory, so a paid one also
 pays the one-time costs of a new wallet (its key pair and its ledger file,
 created and synced).  These are timed apart, in this process, and the
@@ -42,17 +48,21 @@ from p2pblob.wallet.ledger import Ledger  # noqa: E402
 from tests.integration._nodes import Seeder, publish, start_download  # noqa: E402
 
 
-def run_once(work: Path, seed_dir: Path, sd_file: Path, paid: bool, rate: str, n: int) -> float:
+def run_once(work: Path, scratch: Path, seed_dir: Path, sd_file: Path, paid: bool, rate: str,
+             n: int) -> float:
     price = ["--price", rate] if paid else []
     seeder = Seeder(seed_dir, *price, "--debt-limit", "1e9")
+    name = f"dl-{'paid' if paid else 'free'}-{n}"
+    downloader = scratch / name
     try:
-        downloader = work / f"dl-{'paid' if paid else 'free'}-{n}"
-        extra = [*price, "--no-dht"]
-        if paid:
-            downloader.mkdir(parents=True)
+        downloader.mkdir(parents=True)
+        if scratch != work:
+            # the wallet stays on the disk, its fsyncs with it
+            (work / name).mkdir()
+            (downloader / "wallet").symlink_to(work / name)
         started = time.monotonic()
-        process = start_download(downloader, sd_file, [seeder.address], work / f"out-{n}",
-                                 *extra)
+        process = start_download(downloader, sd_file, [seeder.address], scratch / f"out-{n}",
+                                 *price, "--no-dht", debug=False)
         _, err = process.communicate(timeout=3600)
         elapsed = time.monotonic() - started
         if process.returncode != 0:
@@ -61,8 +71,9 @@ def run_once(work: Path, seed_dir: Path, sd_file: Path, paid: bool, rate: str, n
     finally:
         seeder.kill()
         # (each run's copy would fill the disk over many runs)
-        shutil.rmtree(work / f"dl-{'paid' if paid else 'free'}-{n}", ignore_errors=True)
-        shutil.rmtree(work / f"out-{n}", ignore_errors=True)
+        shutil.rmtree(downloader, ignore_errors=True)
+        shutil.rmtree(work / name, ignore_errors=True)
+        shutil.rmtree(scratch / f"out-{n}", ignore_errors=True)
 
 
 def new_wallet_time(work: Path, runs: int = 5) -> float:
@@ -92,6 +103,9 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", default="1GiB", help="size of the stream (default: 1GiB)")
     parser.add_argument("--runs", type=int, default=7, help="downloads of each kind (default: 7)")
+    parser.add_argument("--scratch", type=Path, default=_default_scratch(),
+                        help="where downloads put their blobs and files (default: /dev/shm "
+                        "if it is a tmpfs, else a temporary directory)")
     parser.add_argument("--rate", default="0.0625",
                         help="points per MiB in paid mode (default: 0.0625)")
     args = parser.parse_args()
@@ -102,13 +116,28 @@ def main() -> int:
         raise SystemExit(f"{cost:g} points per download is more than a new wallet's 100: "
                          "lower --rate or --size")
     work = Path(tempfile.mkdtemp(prefix="p2pblob-payments-"))
+    scratch = work
+    if args.scratch is not None:
+        scratch = Path(tempfile.mkdtemp(prefix="p2pblob-payments-", dir=args.scratch))
     try:
-        return measure(args, size, work)
+        return measure(args, size, work, scratch)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
-def measure(args: argparse.Namespace, size: int, work: Path) -> int:
+def _default_scratch() -> Path | None:
+    shm = Path("/dev/shm")
+    try:
+        with open("/proc/mounts") as mounts:
+            if any(line.split()[1:3] == [str(shm), "tmpfs"] for line in mounts):
+                return shm
+    except OSError:
+        pass
+    return None
+
+
+def measure(args: argparse.Namespace, size: int, work: Path, scratch: Path) -> int:
     source = work / "stream.bin"
     with open(source, "wb") as f:
         left = size
@@ -120,11 +149,12 @@ def measure(args: argparse.Namespace, size: int, work: Path) -> int:
     _, sd_file = publish(seed_dir, source, work / "sd")
     blobs = sum(1 for blob in json.loads(sd_file.read_text())["blobs"] if blob["length"])
     print(f"{size} bytes in {blobs} blobs, {args.runs} runs of each mode, "
-          f"paid at {args.rate} points per MiB", flush=True)
+          f"paid at {args.rate} points per MiB; downloads in {scratch}, wallets on the disk",
+          flush=True)
     times: dict[bool, list[float]] = {False: [], True: []}
     for n in range(args.runs):
         for paid in (False, True):
-            elapsed = run_once(work, seed_dir, sd_file, paid, args.rate, n)
+            elapsed = run_once(work, scratch, seed_dir, sd_file, paid, args.rate, n)
             times[paid].append(elapsed)
             print(f"run {n + 1} {'paid' if paid else 'free'}: {elapsed:7.2f} s  "
                   f"{size / elapsed / 1e6:8.1f} MB/s", flush=True)

@@ -77,6 +77,7 @@ from p2pblob.wallet._schema import APPLICATION_ID, FAULT_POINTS, SCHEMA, SCHEMA_
 from p2pblob.wallet.cheques import Cheque, check_cheque, credit_for, issue_cheque
 from p2pblob.wallet.keys import NodeKey
 from p2pblob.wallet.summary import LedgerSummary, PayeeState, PayerState, summarize
+from p2pblob.wallet.units import format_points
 
 __all__ = ["FAULT_POINTS", "Ledger", "PayeeState", "PayerState"]
 
@@ -117,6 +118,9 @@ class Ledger:
         # after each blob it serves); a change forgets what it touches
         self._owed: dict[str, int] = {}
         self._paid: dict[str, int] = {}
+        # what we promised each payee, as last read or written (asked
+        # before each request and each payment to it)
+        self._payees: dict[bytes, PayeeState | None] = {}
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
         except sqlite3.Error as e:
@@ -316,13 +320,19 @@ class Ledger:
         """
         What we have promised C{payee}, or L{None} if we never paid it.
         """
+        if payee in self._payees:
+            return self._payees[payee]
         with self._errors():
             row = self._db.execute(
                 "SELECT total, sequence, signature, delivered_total, delivered_sequence "
                 "FROM payee WHERE payee = ?",
                 (payee.hex(),),
             ).fetchone()
-        return None if row is None else PayeeState(payee, *row)
+        state = None if row is None else PayeeState(payee, *row)
+        if len(self._payees) >= _REMEMBERED:
+            self._payees.clear()
+        self._payees[payee] = state
+        return state
 
     def payees(self) -> list[PayeeState]:
         """
@@ -469,30 +479,25 @@ class Ledger:
         """
         if amount < 0 or keep < 0:
             raise ReservationError("cannot pay or keep a negative amount")
+        last = self.payee(payee)
+        total, sequence = (last.total, last.sequence) if last is not None else (0, 0)
         with self._transaction("pay"):
-            row = self._db.execute(
-                "SELECT amount FROM reservation WHERE id = ?", (identifier,)
-            ).fetchone()
-            if row is None:
-                raise ReservationError("it was already paid or cancelled")
-            if amount + keep > row[0]:
-                raise ReservationError(
-                    f"{amount} micro-points asked (and {keep} kept) of {row[0]} reserved"
-                )
             self._fault("pay:begin")
+            # (as few statements as can be: each lets other threads run)
             if keep:
-                self._db.execute(
-                    "UPDATE reservation SET amount = ? WHERE id = ?", (keep, identifier)
+                released = self._db.execute(
+                    "UPDATE reservation SET amount = ? WHERE id = ? AND amount >= ?",
+                    (keep, identifier, amount + keep),
                 )
             else:
-                self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
+                released = self._db.execute(
+                    "DELETE FROM reservation WHERE id = ? AND amount >= ?", (identifier, amount)
+                )
+            if released.rowcount == 0:
+                raise ReservationError(self.refusal(identifier, amount, keep))
             self._fault("pay:reservation-released")
             self._db.execute("UPDATE account SET balance = balance - ?", (amount,))
             self._fault("pay:balance-debited")
-            last = self._db.execute(
-                "SELECT total, sequence, signature FROM payee WHERE payee = ?", (payee.hex(),)
-            ).fetchone()
-            total, sequence = last[:2] if last is not None else (0, 0)
             cheque = issue_cheque(self._key, payee, total + amount, sequence + 1)
             self._db.execute(
                 "INSERT INTO payee (payee, total, sequence, signature, updated_on) "
@@ -502,12 +507,26 @@ class Ledger:
                 (payee.hex(), cheque.total, cheque.sequence, cheque.signature, now),
             )
             self._fault("pay:cheque-stored")
+        self._payees[payee] = PayeeState(
+            payee, cheque.total, cheque.sequence, cheque.signature,
+            last.delivered_total if last is not None else 0,
+            last.delivered_sequence if last is not None else 0,
+        )
         if payee not in self._unsynced:
-            self._synced[payee] = (
-                None if last is None else Cheque(self.owner, payee, total, sequence, last[2])
-            )
+            self._synced[payee] = None if last is None else last.cheque(self.owner)
         self._unsynced[payee] = cheque
         return cheque
+
+    def refusal(self, identifier: int, amount: int, keep: int = 0) -> str:
+        """
+        Why reservation C{identifier} cannot pay C{amount} micro-points and
+        keep C{keep}, in words.
+        """
+        held = self.reservation(identifier)
+        if held is None:
+            return "it was already paid or cancelled"
+        return (f"{format_points(amount)} points asked (and {format_points(keep)} kept) of "
+                f"{format_points(held[1])} reserved")
 
     def delivered(self, cheque: Cheque) -> None:
         """
@@ -522,6 +541,7 @@ class Ledger:
                  cheque.sequence, cheque.sequence),
             )
             self._fault("deliver:marked")
+        self._payees.pop(cheque.payee, None)
 
     def receive(
         self, cheque: Cheque, now: float, bind: str | None = None, durable: bool = True

@@ -321,16 +321,11 @@ class Wallet(Service):
             known).
         """
         ledger = self.ledger
-        held = ledger.reservation(reserved_points.identifier)
-        if held is None:
-            raise ReservationError("it was already paid or cancelled")
-        if micro < 0 or keep < 0 or micro + keep > held[1]:
-            raise ReservationError(
-                f"{format_points(micro)} points asked (and {format_points(keep)} kept) of "
-                f"{format_points(held[1])} reserved"
-            )
+        if micro < 0 or keep < 0:
+            raise ReservationError("cannot pay or keep a negative amount")
         if micro == 0:
-            ledger.shrink(reserved_points.identifier, keep)
+            if not ledger.shrink(reserved_points.identifier, keep):
+                raise ReservationError(ledger.refusal(reserved_points.identifier, micro, keep))
             return None
         payee = self.peer_key(reserved_points.account)
         if payee is None:

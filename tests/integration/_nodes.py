@@ -117,10 +117,14 @@ def clone_data_dir(source: Path, destination: Path) -> None:
 
 
 def start_download(data_dir: Path, sd: str | Path, peers: list[str], output: Path,
-                   *extra: str) -> subprocess.Popen[bytes]:
+                   *extra: str, debug: bool = True) -> subprocess.Popen[bytes]:
+    """
+    Start C{p2pblob download} (logging at debug level, unless not
+    C{debug}: a benchmark measures what users run).
+    """
     output.mkdir(parents=True, exist_ok=True)
-    arguments = [sys.executable, "-m", "p2pblob", "--debug", "download", str(sd),
-                 "--output", str(output), *extra]
+    arguments = [sys.executable, "-m", "p2pblob", *(["--debug"] if debug else []), "download",
+                 str(sd), "--output", str(output), *extra]
     for peer in peers:
         arguments += ["--peer", peer]
     return subprocess.Popen(arguments, env=environment(data_dir),
