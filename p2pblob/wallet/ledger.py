@@ -20,8 +20,8 @@ Every change of state is one transaction (C{BEGIN IMMEDIATE} ... C{COMMIT}
 on an autocommit connection, as the blob index does), in WAL mode: once a
 method returns, its change survives a crash of the process, and a crash at
 any point inside it leaves the ledger as it was before.  So paying is one
-transaction (release the reservation, debit the balance, raise the payee's
-total and sequence, store the signed cheque), and so is being paid (verify
+transaction (release the reservations, debit the balance, raise the payees'
+totals and sequences, store the signed cheques), and so is being paid (verify
 the cheque, then record it and credit the balance).  These always hold, and
 are checked whenever the ledger is opened (L{Ledger.problems})::
 
@@ -39,7 +39,9 @@ it:
     cheque is on the disk.  A power cut in between loses nothing but time:
     the payer sends its latest cheque again on its next connection, and a
     cumulative cheque pays for every earlier one;
-  - a payment (L{Ledger.pay}) commits without waiting, but its cheque must
+  - a payment (L{Ledger.pay}) is written with the others made since, in
+    one transaction, before anything else reads or changes the ledger
+    (L{Ledger.flush}); that commits without waiting, but its cheque must
     not leave the node before it is on the disk (else, after a power cut,
     its sequence number could be issued again for another total):
     L{Ledger.durable_cheque} gives only cheques that are, L{Ledger.sync}
@@ -66,9 +68,10 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 
 from p2pblob._sqlite import transaction
 from p2pblob._threads import BlockingRunner
@@ -121,6 +124,14 @@ class Ledger:
         # what we promised each payee, as last read or written (asked
         # before each request and each payment to it)
         self._payees: dict[bytes, PayeeState | None] = {}
+        # payments made and not yet written (L{flush}): what each
+        # reservation paid from holds after them, what they took from the
+        # balance, and the latest cheque to each payee (and when)
+        self._pending_holds: dict[int, int] = {}
+        self._pending_debit = 0
+        self._pending_cheques: dict[bytes, tuple[Cheque, float]] = {}
+        # the sequence of the latest cheque to each payee written by flush
+        self._written: dict[bytes, int] = {}
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
         except sqlite3.Error as e:
@@ -196,21 +207,27 @@ class Ledger:
 
     def sync(self) -> None:
         """
-        Put every commit so far on the disk, blocking: every cheque
-        L{pay} returned may then be sent.
+        Write the payments made so far (L{flush}) and put every commit on
+        the disk, blocking: every cheque L{pay} returned may then be sent.
         """
         unsynced = dict(self._unsynced)
+        self.flush()
         self._fsync_wal()
         self._mark_synced(unsynced)
 
     def sync_in(self, run: BlockingRunner) -> Deferred[list[Cheque]]:
         """
-        Put every commit so far on the disk, in C{run} (a thread).
+        Write the payments made so far (L{flush}, in the calling thread),
+        then put every commit on the disk in C{run} (a thread).
 
         @return: a Deferred that fires with the cheques that may be sent
             now, or fails with L{LedgerError}.
         """
         unsynced = dict(self._unsynced)
+        try:
+            self.flush()
+        except LedgerError:
+            return fail()
 
         def synced(_: None) -> list[Cheque]:
             self._mark_synced(unsynced)
@@ -255,14 +272,21 @@ class Ledger:
             raise LedgerError(f"the wallet ledger {self.path} failed: {e}") from None
 
     @contextmanager
-    def _transaction(self, name: str, durable: bool = False) -> Iterator[None]:
+    def _transaction(
+        self, name: str, durable: bool = False, flush: bool = True
+    ) -> Iterator[None]:
         """
         Run the block as one transaction, then call the fault hook with
         C{"<name>:committed"}.
 
         @param durable: whether the commit waits until it would survive a
             power cut (not only a crash of the process).
+        @param flush: whether the payments not yet written are written
+            first (L{flush}), as they must be before any change that may
+            depend on them.
         """
+        if flush:
+            self.flush()
         with self._errors():
             if durable:
                 self._db.execute("PRAGMA synchronous=FULL")
@@ -275,6 +299,7 @@ class Ledger:
         self._fault(f"{name}:committed")
 
     def _one(self, query: str, *arguments: object) -> int:
+        self.flush()
         with self._errors():
             (value,) = self._db.execute(query, arguments).fetchone()
         return int(value)
@@ -310,6 +335,7 @@ class Ledger:
         """
         The peer and amount of an open reservation, or L{None}.
         """
+        self.flush()
         with self._errors():
             row = self._db.execute(
                 "SELECT peer, amount FROM reservation WHERE id = ?", (identifier,)
@@ -322,6 +348,8 @@ class Ledger:
         """
         if payee in self._payees:
             return self._payees[payee]
+        if payee in self._pending_cheques:
+            self.flush()
         with self._errors():
             row = self._db.execute(
                 "SELECT total, sequence, signature, delivered_total, delivered_sequence "
@@ -338,6 +366,7 @@ class Ledger:
         """
         Every peer we have paid, in the order we first paid them.
         """
+        self.flush()
         with self._errors():
             rows = self._db.execute(
                 "SELECT payee, total, sequence, signature, delivered_total, "
@@ -380,6 +409,7 @@ class Ledger:
         """
         Everything the ledger holds, in one consistent reading.
         """
+        self.flush()
         with self._errors():
             return summarize(self._db)
 
@@ -466,11 +496,19 @@ class Ledger:
         """
         Pay C{amount} micro-points to C{payee} from reservation
         C{identifier}, releasing the rest of the reservation but C{keep}
-        micro-points: one transaction releases it, debits the balance and
-        records the new cumulative cheque, which is returned (and kept,
-        undelivered, until L{delivered} is called).  The commit does not
-        wait for the disk: the cheque may be sent once L{sync} or
-        L{sync_in} has put it there.
+        micro-points, and issue the next cumulative cheque to C{payee},
+        which is returned (and kept, undelivered, until L{delivered} is
+        called).
+
+        The payment is written with the others made since the last
+        (L{flush}: before anything else changes or reads the ledger, and by
+        L{sync} and L{sync_in}), in one transaction that releases the
+        reservations, debits the balance and records the latest cheque to
+        each payee; so a download writes the ledger once for several
+        blobs.  Its cheque may be sent once L{sync} or L{sync_in} has put
+        it on the disk.  Until then a crash forgets the payment, which
+        harms nobody: its cheque never left, and its reservation is
+        released at the next start.
 
         @param keep: what stays reserved, to pay more from later (none:
             the reservation is closed).
@@ -479,34 +517,27 @@ class Ledger:
         """
         if amount < 0 or keep < 0:
             raise ReservationError("cannot pay or keep a negative amount")
+        if identifier in self._pending_holds:
+            held: int | None = self._pending_holds[identifier] or None
+        else:
+            with self._errors():
+                row = self._db.execute(
+                    "SELECT amount FROM reservation WHERE id = ?", (identifier,)
+                ).fetchone()
+            held = None if row is None else row[0]
+        if held is None:
+            raise ReservationError("it was already paid or cancelled")
+        if amount + keep > held:
+            raise ReservationError(
+                f"{format_points(amount)} points asked (and {format_points(keep)} kept) of "
+                f"{format_points(held)} reserved"
+            )
         last = self.payee(payee)
         total, sequence = (last.total, last.sequence) if last is not None else (0, 0)
-        with self._transaction("pay"):
-            self._fault("pay:begin")
-            # (as few statements as can be: each lets other threads run)
-            if keep:
-                released = self._db.execute(
-                    "UPDATE reservation SET amount = ? WHERE id = ? AND amount >= ?",
-                    (keep, identifier, amount + keep),
-                )
-            else:
-                released = self._db.execute(
-                    "DELETE FROM reservation WHERE id = ? AND amount >= ?", (identifier, amount)
-                )
-            if released.rowcount == 0:
-                raise ReservationError(self.refusal(identifier, amount, keep))
-            self._fault("pay:reservation-released")
-            self._db.execute("UPDATE account SET balance = balance - ?", (amount,))
-            self._fault("pay:balance-debited")
-            cheque = issue_cheque(self._key, payee, total + amount, sequence + 1)
-            self._db.execute(
-                "INSERT INTO payee (payee, total, sequence, signature, updated_on) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (payee) DO UPDATE SET "
-                "total = excluded.total, sequence = excluded.sequence, "
-                "signature = excluded.signature, updated_on = excluded.updated_on",
-                (payee.hex(), cheque.total, cheque.sequence, cheque.signature, now),
-            )
-            self._fault("pay:cheque-stored")
+        cheque = issue_cheque(self._key, payee, total + amount, sequence + 1)
+        self._pending_holds[identifier] = keep
+        self._pending_debit += amount
+        self._pending_cheques[payee] = (cheque, now)
         self._payees[payee] = PayeeState(
             payee, cheque.total, cheque.sequence, cheque.signature,
             last.delivered_total if last is not None else 0,
@@ -516,6 +547,47 @@ class Ledger:
             self._synced[payee] = None if last is None else last.cheque(self.owner)
         self._unsynced[payee] = cheque
         return cheque
+
+    def flush(self) -> None:
+        """
+        Write the payments made since the last flush, in one transaction
+        (the fault hook sees the steps of C{pay}).
+
+        @raise LedgerError: they could not be written; they stay to be
+            written by the next flush.
+        """
+        if not self._pending_holds:
+            return
+        holds, cheques = self._pending_holds, self._pending_cheques
+        with self._transaction("pay", flush=False):
+            self._fault("pay:begin")
+            for identifier, keep in holds.items():
+                if keep:
+                    cursor = self._db.execute(
+                        "UPDATE reservation SET amount = ? WHERE id = ?", (keep, identifier)
+                    )
+                else:
+                    cursor = self._db.execute(
+                        "DELETE FROM reservation WHERE id = ?", (identifier,)
+                    )
+                if cursor.rowcount != 1:
+                    raise sqlite3.IntegrityError(f"reservation {identifier} is gone")
+            self._fault("pay:reservation-released")
+            self._db.execute("UPDATE account SET balance = balance - ?", (self._pending_debit,))
+            self._fault("pay:balance-debited")
+            self._db.executemany(
+                "INSERT INTO payee (payee, total, sequence, signature, updated_on) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (payee) DO UPDATE SET "
+                "total = excluded.total, sequence = excluded.sequence, "
+                "signature = excluded.signature, updated_on = excluded.updated_on",
+                [(payee.hex(), cheque.total, cheque.sequence, cheque.signature, now)
+                 for payee, (cheque, now) in cheques.items()],
+            )
+            self._fault("pay:cheque-stored")
+        self._pending_holds, self._pending_debit, self._pending_cheques = {}, 0, {}
+        if len(self._written) + len(cheques) > _REMEMBERED:
+            self._written.clear()
+        self._written.update((payee, cheque.sequence) for payee, (cheque, _) in cheques.items())
 
     def refusal(self, identifier: int, amount: int, keep: int = 0) -> str:
         """
@@ -533,15 +605,22 @@ class Ledger:
         Record that the payee acknowledged C{cheque}: it and every earlier
         cheque to that payee need not be sent again.
         """
-        with self._transaction("deliver"):
-            self._db.execute(
+        # (a cheque is sent once it is written: payments made since need
+        # not be written for this)
+        written = cheque.sequence <= self._written.get(cheque.payee, 0)
+        with self._transaction("deliver", flush=not written):
+            cursor = self._db.execute(
                 "UPDATE payee SET delivered_total = ?, delivered_sequence = ? "
                 "WHERE payee = ? AND delivered_sequence < ? AND sequence >= ?",
                 (cheque.total, cheque.sequence, cheque.payee.hex(),
                  cheque.sequence, cheque.sequence),
             )
             self._fault("deliver:marked")
-        self._payees.pop(cheque.payee, None)
+        state = self._payees.get(cheque.payee)
+        if cursor.rowcount and state is not None and state.delivered_sequence < cheque.sequence:
+            self._payees[cheque.payee] = replace(
+                state, delivered_total=cheque.total, delivered_sequence=cheque.sequence
+            )
 
     def receive(
         self, cheque: Cheque, now: float, bind: str | None = None, durable: bool = True

@@ -182,6 +182,7 @@ def main(directory: Path, scenario: str, kill_at: str) -> None:
     ledger = open_ledger()  # "create" is killed in here
     if operation is not None:
         operation(ledger)
+        ledger.sync()  # payments are written here
     armed = False
     ledger.close()
     emit("after", snapshot(path))

@@ -29,6 +29,17 @@ C = NodeKey.from_seed(SEED_C)
 GRANT = 1_000
 
 
+def _file_balance(path: Path) -> int:
+    """
+    The balance in the ledger file, as another process reads it.
+    """
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT balance FROM account").fetchone()[0])
+    finally:
+        db.close()
+
+
 class _LedgerCase(SynchronousTestCase):
     def setUp(self) -> None:
         self.directory = Path(self.mktemp())
@@ -148,6 +159,7 @@ class OpeningTests(_LedgerCase):
         rid = ledger.reserve("p", 10, 1.0)
         assert rid is not None
         ledger.pay(rid, 10, B.public_key, 1.0)
+        ledger.flush()
         for operation in ("create", "reserve", "pay"):
             for step in FAULT_POINTS[operation]:
                 self.assertIn(step, steps)
@@ -240,6 +252,73 @@ class PayingTests(_LedgerCase):
         self.assertIsNone(self.ledger.reservation(rid))
         self.assertEqual((self.ledger.balance(), self.ledger.reserved()), (GRANT - 250, 0))
         self.assertConsistent()
+
+    def test_payments_written_together(self) -> None:
+        """
+        Payments are written together, in one transaction, before anything
+        reads or changes the ledger, or when it is synced; until then
+        another reader of the file sees none of them.
+        """
+        steps: list[str] = []
+        ledger = Ledger(self.directory / "batched.sqlite", A, GRANT, 1.0, steps.append)
+        self.addCleanup(ledger.close)
+        first = ledger.reserve("p", 300, 1.0)
+        second = ledger.reserve("q", 100, 1.0)
+        assert first is not None and second is not None
+        del steps[:]
+        ledger.pay(first, 100, B.public_key, 2.0, keep=200)
+        ledger.pay(first, 50, B.public_key, 2.0, keep=150)
+        cheque = ledger.pay(second, 100, C.public_key, 2.0)
+        self.assertEqual(steps, [])
+        self.assertEqual(_file_balance(self.directory / "batched.sqlite"), GRANT)
+        self.assertEqual(ledger.balance(), GRANT - 250)
+        self.assertEqual(steps, list(FAULT_POINTS["pay"]))
+        self.assertEqual(_file_balance(self.directory / "batched.sqlite"), GRANT - 250)
+        self.assertEqual((ledger.reservation(first), ledger.reservation(second)),
+                         (("p", 150), None))
+        state = ledger.payee(C.public_key)
+        assert state is not None
+        self.assertEqual(state.cheque(A.public_key), cheque)
+        self.assertConsistent(ledger)
+
+    def test_paid_reservation_refused_before_written(self) -> None:
+        """
+        A reservation closed or spent by a payment not yet written refuses
+        the next payment as one that is written would.
+        """
+        rid = self.ledger.reserve("p", 300, 1.0)
+        assert rid is not None
+        self.ledger.pay(rid, 100, B.public_key, 2.0, keep=100)
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(rid, 101, B.public_key, 2.0)
+        self.ledger.pay(rid, 100, B.public_key, 2.0)
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(rid, 1, B.public_key, 2.0)
+        self.assertEqual(self.ledger.balance(), GRANT - 200)
+        self.assertConsistent()
+
+    def test_failed_write_kept(self) -> None:
+        """
+        Payments whose write fails stay to be written by the next flush;
+        nothing half-written is left.
+        """
+        failing = [True]
+
+        def fault(step: str) -> None:
+            if step == "pay:balance-debited" and failing[0]:
+                raise sqlite3.OperationalError("disk I/O error")
+
+        ledger = Ledger(self.directory / "failing.sqlite", A, GRANT, 1.0, fault)
+        self.addCleanup(ledger.close)
+        rid = ledger.reserve("p", 300, 1.0)
+        assert rid is not None
+        ledger.pay(rid, 120, B.public_key, 2.0)
+        with self.assertRaises(LedgerError):
+            ledger.flush()
+        self.assertEqual(_file_balance(self.directory / "failing.sqlite"), GRANT)
+        failing[0] = False
+        self.assertEqual((ledger.balance(), ledger.reserved()), (GRANT - 120, 0))
+        self.assertConsistent(ledger)
 
     def test_shrink(self) -> None:
         """
