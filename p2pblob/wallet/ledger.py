@@ -528,10 +528,7 @@ class Ledger:
         if held is None:
             raise ReservationError("it was already paid or cancelled")
         if amount + keep > held:
-            raise ReservationError(
-                f"{format_points(amount)} points asked (and {format_points(keep)} kept) of "
-                f"{format_points(held)} reserved"
-            )
+            raise ReservationError(_too_little(amount, keep, held))
         last = self.payee(payee)
         total, sequence = (last.total, last.sequence) if last is not None else (0, 0)
         cheque = issue_cheque(self._key, payee, total + amount, sequence + 1)
@@ -597,8 +594,7 @@ class Ledger:
         held = self.reservation(identifier)
         if held is None:
             return "it was already paid or cancelled"
-        return (f"{format_points(amount)} points asked (and {format_points(keep)} kept) of "
-                f"{format_points(held[1])} reserved")
+        return _too_little(amount, keep, held[1])
 
     def delivered(self, cheque: Cheque) -> None:
         """
@@ -725,3 +721,8 @@ def _remember(memory: dict[str, int], peer: str, value: int) -> None:
     if len(memory) >= _REMEMBERED:
         memory.clear()
     memory[peer] = value
+
+
+def _too_little(amount: int, keep: int, held: int) -> str:
+    return (f"{format_points(amount)} points asked (and {format_points(keep)} kept) of "
+            f"{format_points(held)} reserved")
