@@ -47,7 +47,7 @@ def is_key_name(name: str) -> bool:
     """
     Whether C{name} is a payment key in hex (rather than an address).
     """
-    return _HEX_KEY.fullmatch(name) is not None
+    return len(name) == 64 and _HEX_KEY.fullmatch(name) is not None
 
 
 def peer_address(peer: object) -> str:

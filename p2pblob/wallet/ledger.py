@@ -39,9 +39,11 @@ it:
     cheque is on the disk.  A power cut in between loses nothing but time:
     the payer sends its latest cheque again on its next connection, and a
     cumulative cheque pays for every earlier one;
-  - a payment (L{Ledger.pay}) is written with the others made since, in
-    one transaction, before anything else reads or changes the ledger
-    (L{Ledger.flush}); that commits without waiting, but its cheque must
+  - a payment (L{Ledger.pay}), a debt (L{Ledger.expect}) and an
+    acknowledged cheque (L{Ledger.delivered}) are written with the others
+    made since, in one transaction, before anything else reads or changes
+    the ledger (L{Ledger.flush}); a crash before forgets them, which is
+    harmless (below).  That commits without waiting, but a cheque must
     not leave the node before it is on the disk (else, after a power cut,
     its sequence number could be issued again for another total):
     L{Ledger.durable_cheque} gives only cheques that are, L{Ledger.sync}
@@ -70,6 +72,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred, fail
 
@@ -130,8 +133,13 @@ class Ledger:
         self._pending_holds: dict[int, int] = {}
         self._pending_debit = 0
         self._pending_cheques: dict[bytes, tuple[Cheque, float]] = {}
-        # the sequence of the latest cheque to each payee written by flush
-        self._written: dict[bytes, int] = {}
+        # debts recorded and not yet written (what each peer owes more,
+        # and when), and cheques acknowledged and not yet marked delivered
+        self._pending_expected: dict[str, tuple[int, float]] = {}
+        self._pending_delivered: dict[bytes, Cheque] = {}
+        # what each open reservation holds, as last written or read (a
+        # paid download pays from one reservation for several blobs)
+        self._held: dict[int, int] = {}
         try:
             self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
         except sqlite3.Error as e:
@@ -348,7 +356,7 @@ class Ledger:
         """
         if payee in self._payees:
             return self._payees[payee]
-        if payee in self._pending_cheques:
+        if payee in self._pending_cheques or payee in self._pending_delivered:
             self.flush()
         with self._errors():
             row = self._db.execute(
@@ -445,6 +453,7 @@ class Ledger:
             )
             self._fault("reserve:inserted")
         assert cursor.lastrowid is not None
+        _remember(self._held, cursor.lastrowid, amount)
         return cursor.lastrowid
 
     def cancel(self, identifier: int) -> bool:
@@ -456,6 +465,7 @@ class Ledger:
         with self._transaction("cancel"):
             cursor = self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
             self._fault("cancel:deleted")
+        self._held.pop(identifier, None)
         return cursor.rowcount > 0
 
     def shrink(self, identifier: int, amount: int) -> bool:
@@ -476,6 +486,10 @@ class Ledger:
             else:
                 cursor = self._db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
             self._fault("shrink:updated")
+        if cursor.rowcount and amount:
+            self._held[identifier] = amount
+        else:
+            self._held.pop(identifier, None)
         return cursor.rowcount > 0
 
     def release_reservations(self) -> int:
@@ -488,6 +502,7 @@ class Ledger:
         with self._transaction("release"):
             cursor = self._db.execute("DELETE FROM reservation")
             self._fault("release:deleted")
+        self._held.clear()
         return cursor.rowcount
 
     def pay(
@@ -519,6 +534,8 @@ class Ledger:
             raise ReservationError("cannot pay or keep a negative amount")
         if identifier in self._pending_holds:
             held: int | None = self._pending_holds[identifier] or None
+        elif identifier in self._held:
+            held = self._held[identifier]
         else:
             with self._errors():
                 row = self._db.execute(
@@ -547,44 +564,68 @@ class Ledger:
 
     def flush(self) -> None:
         """
-        Write the payments made since the last flush, in one transaction
-        (the fault hook sees the steps of C{pay}).
+        Write the payments, debts and acknowledged cheques recorded since
+        the last flush, in one transaction (the fault hook sees the steps
+        of C{pay}, then C{expect:added}, then C{deliver:marked}; it is
+        named after the first kind it writes).
 
         @raise LedgerError: they could not be written; they stay to be
             written by the next flush.
         """
-        if not self._pending_holds:
-            return
         holds, cheques = self._pending_holds, self._pending_cheques
-        with self._transaction("pay", flush=False):
-            self._fault("pay:begin")
-            for identifier, keep in holds.items():
-                if keep:
-                    cursor = self._db.execute(
-                        "UPDATE reservation SET amount = ? WHERE id = ?", (keep, identifier)
-                    )
-                else:
-                    cursor = self._db.execute(
-                        "DELETE FROM reservation WHERE id = ?", (identifier,)
-                    )
-                if cursor.rowcount != 1:
-                    raise sqlite3.IntegrityError(f"reservation {identifier} is gone")
-            self._fault("pay:reservation-released")
-            self._db.execute("UPDATE account SET balance = balance - ?", (self._pending_debit,))
-            self._fault("pay:balance-debited")
-            self._db.executemany(
-                "INSERT INTO payee (payee, total, sequence, signature, updated_on) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (payee) DO UPDATE SET "
-                "total = excluded.total, sequence = excluded.sequence, "
-                "signature = excluded.signature, updated_on = excluded.updated_on",
-                [(payee.hex(), cheque.total, cheque.sequence, cheque.signature, now)
-                 for payee, (cheque, now) in cheques.items()],
-            )
-            self._fault("pay:cheque-stored")
+        expected, delivered = self._pending_expected, self._pending_delivered
+        if not (holds or expected or delivered):
+            return
+        name = "pay" if holds else "expect" if expected else "deliver"
+        db = self._db
+        with self._transaction(name, flush=False):
+            if holds:
+                self._fault("pay:begin")
+                for identifier, keep in holds.items():
+                    if keep:
+                        cursor = db.execute(
+                            "UPDATE reservation SET amount = ? WHERE id = ?", (keep, identifier)
+                        )
+                    else:
+                        cursor = db.execute("DELETE FROM reservation WHERE id = ?", (identifier,))
+                    if cursor.rowcount != 1:
+                        raise sqlite3.IntegrityError(f"reservation {identifier} is gone")
+                self._fault("pay:reservation-released")
+                db.execute("UPDATE account SET balance = balance - ?", (self._pending_debit,))
+                self._fault("pay:balance-debited")
+                db.executemany(
+                    "INSERT INTO payee (payee, total, sequence, signature, updated_on) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (payee) DO UPDATE SET "
+                    "total = excluded.total, sequence = excluded.sequence, "
+                    "signature = excluded.signature, updated_on = excluded.updated_on",
+                    [(payee.hex(), cheque.total, cheque.sequence, cheque.signature, now)
+                     for payee, (cheque, now) in cheques.items()],
+                )
+                self._fault("pay:cheque-stored")
+            if expected:
+                db.executemany(
+                    "INSERT INTO expected (peer, amount, updated_on) VALUES (?, ?, ?) "
+                    "ON CONFLICT (peer) DO UPDATE SET amount = amount + excluded.amount, "
+                    "updated_on = excluded.updated_on",
+                    [(peer, amount, now) for peer, (amount, now) in expected.items()],
+                )
+                self._fault("expect:added")
+            if delivered:
+                # (after the cheques: one acknowledged may be written just now)
+                db.executemany(
+                    "UPDATE payee SET delivered_total = ?, delivered_sequence = ? "
+                    "WHERE payee = ? AND delivered_sequence < ? AND sequence >= ?",
+                    [(cheque.total, cheque.sequence, payee.hex(), cheque.sequence,
+                      cheque.sequence) for payee, cheque in delivered.items()],
+                )
+                self._fault("deliver:marked")
         self._pending_holds, self._pending_debit, self._pending_cheques = {}, 0, {}
-        if len(self._written) + len(cheques) > _REMEMBERED:
-            self._written.clear()
-        self._written.update((payee, cheque.sequence) for payee, (cheque, _) in cheques.items())
+        self._pending_expected, self._pending_delivered = {}, {}
+        for identifier, keep in holds.items():
+            if keep:
+                _remember(self._held, identifier, keep)
+            else:
+                self._held.pop(identifier, None)
 
     def refusal(self, identifier: int, amount: int, keep: int = 0) -> str:
         """
@@ -599,24 +640,16 @@ class Ledger:
     def delivered(self, cheque: Cheque) -> None:
         """
         Record that the payee acknowledged C{cheque}: it and every earlier
-        cheque to that payee need not be sent again.
+        cheque to that payee need not be sent again.  This is written with
+        the next L{flush}: until then a crash only has the cheque sent again.
         """
-        # (a cheque is sent once it is written: payments made since need
-        # not be written for this)
-        written = cheque.sequence <= self._written.get(cheque.payee, 0)
-        with self._transaction("deliver", flush=not written):
-            cursor = self._db.execute(
-                "UPDATE payee SET delivered_total = ?, delivered_sequence = ? "
-                "WHERE payee = ? AND delivered_sequence < ? AND sequence >= ?",
-                (cheque.total, cheque.sequence, cheque.payee.hex(),
-                 cheque.sequence, cheque.sequence),
-            )
-            self._fault("deliver:marked")
-        state = self._payees.get(cheque.payee)
-        if cursor.rowcount and state is not None and state.delivered_sequence < cheque.sequence:
-            self._payees[cheque.payee] = replace(
-                state, delivered_total=cheque.total, delivered_sequence=cheque.sequence
-            )
+        state = self.payee(cheque.payee)
+        if state is None or not state.delivered_sequence < cheque.sequence <= state.sequence:
+            return
+        self._pending_delivered[cheque.payee] = cheque
+        self._payees[cheque.payee] = replace(
+            state, delivered_total=cheque.total, delivered_sequence=cheque.sequence
+        )
 
     def receive(
         self, cheque: Cheque, now: float, bind: str | None = None, durable: bool = True
@@ -658,23 +691,23 @@ class Ledger:
             if bind is not None and bind != payer:
                 self._move_expected(bind, payer, now)
             self._fault("receive:merged")
+        if credit is not None:
+            _remember(self._paid, payer, cheque.total)
         return credit
 
     def expect(self, peer: str, amount: int, now: float) -> None:
         """
-        Record that C{peer} owes us C{amount} more micro-points.
+        Record that C{peer} owes us C{amount} more micro-points.  This is
+        written with the next L{flush}: a crash before forgets the debt,
+        which costs us only what the peer is not asked for.
         """
         if amount < 0:
             raise ValueError("cannot expect a negative amount")
-        self._forget(peer)
-        with self._transaction("expect"):
-            self._db.execute(
-                "INSERT INTO expected (peer, amount, updated_on) VALUES (?, ?, ?) "
-                "ON CONFLICT (peer) DO UPDATE SET amount = amount + excluded.amount, "
-                "updated_on = excluded.updated_on",
-                (peer, amount, now),
-            )
-            self._fault("expect:added")
+        owed = self._owed.get(peer)
+        if owed is not None:
+            self._owed[peer] = owed + amount
+        before = self._pending_expected.get(peer)
+        self._pending_expected[peer] = (amount + (before[0] if before else 0), now)
 
     def merge_expected(self, old: str, new: str, now: float) -> None:
         """
@@ -712,12 +745,14 @@ class Ledger:
         self._fault("merge:added")
 
 
+_K = TypeVar("_K")
+
 # peers whose debts the ledger remembers at most (a server has few clients
 # at a time; this bounds what a stream of new ones costs)
 _REMEMBERED = 4096
 
 
-def _remember(memory: dict[str, int], peer: str, value: int) -> None:
+def _remember(memory: dict[_K, int], peer: _K, value: int) -> None:
     if len(memory) >= _REMEMBERED:
         memory.clear()
     memory[peer] = value

@@ -18,6 +18,7 @@ micro-points, rounded up once.
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from zope.interface import implementer
@@ -111,6 +112,13 @@ def _offered(rate: object) -> Decimal | None:
     """
     if isinstance(rate, bool) or not isinstance(rate, (int, float)):
         return None
+    return _read_offer(rate)
+
+
+@lru_cache(maxsize=64, typed=True)
+def _read_offer(rate: int | float) -> Decimal | None:
+    # (a server reads each client's offer several times per blob, and
+    # clients offer few different rates)
     try:
         value = exact_points(rate)
     except ValueError:

@@ -333,9 +333,9 @@ class Wallet(Service):
         if payee == self.public_key:
             raise PaymentError("this node cannot pay itself")
         cheque = ledger.pay(reserved_points.identifier, micro, payee, self._clock.seconds(), keep)
-        _log.debug("Paid {amount} points to {payee} (cheque {sequence}, {total} in all)",
-                   amount=format_points(micro), payee=payee.hex()[:16],
-                   sequence=cheque.sequence, total=format_points(cheque.total))
+        # (in micro-points: formatting points for every blob costs more)
+        _log.debug("Paid {micro} micro-points to {payee} (cheque {sequence}, {total} in all)",
+                   micro=micro, payee=payee.hex()[:16], sequence=cheque.sequence, total=cheque.total)
         if self._sync_worker is None:
             ledger.sync()
             self._queued([cheque])
@@ -350,6 +350,16 @@ class Wallet(Service):
         """
         if self._sync_worker is not None and self._sync_call is None:
             self._sync_call = self._clock.callLater(SYNC_INTERVAL, self._sync)
+
+    def _write_soon(self) -> None:
+        """
+        Have the ledger write what it holds unwritten (L{Ledger.flush}):
+        with the next sync, or now if there is no sync worker.
+        """
+        if self._sync_worker is None:
+            self.ledger.flush()
+        else:
+            self._sync_soon()
 
     def _sync(self) -> None:
         self._sync_call = None
@@ -437,6 +447,7 @@ class Wallet(Service):
         to that payee needs sending again.
         """
         self.ledger.delivered(cheque)
+        self._write_soon()
 
     # being paid
 
@@ -495,6 +506,7 @@ class Wallet(Service):
         account = self.account_of(peer)
         was_serving = self.may_serve(account)
         self.ledger.expect(account, micro, self._clock.seconds())
+        self._write_soon()
         if was_serving and not self.may_serve(account):
             _log.info(
                 "Peer {peer} owes {debt} points, over the limit of {limit}: no more "

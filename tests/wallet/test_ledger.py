@@ -139,6 +139,7 @@ class OpeningTests(_LedgerCase):
         """
         self.assertIsNone(read_summary(self.directory / "missing.sqlite"))
         self.ledger.expect("x:1", 7, 1.0)
+        self.ledger.flush()
         summary = read_summary(self.path)
         assert summary is not None
         self.assertEqual(summary, self.ledger.summary())
@@ -297,6 +298,32 @@ class PayingTests(_LedgerCase):
         self.assertEqual(self.ledger.balance(), GRANT - 200)
         self.assertConsistent()
 
+    def test_reservation_held_after_changes(self) -> None:
+        """
+        After a payment is written, a shrink or a release, the next payment
+        from the reservation is checked against what it holds then.
+        """
+        rid = self.ledger.reserve("p", 300, 1.0)
+        assert rid is not None
+        self.ledger.pay(rid, 100, B.public_key, 2.0, keep=150)
+        self.ledger.flush()
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(rid, 151, B.public_key, 2.0)
+        self.assertTrue(self.ledger.shrink(rid, 120))
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(rid, 121, B.public_key, 2.0)
+        self.ledger.pay(rid, 120, B.public_key, 2.0)
+        self.ledger.flush()
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(rid, 1, B.public_key, 2.0)
+        other = self.ledger.reserve("p", 50, 1.0)
+        assert other is not None
+        self.assertEqual(self.ledger.release_reservations(), 1)
+        with self.assertRaises(ReservationError):
+            self.ledger.pay(other, 1, B.public_key, 2.0)
+        self.assertEqual((self.ledger.balance(), self.ledger.reserved()), (GRANT - 220, 0))
+        self.assertConsistent()
+
     def test_failed_write_kept(self) -> None:
         """
         Payments whose write fails stay to be written by the next flush;
@@ -424,21 +451,39 @@ class ReceivingTests(_LedgerCase):
 
     def test_failed_change_read_again(self) -> None:
         """
-        What peers owe and paid is read again after a change that failed
-        (rolled back), as after one that succeeded: never a value the file
-        does not hold.
+        What peers paid is read again after a change that failed (rolled
+        back), as after one that succeeded: never a value the file does not
+        hold.  A debt whose write failed stays recorded, and is written by
+        the next flush.
         """
+        failing = {"expect:added", "receive:credited"}
 
         def fail_at(step: str) -> None:
-            if step in ("expect:added", "receive:credited"):
+            if step in failing:
+                failing.remove(step)
                 raise sqlite3.OperationalError("disk I/O error")
 
-        ledger = Ledger(self.directory / "failing.sqlite", A, GRANT, 1.0, fail_at)
+        path = self.directory / "failing.sqlite"
+        ledger = Ledger(path, A, GRANT, 1.0, fail_at)
         self.addCleanup(ledger.close)
         self.assertEqual((ledger.expected(B.public_hex), ledger.paid_by(B.public_hex)), (0, 0))
+        ledger.expect(B.public_hex, 5, 1.0)
         with self.assertRaises(LedgerError):
-            ledger.expect(B.public_hex, 5, 1.0)
+            ledger.flush()
+        self.assertEqual(ledger.expected(B.public_hex), 5)
+        self.assertEqual(debts_in(path), [])
+        ledger.flush()
+        self.assertEqual(debts_in(path), [(B.public_hex, 5)])
         with self.assertRaises(LedgerError):
             ledger.receive(issue_cheque(B, A.public_key, 20, 1), 1.0)
-        self.assertEqual((ledger.expected(B.public_hex), ledger.paid_by(B.public_hex)), (0, 0))
+        self.assertEqual((ledger.expected(B.public_hex), ledger.paid_by(B.public_hex)), (5, 0))
         self.assertEqual(ledger.balance(), GRANT)
+
+
+def debts_in(path: Path) -> list[tuple[str, int]]:
+    """
+    What each peer owes, as the file at C{path} holds it.
+    """
+    summary = read_summary(path)
+    assert summary is not None
+    return [(debt.peer, debt.owes) for debt in summary.debts]

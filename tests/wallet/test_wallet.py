@@ -31,6 +31,7 @@ from p2pblob.interfaces import IQueryHandlerFactory, IRequestCreator, IWallet
 from p2pblob.peer.peer import Peer
 from p2pblob.wallet.cheques import Cheque, issue_cheque
 from p2pblob.wallet.keys import NodeKey
+from p2pblob.wallet.summary import LedgerSummary, read_summary
 from p2pblob.wallet.units import MICRO
 from p2pblob.wallet.wallet import SYNC_INTERVAL, ReservedPoints, Wallet, open_wallet
 from tests.wallet._helpers import CLIENT, SEED_A, SEED_B, SEED_C, SERVER, make_wallet
@@ -364,6 +365,42 @@ class SyncWorkerTests(SynchronousTestCase):
         self.clock.advance(SYNC_INTERVAL)
         self.assertEqual(self.worker.calls, [])
 
+    def test_debts_and_deliveries_written_with_next_sync(self) -> None:
+        """
+        Debts recorded and cheques acknowledged count at once, and are
+        written together with the next sync, not each in a transaction of
+        its own.
+        """
+        cheque = self.pay(MICRO)
+        self.clock.advance(SYNC_INTERVAL)
+        self.worker.run_all()
+        del self.steps[:]
+        self.payee.expect_micro(CLIENT, 3 * MICRO)
+        self.payee.expect_micro(CLIENT, 2 * MICRO)
+        self.payer.cheque_delivered(cheque)
+        self.assertEqual(self.payee.unpaid_debt(CLIENT), 5 * MICRO)
+        self.assertIsNone(self.payer.sendable_cheque_for(SERVER))
+        self.assertEqual(self.steps, [])
+        self.assertEqual(debts_in(self.payee.ledger_path), [])
+        self.clock.advance(SYNC_INTERVAL)
+        self.assertEqual(
+            [name for name, _ in self.steps],
+            ["expect:added", "expect:committed", "deliver:marked", "deliver:committed"],
+        )
+        account = self.payee.account_of(CLIENT)
+        self.assertEqual(debts_in(self.payee.ledger_path), [(account, 5 * MICRO)])
+        [payment] = written(self.payer.ledger_path).payments
+        self.assertEqual((payment.total, payment.delivered_total), (MICRO, MICRO))
+
+    def test_debt_written_at_once_without_worker(self) -> None:
+        """
+        Without a sync worker, a debt is written before
+        L{Wallet.expect_micro} returns.
+        """
+        payee = self.wallet(SEED_C, worker=None)
+        payee.expect_micro(CLIENT, MICRO)
+        self.assertEqual(debts_in(payee.ledger_path), [(payee.account_of(CLIENT), MICRO)])
+
     def test_received_cheque_durable_without_worker(self) -> None:
         """
         Without a sync worker, a cheque received is on the disk before
@@ -556,3 +593,19 @@ class NamesTests(_PaymentCase):
             self.payer.learn_peer_key(peer, b"short")
         with self.assertRaises(TypeError):
             self.payer.account_of(42)
+
+
+def written(path: Path) -> LedgerSummary:
+    """
+    The ledger as the file at C{path} holds it.
+    """
+    summary = read_summary(path)
+    assert summary is not None
+    return summary
+
+
+def debts_in(path: Path) -> list[tuple[str, int]]:
+    """
+    What each peer owes, as the file at C{path} holds it.
+    """
+    return [(debt.peer, debt.owes) for debt in written(path).debts]
