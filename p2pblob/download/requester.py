@@ -251,7 +251,7 @@ class BlobRequester:
             self._flushes.discard(answer)
 
         answer.addBoth(answered)
-        payments.add_requests(peer, protocol)
+        payments.add_requests(peer, protocol, promptly=True)
         return True
 
     def flushing(self, timeout: float = 10.0) -> Deferred[Any] | None:
@@ -290,7 +290,8 @@ class BlobRequester:
         if not self.usable(peer) or self._out_of_funds:
             return False
         payments = self._payments
-        if peer in self._owed:
+        owed = peer in self._owed
+        if owed:
             if not peer.available(self._clock.seconds()) and not (
                 payments is not None and payments.has_cheque_for(peer)
             ):
@@ -342,7 +343,7 @@ class BlobRequester:
             lambda failure: self._refused(entry),
         )
         if payments is not None:
-            payments.add_requests(peer, protocol)
+            payments.add_requests(peer, protocol, promptly=owed)
         request.finished_deferred.addCallbacks(
             lambda blob: self._received(entry, blob, started),
             lambda failure: self._not_received(entry, failure),
@@ -363,6 +364,8 @@ class BlobRequester:
         incoming = response.get("incoming_blob")
         if isinstance(incoming, dict) and incoming.get("error") == DEBT_LIMIT_REACHED:
             entry.over_debt_limit = True
+            if self._payments is not None:
+                self._payments.impatient(entry.peer)
         peer = entry.peer
         verdict = response.get("blob_data_payment_rate")
         if verdict != RATE_ACCEPTED and peer not in self._price_refused:

@@ -333,9 +333,6 @@ class Wallet(Service):
         if payee == self.public_key:
             raise PaymentError("this node cannot pay itself")
         cheque = ledger.pay(reserved_points.identifier, micro, payee, self._clock.seconds(), keep)
-        # (in micro-points: formatting points for every blob costs more)
-        _log.debug("Paid {micro} micro-points to {payee} (cheque {sequence}, {total} in all)",
-                   micro=micro, payee=payee.hex()[:16], sequence=cheque.sequence, total=cheque.total)
         if self._sync_worker is None:
             ledger.sync()
             self._queued([cheque])
@@ -372,7 +369,12 @@ class Wallet(Service):
         )
 
     def _queued(self, cheques: list[Cheque]) -> None:
+        # (logged here, once per payee and sync, rather than per payment:
+        # a paid download pays for every blob)
         for cheque in cheques:
+            _log.debug("Cheque {sequence} to {payee} ({total} points in all) may be sent",
+                       sequence=cheque.sequence, payee=cheque.payee.hex()[:16],
+                       total=format_points(cheque.total))
             for listener in list(self._listeners):
                 try:
                     listener(cheque)
@@ -504,15 +506,16 @@ class Wallet(Service):
         if micro == 0:
             return
         account = self.account_of(peer)
-        was_serving = self.may_serve(account)
+        before = self.unpaid_debt(account)
         self.ledger.expect(account, micro, self._clock.seconds())
         self._write_soon()
-        if was_serving and not self.may_serve(account):
+        limit = self.debt_limit
+        if limit is not None and before <= limit < before + micro:
             _log.info(
                 "Peer {peer} owes {debt} points, over the limit of {limit}: no more "
                 "blobs until it pays",
-                peer=_short(account), debt=format_points(self.unpaid_debt(account)),
-                limit=format_points(self.debt_limit or 0),
+                peer=_short(account), debt=format_points(before + micro),
+                limit=format_points(limit),
             )
 
     def unpaid_debt(self, peer: Any) -> int:

@@ -153,7 +153,7 @@ class _NeverPays(DownloadPayments):
     sends a cheque.
     """
 
-    def add_requests(self, peer: Any, protocol: IRequestSender) -> None:
+    def add_requests(self, peer: Any, protocol: IRequestSender, promptly: bool = False) -> None:
         self.wallet.get_info_exchanger().send_next_request(peer, protocol)
 
     def pay(self, reservation: Any, length: int) -> None:

@@ -15,11 +15,19 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import InsufficientFundsError
 from p2pblob.peer.peer import Peer
+from p2pblob.wallet.exchange import CHEQUE_QUERY
 from p2pblob.wallet.keys import NodeKey
-from p2pblob.wallet.paying import FLOAT_BLOBS, FLOAT_IDLE, BlobShare, DownloadPayments
+from p2pblob.wallet.paying import (
+    CHEQUE_INTERVAL,
+    FLOAT_BLOBS,
+    FLOAT_IDLE,
+    BlobShare,
+    DownloadPayments,
+)
 from p2pblob.wallet.units import MICRO, blob_cost, to_micro
 from p2pblob.wallet.wallet import Wallet
 from tests.wallet._helpers import SEED_A, SEED_B, SEED_C, SERVER, make_wallet
+from tests.wallet.test_exchange import FakeSender
 
 OTHER = Peer("192.0.2.3", 3333)
 LBRY = Peer("192.0.2.4", 3333)
@@ -209,3 +217,73 @@ class DownloadPaymentsTests(SynchronousTestCase):
         self.assertTrue(any(e["log_format"].startswith("Could not") for e in events))
         self.assertIsInstance(self.payments.reserve(OTHER, LENGTH), BlobShare)
         self.assertEqual(self.wallet.ledger.balance(), 100 * MICRO)
+
+
+class ChequePacingTests(SynchronousTestCase):
+    """
+    How often a connection carries a cheque: the first request carries the
+    latest, later ones a newer cheque at most every L{CHEQUE_INTERVAL}
+    seconds, unless asked to pay promptly or the peer once refused us over
+    our debt.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.wallet = make_wallet(self, self.clock, SEED_A, grant=100 * MICRO)
+        self.wallet.learn_peer_key(SERVER, NodeKey.from_seed(SEED_B).public_key)
+        self.payments = DownloadPayments(self.wallet, RATE)
+        self.connection = FakeSender()
+
+    def pay(self) -> int:
+        cheque = self.payments.pay(self.payments.reserve(SERVER, LENGTH), LENGTH)
+        assert cheque is not None
+        return cheque.sequence
+
+    def carried(self, promptly: bool = False) -> list[int]:
+        """
+        Queue a request's payment requests; return the sequences of the
+        cheques the connection has carried so far.
+        """
+        self.payments.add_requests(SERVER, self.connection, promptly=promptly)
+        return [request.request_dict[CHEQUE_QUERY]["sequence"]
+                for request, _ in self.connection.requests
+                if CHEQUE_QUERY in request.request_dict]
+
+    def test_paced(self) -> None:
+        """
+        A newer cheque waits until L{CHEQUE_INTERVAL} has passed since the
+        connection last carried one; then the latest goes.
+        """
+        first = self.pay()
+        self.assertEqual(self.carried(), [first])
+        self.pay()
+        latest = self.pay()
+        self.clock.advance(CHEQUE_INTERVAL - 0.01)
+        self.assertEqual(self.carried(), [first])
+        self.clock.advance(0.01)
+        self.assertEqual(self.carried(), [first, latest])
+        self.clock.advance(CHEQUE_INTERVAL)
+        self.assertEqual(self.carried(), [first, latest])
+
+    def test_promptly(self) -> None:
+        """
+        Asked to pay promptly (nothing left to ask the peer), the connection
+        carries the newer cheque at once.
+        """
+        first = self.pay()
+        self.assertEqual(self.carried(), [first])
+        second = self.pay()
+        self.assertEqual(self.carried(promptly=True), [first, second])
+
+    def test_impatient_peer(self) -> None:
+        """
+        Once the peer refused us over our debt, every request carries the
+        latest cheque it has not carried.
+        """
+        first = self.pay()
+        self.assertEqual(self.carried(), [first])
+        self.payments.impatient(SERVER)
+        second = self.pay()
+        self.assertEqual(self.carried(), [first, second])
+        third = self.pay()
+        self.assertEqual(self.carried(), [first, second, third])
