@@ -22,7 +22,8 @@ The seam the peer protocol uses to move cheques:
     cheque to the ledger, then calls every callback given to
     L{when_cheque_queued} with it.  The protocol sends
     L{cheque_for}C{(peer)} (the latest cheque the payee has not
-    acknowledged) with its next request to that peer, under the
+    acknowledged) with a later request to that peer (which one:
+    L{p2pblob.wallet.paying}), under the
     C{p2pblob_cheque} request key, and calls L{cheque_delivered} once the
     payee acknowledges it.  A cheque lost on the way, or not sent before a
     crash, is covered by the next one or found again by
