@@ -382,6 +382,7 @@ def download(
         size = final.stat().st_size
         click.echo(f"downloaded {size} bytes to {final}", err=True)
         if payments is not None:
+            payments.settle()
             balance = payments.wallet.ledger.balance()
             click.echo(
                 f"paid {format_points(payments.paid_micro)} points; balance "

@@ -239,7 +239,7 @@ class BlobRequester:
         payments = self._payments
         if payments is None or self._out_of_funds:
             return False
-        cheque = payments.wallet.cheque_for(peer)
+        cheque = payments.cheque_for(peer)
         if cheque is None or self._flushed.get(protocol, 0) >= cheque.sequence:
             return False
         self._flushed[protocol] = cheque.sequence

@@ -24,15 +24,19 @@ The exchange of one paid blob, on one connection::
             {..., "incoming_blob": {"blob_hash": H, "length": n},
              "p2pblob_payment_key": "<hex>", "p2pblob_cheque": {receipt}} + n bytes
     server: once the n bytes are sent: expect blob_cost(n, R) from the peer
-    client: the blob is verified: pay blob_cost(n, R) from what was set
-            aside (a new cumulative cheque, queued), the rest going back to
-            the reservation; or give it all back if the blob did not come
-    client: once the payment is on the disk (payments share one fsync, in
-            the wallet's thread, some 50 ms after the first), the latest
-            cheque rides on the next request to that peer, at most every
-            CHEQUE_INTERVAL (0.25 s) on one connection, so that one cheque
-            pays for many blobs; a receipt whose sequence is at least the
-            cheque's marks it delivered.
+    client: the blob is verified: it owes blob_cost(n, R) from what was
+            set aside, the rest going back to the reservation; or it gives
+            it all back if the blob did not come
+    client: just before the wallet's next sync (some 50 ms after the first
+            blob owed), what each reservation owes is paid from it: one
+            payment and one new cumulative cheque for all those blobs,
+            put on the disk by that sync (in the wallet's thread, with one
+            fsync); then the latest cheque rides on the next request to
+            that peer, at most every CHEQUE_INTERVAL (0.25 s) on one
+            connection; a receipt whose sequence is at least the cheque's
+            marks it delivered.  What is owed to a peer is paid at once
+            when its cheque is asked for (nothing is left to ask it, or it
+            refused us over our debt), and when the wallet stops.
 
 Extension keys ride only beside the standard keys of a blob request (an LBRY
 server closes a connection whose request has no key it knows, and ignores
@@ -100,6 +104,9 @@ class _Float:
     @ivar shares: blobs whose share is neither paid nor returned.
     @ivar retired: no new blob takes a share of it; it is released as its
         shares are paid or returned.
+    @ivar owed: micro-points owed for blobs received, to be paid from it
+        with the next sync (L{DownloadPayments.settle}); the ledger holds
+        them beside C{held}.
     """
 
     peer: Any
@@ -107,6 +114,7 @@ class _Float:
     held: int
     free: int
     shares: int = 0
+    owed: int = 0
     retired: bool = False
     idle: IDelayedCall | None = None
 
@@ -159,6 +167,8 @@ class DownloadPayments:
         )
         # peers that refused us a blob over our debt: paid without delay
         self._impatient: set[Any] = set()
+        # the reservations from which something is owed
+        self._owing: list[_Float] = []
 
     def reserve(self, peer: Any, length: int | None) -> BlobShare:
         """
@@ -193,9 +203,10 @@ class DownloadPayments:
         self._floats[peer] = source
         return source
 
-    def _retire(self, source: _Float) -> None:
+    def _retire(self, source: _Float, write: bool = True) -> None:
         """
-        Take no more shares of C{source}: release what no blob has taken.
+        Take no more shares of C{source}: release what no blob has taken
+        (if C{write}: else its reservation is gone).
         """
         source.retired = True
         if self._floats.get(source.peer) is source:
@@ -203,10 +214,20 @@ class DownloadPayments:
         if source.idle is not None and source.idle.active():
             source.idle.cancel()
         source.idle = None
-        if not source.free:
+        if not (source.free and write):
             return
         source.held -= source.free
         source.free = 0
+        self._write(source)
+
+    def _write(self, source: _Float) -> None:
+        """
+        Bring C{source}'s reservation in the ledger to what it holds: pay
+        what is owed from it, or shrink it.
+        """
+        if source.owed:
+            self._pay_owed(source)
+            return
         try:
             self.wallet.shrink_reservation(source.reservation, source.held)
         except PaymentError as e:
@@ -235,32 +256,63 @@ class DownloadPayments:
         if source.shares == 0 and not source.retired:
             self._retire(source)
 
-    def pay(self, share: BlobShare, length: int) -> Cheque | None:
+    def pay(self, share: BlobShare, length: int) -> None:
         """
         Pay for C{length} bytes received from the share's peer; the rest of
         the share goes back to its reservation.  A peer without a payment
         key (an LBRY peer: it never asked for payment) is not paid.
+
+        With a wallet that syncs later (L{Wallet.syncs_later}) the cost is
+        owed, and paid with what else is owed to that peer just before the
+        wallet's next sync (L{settle}); else it is paid at once.
         """
         cost = blob_cost(length, self.rate)
         if cost > share.micro:
             _log.warn("Could not pay {peer}: {length} bytes cost more than was reserved",
                       peer=str(share.peer), length=length)
             self.cancel(share)
-            return None
-        try:
-            cheque = self.wallet.send_micro(
-                share.source.reservation, cost, keep=self._left(share, cost)
-            )
-        except UnknownPayeeError:
+            return
+        if self.wallet.peer_key(share.source.reservation.account) is None:
             self.cancel(share)
-            return None
-        except PaymentError as e:
-            _log.warn("Could not pay {peer}: {error}", peer=str(share.peer), error=e)
-            self.cancel(share)
-            return None
+            return
+        source = share.source
+        source.owed += cost
         self._settled(share, cost)
-        self.paid_micro += cost
-        return cheque
+        if source.owed == cost:
+            self._owing.append(source)
+            self.wallet.pay_before_sync(self.settle)
+
+    def settle(self, peer: Any = None) -> None:
+        """
+        Pay what is owed (to C{peer}, or to every peer): one payment, and
+        one cheque, per reservation.
+        """
+        owing, self._owing = self._owing, []
+        for source in owing:
+            if peer is None or source.peer == peer:
+                self._pay_owed(source)
+            else:
+                self._owing.append(source)
+
+    def _pay_owed(self, source: _Float) -> None:
+        owed, source.owed = source.owed, 0
+        if source in self._owing:
+            self._owing.remove(source)
+        if not owed:
+            return
+        try:
+            self.wallet.send_micro(source.reservation, owed, keep=source.held)
+        except UnknownPayeeError:
+            # (its key was forgotten meanwhile: nothing is paid, and what
+            # the ledger held for it is released)
+            self._write(source)
+            return
+        except PaymentError as e:
+            # (its reservation is gone: the next blob reserves again)
+            _log.warn("Could not pay {peer}: {error}", peer=str(source.peer), error=e)
+            self._retire(source, write=False)
+            return
+        self.paid_micro += owed
 
     def cancel(self, share: BlobShare) -> None:
         """
@@ -269,10 +321,7 @@ class DownloadPayments:
         source = share.source
         self._settled(share, 0)
         if source.retired:
-            try:
-                self.wallet.shrink_reservation(source.reservation, source.held)
-            except PaymentError as e:
-                _log.warn("Could not release reserved points: {error}", error=e)
+            self._write(source)
 
     def add_requests(self, peer: Any, protocol: IRequestSender, promptly: bool = False) -> None:
         """
@@ -307,12 +356,22 @@ class DownloadPayments:
 
     def has_cheque_for(self, peer: Any) -> bool:
         """
-        Whether a cheque to C{peer} is waiting for delivery.
+        Whether a cheque to C{peer} is waiting for delivery, once what is
+        owed to it is paid.
         """
         try:
-            return self.wallet.cheque_for(peer) is not None
+            return self.cheque_for(peer) is not None
         except PaymentError:
             return False
+
+    def cheque_for(self, peer: Any) -> Cheque | None:
+        """
+        Pay what is owed to C{peer}, then return the latest cheque to it
+        that it has not acknowledged, if any (L{Wallet.cheque_for}: this
+        waits for the disk).
+        """
+        self.settle(peer)
+        return self.wallet.cheque_for(peer)
 
     def _receipt(self, response: dict[str, Any], peer: Any, cheque: Cheque) -> None:
         receipt = response.get(CHEQUE_QUERY)

@@ -125,6 +125,7 @@ class Wallet(Service):
         self._ledger: Ledger | None = None
         self._names = PeerNames()
         self._listeners: list[Callable[[Cheque], object]] = []
+        self._before_sync: list[Callable[[], object]] = []
         self._exchanger = PaymentKeyExchanger(self)
         self._handler_factory = PaymentKeyHandlerFactory(self)
 
@@ -148,6 +149,9 @@ class Wallet(Service):
             self._sync_worker.start()
 
     def stop(self) -> None:
+        if self._ledger is not None:
+            # (payments made now are written by the close below)
+            self._settle()
         ledger, self._ledger = self._ledger, None
         if self._sync_call is not None and self._sync_call.active():
             self._sync_call.cancel()
@@ -341,6 +345,39 @@ class Wallet(Service):
             self._sync_soon()
         return cheque
 
+    @property
+    def syncs_later(self) -> bool:
+        """
+        Whether payments wait for the next sync to reach the disk (the
+        wallet has a sync worker): a payer may then make its payments just
+        before that sync (L{pay_before_sync}), not one by one.
+        """
+        return self._sync_worker is not None
+
+    def pay_before_sync(self, settle: Callable[[], object]) -> None:
+        """
+        Have C{settle} called once, just before the next sync writes the
+        ledger (in at most L{SYNC_INTERVAL} seconds) or when the wallet
+        stops: the payments it makes then are written and synced with the
+        others.  A payer that owes for many blobs thus pays them with one
+        payment and one cheque.  Without a sync worker (L{syncs_later} is
+        false) it is called at once.
+        """
+        if self._sync_worker is None:
+            settle()
+            return
+        if settle not in self._before_sync:
+            self._before_sync.append(settle)
+        self._sync_soon()
+
+    def _settle(self) -> None:
+        settling, self._before_sync = self._before_sync, []
+        for settle in settling:
+            try:
+                settle()
+            except Exception:
+                _log.failure("Could not make the payments due before a sync")
+
     def _sync_soon(self) -> None:
         """
         Put the ledger on the disk in L{SYNC_INTERVAL} seconds, in the sync
@@ -360,6 +397,9 @@ class Wallet(Service):
             self._sync_soon()
 
     def _sync(self) -> None:
+        # (payments made now are synced below, not by another sync: the
+        # call is still there while they are made)
+        self._settle()
         self._sync_call = None
         ledger, worker = self._ledger, self._sync_worker
         if ledger is None or worker is None:

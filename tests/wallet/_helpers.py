@@ -4,8 +4,11 @@ What the wallet tests share: fixed keys, wallets on a clock, and peers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -47,3 +50,30 @@ def make_wallet(
     wallet.start()
     case.addCleanup(wallet.stop)
     return wallet
+
+
+class HeldWorker:
+    """
+    A stand-in for the wallet's sync thread (L{p2pblob._threads.ThreadWorker}):
+    it holds each call until the test runs it.
+    """
+
+    def __init__(self) -> None:
+        self.running = False
+        self.calls: list[tuple[Callable[..., Any], Deferred[Any]]] = []
+
+    def start(self) -> None:
+        self.running = True
+
+    def stop(self) -> None:
+        self.running = False
+
+    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.calls.append((lambda: f(*args), d))
+        return d
+
+    def run_all(self) -> None:
+        while self.calls:
+            f, d = self.calls.pop(0)
+            maybeDeferred(f).chainDeferred(d)

@@ -15,6 +15,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.errors import InsufficientFundsError
 from p2pblob.peer.peer import Peer
+from p2pblob.wallet.cheques import Cheque
 from p2pblob.wallet.exchange import CHEQUE_QUERY
 from p2pblob.wallet.keys import NodeKey
 from p2pblob.wallet.paying import (
@@ -25,8 +26,8 @@ from p2pblob.wallet.paying import (
     DownloadPayments,
 )
 from p2pblob.wallet.units import MICRO, blob_cost, to_micro
-from p2pblob.wallet.wallet import Wallet
-from tests.wallet._helpers import SEED_A, SEED_B, SEED_C, SERVER, make_wallet
+from p2pblob.wallet.wallet import SYNC_INTERVAL, Wallet
+from tests.wallet._helpers import SEED_A, SEED_B, SEED_C, SERVER, HeldWorker, make_wallet
 from tests.wallet.test_exchange import FakeSender
 
 OTHER = Peer("192.0.2.3", 3333)
@@ -55,6 +56,11 @@ class DownloadPaymentsTests(SynchronousTestCase):
     def reserved(self) -> int:
         return self.wallet.ledger.reserved()
 
+    def latest(self, peer: Peer) -> Cheque:
+        cheque = self.wallet.latest_cheque_for(peer)
+        assert cheque is not None
+        return cheque
+
     def test_one_reservation_for_several_blobs(self) -> None:
         """
         The first blob from a peer reserves L{FLOAT_BLOBS} blobs' worth in
@@ -65,8 +71,9 @@ class DownloadPaymentsTests(SynchronousTestCase):
         self.assertEqual(self.commits("reserve"), 1)
         self.assertEqual(self.reserved(), FLOAT_BLOBS * COST)
         for n, share in enumerate(shares, 1):
-            self.assertIsNotNone(self.payments.pay(share, LENGTH))
+            self.payments.pay(share, LENGTH)
             self.assertEqual(self.reserved(), (FLOAT_BLOBS - n) * COST)
+            self.assertEqual(self.latest(SERVER).total, n * COST)
         self.assertEqual(self.commits("pay"), FLOAT_BLOBS)
         self.assertEqual(self.commits("reserve"), 1)
         self.assertEqual(self.wallet.ledger.balance(), (100 - FLOAT_BLOBS) * MICRO)
@@ -135,13 +142,12 @@ class DownloadPaymentsTests(SynchronousTestCase):
         theirs = self.payments.reserve(OTHER, 2 * LENGTH)
         self.assertEqual(self.commits("reserve"), 2)
         self.assertIsNot(mine.source, theirs.source)
-        cheque = self.payments.pay(theirs, 2 * LENGTH)
-        assert cheque is not None
+        self.payments.pay(theirs, 2 * LENGTH)
+        cheque = self.latest(OTHER)
         self.assertEqual((cheque.payee, cheque.total), (NodeKey.from_seed(SEED_C).public_key,
                                                         2 * COST))
-        cheque = self.payments.pay(mine, LENGTH)
-        assert cheque is not None
-        self.assertEqual(cheque.total, COST)
+        self.payments.pay(mine, LENGTH)
+        self.assertEqual(self.latest(SERVER).total, COST)
 
     def test_short_of_points(self) -> None:
         """
@@ -189,7 +195,7 @@ class DownloadPaymentsTests(SynchronousTestCase):
         the share comes back whole.
         """
         share = self.payments.reserve(LBRY, LENGTH)
-        self.assertIsNone(self.payments.pay(share, LENGTH))
+        self.payments.pay(share, LENGTH)
         self.assertEqual(self.payments.paid_micro, 0)
         self.clock.advance(FLOAT_IDLE)
         self.assertEqual((self.reserved(), self.wallet.ledger.balance()), (0, 100 * MICRO))
@@ -201,7 +207,7 @@ class DownloadPaymentsTests(SynchronousTestCase):
         """
         share = self.payments.reserve(SERVER, LENGTH)
         with capturedLogs() as events:
-            self.assertIsNone(self.payments.pay(share, 2 * LENGTH))
+            self.payments.pay(share, 2 * LENGTH)
         self.assertTrue(any("cost more than was reserved" in e["log_format"] for e in events))
         self.assertEqual(self.payments.paid_micro, 0)
 
@@ -213,10 +219,15 @@ class DownloadPaymentsTests(SynchronousTestCase):
         share = self.payments.reserve(SERVER, LENGTH)
         self.wallet.ledger.release_reservations()
         with capturedLogs() as events:
-            self.assertIsNone(self.payments.pay(share, LENGTH))
+            self.payments.pay(share, LENGTH)
         self.assertTrue(any(e["log_format"].startswith("Could not") for e in events))
+        self.assertIsNone(self.wallet.latest_cheque_for(SERVER))
         self.assertIsInstance(self.payments.reserve(OTHER, LENGTH), BlobShare)
         self.assertEqual(self.wallet.ledger.balance(), 100 * MICRO)
+        share = self.payments.reserve(SERVER, LENGTH)
+        self.assertEqual(self.commits("reserve"), 3)
+        self.payments.pay(share, LENGTH)
+        self.assertEqual(self.wallet.ledger.balance(), 100 * MICRO - COST)
 
 
 class ChequePacingTests(SynchronousTestCase):
@@ -235,7 +246,8 @@ class ChequePacingTests(SynchronousTestCase):
         self.connection = FakeSender()
 
     def pay(self) -> int:
-        cheque = self.payments.pay(self.payments.reserve(SERVER, LENGTH), LENGTH)
+        self.payments.pay(self.payments.reserve(SERVER, LENGTH), LENGTH)
+        cheque = self.wallet.latest_cheque_for(SERVER)
         assert cheque is not None
         return cheque.sequence
 
@@ -287,3 +299,140 @@ class ChequePacingTests(SynchronousTestCase):
         self.assertEqual(self.carried(), [first, second])
         third = self.pay()
         self.assertEqual(self.carried(), [first, second, third])
+
+
+class BatchedPaymentsTests(SynchronousTestCase):
+    """
+    With a wallet that syncs later, what blobs cost is owed, and paid just
+    before the wallet's next sync: one payment and one cheque per
+    reservation for all the blobs paid since the last.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.worker = HeldWorker()
+        self.writes: list[str] = []
+        self.path = Path(self.mktemp()) / "ledger.sqlite"
+        self.wallet = Wallet(self.clock, NodeKey.from_seed(SEED_A), self.path,
+                             initial_grant=100 * MICRO, fault=self.writes.append,
+                             sync_worker=self.worker)  # type: ignore[arg-type]
+        self.wallet.start()
+        self.addCleanup(self.wallet.stop)
+        self.wallet.learn_peer_key(SERVER, NodeKey.from_seed(SEED_B).public_key)
+        self.wallet.learn_peer_key(OTHER, NodeKey.from_seed(SEED_C).public_key)
+        self.payments = DownloadPayments(self.wallet, RATE)
+
+    def receive(self, peer: Peer, blobs: int) -> None:
+        for _ in range(blobs):
+            self.payments.pay(self.payments.reserve(peer, LENGTH), LENGTH)
+
+    def sync(self) -> None:
+        """
+        Let the wallet's next sync come, and its fsync run.
+        """
+        self.clock.advance(SYNC_INTERVAL)
+        self.worker.run_all()
+
+    def test_one_payment_per_sync(self) -> None:
+        """
+        Blobs paid for between two syncs make one payment to their peer,
+        written by the sync, and one cheque for all of them.
+        """
+        self.receive(SERVER, 3)
+        self.assertEqual(self.writes.count("pay:committed"), 0)
+        self.assertIsNone(self.wallet.latest_cheque_for(SERVER))
+        self.assertEqual(self.wallet.ledger.reserved(), FLOAT_BLOBS * COST)
+        self.sync()
+        self.assertEqual(self.writes.count("pay:committed"), 1)
+        cheque = self.wallet.sendable_cheque_for(SERVER)
+        assert cheque is not None
+        self.assertEqual((cheque.sequence, cheque.total), (1, 3 * COST))
+        self.assertEqual(self.wallet.ledger.reserved(), (FLOAT_BLOBS - 3) * COST)
+        self.assertEqual(self.wallet.ledger.balance(), 97 * MICRO)
+        self.assertEqual(self.payments.paid_micro, 3 * COST)
+        self.receive(SERVER, 2)
+        self.sync()
+        cheque = self.wallet.sendable_cheque_for(SERVER)
+        assert cheque is not None
+        self.assertEqual((cheque.sequence, cheque.total), (2, 5 * COST))
+        self.assertEqual(self.writes.count("pay:committed"), 2)
+
+    def test_each_peer_paid(self) -> None:
+        """
+        What is owed to each peer is paid to it with the same sync.
+        """
+        self.receive(SERVER, 2)
+        self.receive(OTHER, 1)
+        self.sync()
+        self.assertEqual(self.writes.count("pay:committed"), 1)
+        totals = {peer: cheque.total for peer in (SERVER, OTHER)
+                  if (cheque := self.wallet.sendable_cheque_for(peer)) is not None}
+        self.assertEqual(totals, {SERVER: 2 * COST, OTHER: COST})
+
+    def test_cheque_asked_for_pays_at_once(self) -> None:
+        """
+        Asking for the cheque to a peer (nothing is left to ask it, or it
+        refused us over our debt) pays what is owed to it first, without
+        waiting for the sync; what is owed to others waits.
+        """
+        self.receive(SERVER, 2)
+        self.receive(OTHER, 1)
+        self.assertTrue(self.payments.has_cheque_for(SERVER))
+        cheque = self.payments.cheque_for(SERVER)
+        assert cheque is not None
+        self.assertEqual(cheque.total, 2 * COST)
+        self.assertIsNone(self.wallet.latest_cheque_for(OTHER))
+        self.sync()
+        other = self.wallet.sendable_cheque_for(OTHER)
+        assert other is not None
+        self.assertEqual(other.total, COST)
+
+    def test_spent_reservation_paid_and_closed(self) -> None:
+        """
+        A reservation whose shares ran out is paid what is owed from it
+        and closed once its last blob is paid, the next one staying open.
+        """
+        shares = [self.payments.reserve(SERVER, LENGTH) for _ in range(FLOAT_BLOBS + 1)]
+        self.assertEqual(self.wallet.ledger.summary().reservations, 2)
+        for share in shares[:FLOAT_BLOBS]:
+            self.payments.pay(share, LENGTH // 2)
+        self.sync()
+        self.assertEqual(self.wallet.ledger.summary().reservations, 1)
+        self.assertEqual(self.wallet.ledger.reserved(), FLOAT_BLOBS * COST)
+        self.assertEqual(self.wallet.ledger.balance(), 100 * MICRO - FLOAT_BLOBS * COST // 2)
+        self.payments.cancel(shares[-1])
+        self.clock.advance(FLOAT_IDLE)
+        self.assertEqual(self.wallet.ledger.reserved(), 0)
+
+    def test_owed_paid_when_the_wallet_stops(self) -> None:
+        """
+        What is owed when the wallet stops is paid and written before the
+        ledger closes: the next start finds the payment.
+        """
+        self.receive(SERVER, 2)
+        self.wallet.stop()
+        again = Wallet(self.clock, NodeKey.from_seed(SEED_A), self.path)
+        again.start()
+        self.addCleanup(again.stop)
+        self.assertEqual(again.ledger.balance(), 98 * MICRO)
+        self.assertEqual(again.ledger.reserved(), 0)
+        again.learn_peer_key(SERVER, NodeKey.from_seed(SEED_B).public_key)
+        cheque = again.latest_cheque_for(SERVER)
+        assert cheque is not None
+        self.assertEqual(cheque.total, 2 * COST)
+
+    def test_key_forgotten_before_the_sync(self) -> None:
+        """
+        Points reserved before the peer's key was known are paid to the key
+        its address has when they are paid; if it was forgotten by then
+        (the connection is gone), nothing is paid and they are released.
+        """
+        newcomer = Peer("192.0.2.9", 3333)
+        share = self.payments.reserve(newcomer, LENGTH)
+        self.wallet.learn_peer_key(newcomer, NodeKey.from_seed(SEED_C).public_key)
+        self.payments.pay(share, LENGTH)
+        self.wallet.forget_peer_key(newcomer)
+        self.sync()
+        self.assertEqual(self.wallet.ledger.balance(), 100 * MICRO)
+        self.assertEqual(self.payments.paid_micro, 0)
+        self.assertEqual(self.wallet.ledger.reserved(), (FLOAT_BLOBS - 1) * COST)

@@ -6,11 +6,9 @@ between two wallets on one L{Clock}, with real ledger files.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
@@ -34,7 +32,15 @@ from p2pblob.wallet.keys import NodeKey
 from p2pblob.wallet.summary import LedgerSummary, read_summary
 from p2pblob.wallet.units import MICRO
 from p2pblob.wallet.wallet import SYNC_INTERVAL, ReservedPoints, Wallet, open_wallet
-from tests.wallet._helpers import CLIENT, SEED_A, SEED_B, SEED_C, SERVER, make_wallet
+from tests.wallet._helpers import (
+    CLIENT,
+    SEED_A,
+    SEED_B,
+    SEED_C,
+    SERVER,
+    HeldWorker,
+    make_wallet,
+)
 
 
 def _time_of(wallet: Wallet, query: str, *arguments: object) -> float:
@@ -248,33 +254,6 @@ class SendTests(_PaymentCase):
 
 # the values of SQLite's "PRAGMA synchronous"
 NORMAL, FULL = 1, 2
-
-
-class HeldWorker:
-    """
-    A stand-in for the wallet's sync thread (L{p2pblob._threads.ThreadWorker}):
-    it holds each call until the test runs it.
-    """
-
-    def __init__(self) -> None:
-        self.running = False
-        self.calls: list[tuple[Callable[..., Any], Deferred[Any]]] = []
-
-    def start(self) -> None:
-        self.running = True
-
-    def stop(self) -> None:
-        self.running = False
-
-    def __call__(self, f: Callable[..., Any], *args: Any) -> Deferred[Any]:
-        d: Deferred[Any] = Deferred()
-        self.calls.append((lambda: f(*args), d))
-        return d
-
-    def run_all(self) -> None:
-        while self.calls:
-            f, d = self.calls.pop(0)
-            maybeDeferred(f).chainDeferred(d)
 
 
 class SyncWorkerTests(SynchronousTestCase):
