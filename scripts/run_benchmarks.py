@@ -10,15 +10,20 @@ They are, in this order (every benchmarks/*.py, by name):
                           (about 12 minutes)
   download_throughput.py  download MB/s, CPU and peak RSS of a stream from 1
                           and 3 local seeders, against libtorrent
+  payments_overhead.py    paid against free download throughput from a local
+                          seeder, 25 pairs of runs (about 3 minutes at 1 GiB)
   rate_limit_accuracy.py  how closely the rate limiter holds loopback traffic
                           to 1, 10 and 50 MB/s, per 10-s window, and each
                           connection's share (about 2 minutes)
   stream_throughput.py    publish and assemble MB/s and peak RSS
+  wallet_per_blob.py      the wallet's own work per paid blob, timed alone on
+                          the downloader's side and the seeder's
 
 The extra arguments go to every benchmark, so give the options they share:
-C{--size} (e.g. 64MiB for a quick check) and C{--dir} (the DHT simulation
-and the rate-limit benchmark ignore both; run the simulation alone with
-C{--nodes 1000} for a quick check).
+C{--size} (e.g. 64MiB for a quick check) and C{--dir} (the DHT simulation,
+the rate-limit and the per-blob wallet benchmarks ignore both, the payments
+benchmark C{--dir}; run the simulation alone with C{--nodes 1000} for a
+quick check).
 
 Benchmarks print numbers; they never fail on timing.  This exits non-zero
 only if a benchmark crashed (or found a download wrong).
