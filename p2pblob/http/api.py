@@ -1,0 +1,375 @@
+"""
+The JSON control API of a running node: L{NodeAPI}, a klein application
+under C{/api/v1/}.
+
+Every answer is a JSON object.  Errors are::
+
+    {"error": {"code": "<stable code>", "message": "<words for the user>"}}
+
+with a 4xx status for anything the caller can fix (unknown route or blob,
+bad JSON, a setting of the wrong type), 401/403 from the request guard
+(L{p2pblob.http.auth}), and 500 only for a bug in the node, which is
+logged with its traceback and answered without it.
+
+Routes so far::
+
+    GET   /api/v1/status     version, peer port, DHT, bandwidth, disk use,
+                             limits, wallet balance, prices
+    GET   /api/v1/blobs      the blobs held (?offset=&limit=, sorted by hash)
+    GET   /api/v1/blobs/<h>  one blob: its length, or 404
+    GET   /api/v1/peers      bytes moved with each peer
+    GET   /api/v1/wallet     balance, reservations, debts and cheques
+    GET   /api/v1/settings   the settings that may change while it runs
+    PATCH /api/v1/settings   change some of them (all or none are applied)
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from klein import Klein
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, Resource
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from p2pblob._version import __version__
+from p2pblob.blob.hashing import is_blob_hash
+from p2pblob.config import Config, parse_rate, parse_size
+from p2pblob.errors import ConfigError
+from p2pblob.http.auth import RequestGuard
+from p2pblob.ratelimit import RateLimiter
+from p2pblob.wallet.units import format_points
+from p2pblob.wallet.wallet import Wallet
+
+__all__ = ["APIError", "NodeAPI", "NodeParts"]
+
+_log = Logger()
+
+# the most blobs one page of GET /api/v1/blobs lists
+MAX_PAGE = 1000
+
+
+class APIError(Exception):
+    """
+    A request the API refuses: answered with C{status} and the error
+    object of C{code} and C{message}.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class _Store(Protocol):
+    disk_limit: int | None
+
+    def used_bytes(self) -> int: ...
+
+    @property
+    def index(self) -> Any: ...
+
+
+@dataclass
+class NodeParts:
+    """
+    What the API reads and steers: the parts of a node (L{p2pblob.node.Node}
+    has them all).
+
+    @ivar peer_address: returns where the peer server listens (C{host:port}),
+        or L{None} before it does.
+    @ivar dht: the L{p2pblob.dht.service.DHTService}, or L{None} off the DHT.
+    """
+
+    config: Config
+    blob_store: _Store
+    rate_limiter: RateLimiter
+    wallet: Wallet | None = None
+    rates: Any = None
+    dht: Any = None
+    peer_address: Callable[[], str | None] = lambda: None
+
+
+# the rate limiter's settings (and the store's disk_limit)
+_RATE_SETTINGS = (
+    "max_upload", "max_download", "max_upload_per_connection", "max_download_per_connection",
+)
+
+
+class NodeAPI:
+    """
+    The control API of the node made of C{parts}.
+    """
+
+    app = Klein()
+
+    def __init__(self, parts: NodeParts, guard: RequestGuard,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.parts = parts
+        self.guard = guard
+        self._clock = clock
+        self._started = clock()
+
+    def resource(self) -> IResource:
+        """
+        The resource to serve: the routes behind the request guard.
+        """
+        return _Guarded(self.app.resource(), self.guard)
+
+    # reading
+
+    @app.route("/api/v1/status", methods=["GET"])
+    def status(self, request: IRequest) -> bytes:
+        parts = self.parts
+        limiter = parts.rate_limiter
+        store = parts.blob_store
+        dht = parts.dht
+        body: dict[str, Any] = {
+            "version": __version__,
+            "uptime": round(self._clock() - self._started, 3),
+            "data_dir": str(parts.config.data_dir),
+            "peer": {"listening": parts.peer_address(), "connections": limiter.connections},
+            "dht": {
+                "enabled": dht is not None,
+                "joined": bool(dht is not None and dht.joined),
+                "contacts": _contacts(dht),
+            },
+            "bandwidth": {
+                "uploaded": limiter.uploaded,
+                "downloaded": limiter.downloaded,
+                "limits": self._limits(),
+            },
+            "disk": {
+                "used": store.used_bytes(),
+                "limit": store.disk_limit,
+                "blobs": len(store.index.blobs()),
+            },
+            "prices": self._prices(),
+            "wallet": self._balance(),
+        }
+        return _json(request, body)
+
+    @app.route("/api/v1/blobs", methods=["GET"])
+    def blobs(self, request: IRequest) -> bytes:
+        offset = _int_arg(request, "offset", 0)
+        limit = _int_arg(request, "limit", 100)
+        if not 1 <= limit <= MAX_PAGE:
+            raise APIError(400, "bad_argument", f"limit must be from 1 to {MAX_PAGE}")
+        held = self.parts.blob_store.index.blobs()
+        hashes = sorted(held)[offset:offset + limit]
+        return _json(request, {
+            "total": len(held),
+            "offset": offset,
+            "blobs": [{"hash": h, "length": held[h]} for h in hashes],
+        })
+
+    @app.route("/api/v1/blobs/<string:blob_hash>", methods=["GET"])
+    def blob(self, request: IRequest, blob_hash: str) -> bytes:
+        if not is_blob_hash(blob_hash):
+            raise APIError(400, "bad_blob_hash",
+                           f"{blob_hash[:100]!r} is not a blob hash (96 hex digits)")
+        length = self.parts.blob_store.index.blobs().get(blob_hash)
+        if length is None:
+            raise APIError(404, "unknown_blob", f"this node does not hold blob {blob_hash}")
+        return _json(request, {"hash": blob_hash, "length": length})
+
+    @app.route("/api/v1/peers", methods=["GET"])
+    def peers(self, request: IRequest) -> bytes:
+        traffic = self.parts.rate_limiter.counters.by_peer()
+        return _json(request, {
+            "peers": [{"peer": peer, "uploaded": t.up, "downloaded": t.down}
+                      for peer, t in sorted(traffic.items())],
+        })
+
+    @app.route("/api/v1/wallet", methods=["GET"])
+    def wallet(self, request: IRequest) -> bytes:
+        wallet = self.parts.wallet
+        if wallet is None:
+            raise APIError(404, "no_wallet", "this node has no wallet")
+        summary = wallet.ledger.summary()
+        return _json(request, {
+            "key": summary.owner,
+            "balance": format_points(summary.balance),
+            "reserved": format_points(summary.reserved),
+            "reservations": summary.reservations,
+            "granted": format_points(summary.granted),
+            "received": format_points(summary.received),
+            "sent": format_points(summary.sent),
+            "debts": [
+                {"peer": row.peer, "owed": format_points(row.expected),
+                 "paid": format_points(row.paid)}
+                for row in summary.debts
+            ],
+        })
+
+    # settings
+
+    @app.route("/api/v1/settings", methods=["GET"])
+    def settings(self, request: IRequest) -> bytes:
+        return _json(request, self._settings())
+
+    @app.route("/api/v1/settings", methods=["PATCH"])
+    def change_settings(self, request: IRequest) -> bytes:
+        changes = _json_body(request)
+        parsed: dict[str, int | None] = {}
+        for name, value in changes.items():
+            if name in _RATE_SETTINGS:
+                parsed[name] = _setting(name, value, parse_rate)
+            elif name == "disk_limit":
+                parsed[name] = _setting(name, value, parse_size)
+            else:
+                known = ", ".join((*_RATE_SETTINGS, "disk_limit"))
+                raise APIError(400, "unknown_setting",
+                               f"{name[:100]!r} is not a setting that can change while the "
+                               f"node runs (those are: {known})")
+        limiter = self.parts.rate_limiter
+        for name, value in parsed.items():
+            if name == "disk_limit":
+                self.parts.blob_store.disk_limit = value
+            else:
+                setattr(limiter, name, value)
+            _log.info("Setting {name} changed to {value} through the API",
+                      name=name, value="no limit" if value is None else value)
+        return _json(request, self._settings())
+
+    def _settings(self) -> dict[str, Any]:
+        return {**self._limits(), "disk_limit": self.parts.blob_store.disk_limit}
+
+    def _limits(self) -> dict[str, float | None]:
+        limiter = self.parts.rate_limiter
+        return {name: getattr(limiter, name) for name in _RATE_SETTINGS}
+
+    def _prices(self) -> dict[str, float]:
+        rates = self.parts.rates
+        if rates is None:
+            return {"price": 0.0, "min_price": 0.0}
+        return {"price": rates.price, "min_price": rates.min_price}
+
+    def _balance(self) -> dict[str, str] | None:
+        wallet = self.parts.wallet
+        if wallet is None:
+            return None
+        ledger = wallet.ledger
+        return {"balance": format_points(ledger.balance()),
+                "reserved": format_points(ledger.reserved())}
+
+    # errors
+
+    @app.handle_errors(APIError)
+    def _refused(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, APIError)
+        return _error(request, error.status, error.code, error.message)
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request: IRequest, failure: Failure) -> bytes:
+        path = request.path.decode("utf-8", "replace")[:200]
+        return _error(request, 404, "not_found", f"no such API route: {path}")
+
+    @app.handle_errors(MethodNotAllowed)
+    def _wrong_method(self, request: IRequest, failure: Failure) -> bytes:
+        allowed = ", ".join(sorted(getattr(failure.value, "valid_methods", None) or []))
+        if allowed:
+            request.setHeader(b"allow", allowed.encode("ascii"))
+        method = request.method.decode("ascii", "replace")
+        return _error(request, 405, "method_not_allowed",
+                      f"{method} is not allowed here (allowed: {allowed or 'none'})")
+
+    @app.handle_errors(Exception)
+    def _bug(self, request: IRequest, failure: Failure) -> bytes:
+        _log.failure("The API failed answering {method} {path}", failure,
+                     method=request.method, path=request.path)
+        return _error(request, 500, "internal_error",
+                      "the node failed answering this request; its log has the details")
+
+
+def _contacts(dht: Any) -> int:
+    node = getattr(dht, "node", None)
+    return 0 if node is None else len(node.routing)
+
+
+def _json(request: IRequest, body: Any, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json; charset=utf-8")
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
+
+
+def _error(request: IRequest, status: int, code: str, message: str) -> bytes:
+    return _json(request, {"error": {"code": code, "message": message}}, status)
+
+
+def _int_arg(request: IRequest, name: str, default: int) -> int:
+    values = (request.args or {}).get(name.encode("ascii"))
+    if not values:
+        return default
+    text = values[0].decode("ascii", "replace")
+    try:
+        value = int(text)
+    except ValueError:
+        raise APIError(400, "bad_argument",
+                       f"{name} must be a whole number, not {text[:40]!r}") from None
+    if value < 0:
+        raise APIError(400, "bad_argument", f"{name} must not be negative")
+    return value
+
+
+def _json_body(request: IRequest) -> dict[str, Any]:
+    raw = request.content.read() if request.content is not None else b""
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as e:
+        raise APIError(400, "bad_json", f"the request body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise APIError(400, "bad_json", "the request body must be a JSON object")
+    return body
+
+
+def _setting(name: str, value: object, parse: Callable[[str, str], int | None]) -> int | None:
+    """
+    A size or rate setting given as a number of bytes, a string such as
+    C{"10MB"}, or C{null}/0 for no limit.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise APIError(400, "bad_setting",
+                       f"{name} must be a number of bytes, a string such as \"10MB\", or null")
+    if isinstance(value, int):
+        if value < 0:
+            raise APIError(400, "bad_setting", f"{name} must not be negative")
+        return value or None
+    try:
+        return parse(value, name)
+    except ConfigError as e:
+        raise APIError(400, "bad_setting", str(e)) from None
+
+
+class _Guarded(Resource):
+    """
+    The API's resource behind its L{RequestGuard}: a refused request is
+    answered with the guard's error and goes no further.
+    """
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, guard: RequestGuard) -> None:
+        super().__init__()
+        self._inner = inner
+        self._guard = guard
+
+    def render(self, request: IRequest) -> Any:
+        refusal = self._guard.check(request)
+        if refusal is not None:
+            if refusal.status == 401:
+                request.setHeader(b"www-authenticate", b'Bearer realm="p2pblob"')
+            return _error(request, refusal.status, refusal.code, refusal.message)
+        return self._inner.render(request)

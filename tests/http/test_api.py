@@ -1,0 +1,185 @@
+"""
+Tests for L{p2pblob.http.api.NodeAPI}, through treq's in-memory client
+(no sockets): every route, and how each kind of bad request is answered.
+"""
+
+from __future__ import annotations
+
+from twisted.logger import capturedLogs
+
+from p2pblob._version import __version__
+from p2pblob.blob.hashing import blob_hash
+from p2pblob.http.api import MAX_PAGE
+from p2pblob.wallet.units import MICRO
+from tests.http._helpers import API, APITestCase
+
+
+class ReadingTests(APITestCase):
+    def test_status(self) -> None:
+        """
+        The status names the version, where peers reach the node, the DHT,
+        bandwidth and its limits, disk use, prices and the wallet balance.
+        """
+        self.successResultOf(self.store.put_blob(b"x" * 1000))
+        self.limiter.counters.add("127.0.0.9:3333", None, up=10, down=20)
+        self.limiter.max_upload = 1_000_000
+        status, body = self.request("GET", "/status")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["version"], __version__)
+        self.assertEqual(body["peer"], {"listening": "127.0.0.1:3333", "connections": 0})
+        self.assertEqual(body["dht"], {"enabled": False, "joined": False, "contacts": 0})
+        self.assertEqual((body["bandwidth"]["uploaded"], body["bandwidth"]["downloaded"]),
+                         (10, 20))
+        self.assertEqual(body["bandwidth"]["limits"]["max_upload"], 1_000_000)
+        self.assertIsNone(body["bandwidth"]["limits"]["max_download"])
+        self.assertEqual(body["disk"], {"used": 1000, "limit": None, "blobs": 1})
+        self.assertEqual(body["prices"], {"price": 1.5, "min_price": 1.0})
+        self.assertEqual(body["wallet"], {"balance": "100", "reserved": "0"})
+
+    def test_blobs_paged(self) -> None:
+        """
+        The blobs held are listed by hash, a page at a time.
+        """
+        hashes = sorted(self.successResultOf(self.store.put_blob(bytes([n]) * 10)).blob_hash
+                        for n in range(5))
+        status, body = self.request("GET", "/blobs?offset=1&limit=2")
+        self.assertEqual(status, 200)
+        self.assertEqual(body, {"total": 5, "offset": 1,
+                                "blobs": [{"hash": h, "length": 10} for h in hashes[1:3]]})
+
+    def test_bad_page(self) -> None:
+        """
+        A page asked for with arguments that are not whole numbers, or
+        too long, is refused with 400.
+        """
+        self.assertError(self.request("GET", "/blobs?limit=ten"), 400, "bad_argument")
+        self.assertError(self.request("GET", "/blobs?offset=-1"), 400, "bad_argument")
+        self.assertError(self.request("GET", f"/blobs?limit={MAX_PAGE + 1}"), 400,
+                         "bad_argument")
+
+    def test_one_blob(self) -> None:
+        """
+        One blob is found by its hash; an unknown one is 404, a malformed
+        hash 400.
+        """
+        blob = self.successResultOf(self.store.put_blob(b"y" * 33))
+        self.assertEqual(self.request("GET", f"/blobs/{blob.blob_hash}"),
+                         (200, {"hash": blob.blob_hash, "length": 33}))
+        self.assertError(self.request("GET", f"/blobs/{blob_hash(b'z')}"), 404,
+                         "unknown_blob")
+        self.assertError(self.request("GET", "/blobs/xyz"), 400, "bad_blob_hash")
+
+    def test_peers(self) -> None:
+        """
+        Each peer is listed with the bytes moved with it.
+        """
+        self.limiter.counters.add("127.0.0.9:3333", None, up=5)
+        self.limiter.counters.add("127.0.0.8:3333", None, down=7)
+        self.assertEqual(self.request("GET", "/peers"), (200, {"peers": [
+            {"peer": "127.0.0.8:3333", "uploaded": 0, "downloaded": 7},
+            {"peer": "127.0.0.9:3333", "uploaded": 5, "downloaded": 0},
+        ]}))
+
+    def test_wallet(self) -> None:
+        """
+        The wallet summary gives the key, balance and reservations.
+        """
+        self.wallet.reserve_micro("127.0.0.9:3333", 2 * MICRO)
+        status, body = self.request("GET", "/wallet")
+        self.assertEqual(status, 200)
+        self.assertEqual(body["key"], self.wallet.public_hex)
+        self.assertEqual((body["balance"], body["reserved"], body["reservations"]),
+                         ("100", "2", 1))
+
+    def test_no_wallet(self) -> None:
+        """
+        A node without a wallet answers its wallet route with 404.
+        """
+        self.parts.wallet = None
+        self.assertError(self.request("GET", "/wallet"), 404, "no_wallet")
+        self.assertIsNone(self.request("GET", "/status")[1]["wallet"])
+
+
+class SettingsTests(APITestCase):
+    def test_read(self) -> None:
+        self.store.disk_limit = 10**9
+        self.assertEqual(self.request("GET", "/settings"), (200, {
+            "max_upload": None, "max_download": None, "max_upload_per_connection": None,
+            "max_download_per_connection": None, "disk_limit": 10**9,
+        }))
+
+    def test_change(self) -> None:
+        """
+        Rate limits and the disk limit change at once, given as numbers of
+        bytes, as strings with units, or null for no limit.
+        """
+        self.limiter.max_download = 5000
+        status, body = self.request("PATCH", "/settings", {
+            "max_upload": "2MB", "max_download": None, "max_upload_per_connection": 1000,
+            "disk_limit": "1GiB",
+        })
+        self.assertEqual(status, 200)
+        self.assertEqual((self.limiter.max_upload, self.limiter.max_download,
+                          self.limiter.max_upload_per_connection, self.store.disk_limit),
+                         (2_000_000, None, 1000, 2**30))
+        self.assertEqual(body["max_upload"], 2_000_000)
+        self.assertEqual(body["disk_limit"], 2**30)
+
+    def test_all_or_nothing(self) -> None:
+        """
+        A change with one bad setting changes nothing, and says which.
+        """
+        message = self.assertError(
+            self.request("PATCH", "/settings", {"max_upload": 1000, "max_download": "fast"}),
+            400, "bad_setting")
+        self.assertIn("max_download", message)
+        self.assertIsNone(self.limiter.max_upload)
+
+    def test_bad_values(self) -> None:
+        """
+        Settings of the wrong type, negative, or unknown are refused.
+        """
+        for change in ({"max_upload": True}, {"max_upload": [1]}, {"disk_limit": -1},
+                       {"max_upload": 1.5}):
+            self.assertError(self.request("PATCH", "/settings", change), 400, "bad_setting")
+        message = self.assertError(self.request("PATCH", "/settings", {"price": 2}), 400,
+                                   "unknown_setting")
+        self.assertIn("max_upload", message)
+
+    def test_bad_json(self) -> None:
+        """
+        A body that is not a JSON object is refused with 400.
+        """
+        self.assertError(self.request("PATCH", "/settings", b"{nope"), 400, "bad_json")
+        self.assertError(self.request("PATCH", "/settings", [1, 2]), 400, "bad_json")
+        self.assertError(self.request("PATCH", "/settings", b"[" * 100000), 400, "bad_json")
+
+
+class ErrorTests(APITestCase):
+    def test_unknown_route(self) -> None:
+        self.assertError(self.request("GET", "/nothing/here"), 404, "not_found")
+
+    def test_wrong_method(self) -> None:
+        """
+        A method a route does not take gets 405 and the methods it does.
+        """
+        self.assertError(self.request("DELETE", "/status"), 405, "method_not_allowed")
+        d = self.client.request("DELETE", API + "/status")
+        self.client.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.headers.getRawHeaders("allow"), ["GET, HEAD"])
+
+    def test_bug(self) -> None:
+        """
+        A bug in the node is 500 with no traceback in the answer, and
+        logged with one.
+        """
+        def broken() -> str:
+            raise ZeroDivisionError("oops")
+
+        self.parts.peer_address = broken  # type: ignore[assignment]
+        with capturedLogs() as events:
+            message = self.assertError(self.request("GET", "/status"), 500, "internal_error")
+        self.assertNotIn("oops", message)
+        self.assertTrue(any(e.get("log_failure") is not None for e in events))
+        self.flushLoggedErrors(ZeroDivisionError)
