@@ -17,6 +17,7 @@ from p2pblob.errors import ConfigError
 __all__ = [
     "ANNOUNCE_POLICIES",
     "Config",
+    "DEFAULT_API_LISTEN",
     "DEFAULT_DEBT_LIMIT",
     "DEFAULT_DISK_LIMIT",
     "DEFAULT_INITIAL_GRANT",
@@ -30,6 +31,7 @@ __all__ = [
 
 DEFAULT_DISK_LIMIT = 20 * 1024**3
 DEFAULT_PEER_LISTEN = "tcp:3333"
+DEFAULT_API_LISTEN = "tcp:5279:interface=127.0.0.1"
 DEFAULT_PAYMENT_ADDRESS = "p2pblob-free"
 ANNOUNCE_POLICIES = ("all", "head")
 DEFAULT_INITIAL_GRANT = 100.0
@@ -160,6 +162,8 @@ class Config:
         four times C{debt_limit}
         (L{p2pblob.wallet.serving.HOST_DEBT_FACTOR}).
     @ivar initial_grant: the points a new wallet starts with.
+    @ivar api_listen: the endpoint the HTTP API listens on, or L{None} for
+        no API.
     """
 
     data_dir: Path
@@ -188,6 +192,7 @@ class Config:
     debt_limit: float = DEFAULT_DEBT_LIMIT
     host_debt_limit: float | None = None
     initial_grant: float = DEFAULT_INITIAL_GRANT
+    api_listen: str | None = DEFAULT_API_LISTEN
 
     def __post_init__(self) -> None:
         if self.disk_limit is not None and self.disk_limit <= 0:
@@ -228,6 +233,18 @@ class Config:
                 raise ConfigError(f"{option} must be a number of points from 0 to {most:g}")
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")
+
+    @property
+    def api_token_path(self) -> Path:
+        return self.data_dir / "api-token"
+
+    @property
+    def api_address_path(self) -> Path:
+        """
+        Where a running node says where its API is (for the C{p2pblob}
+        command), removed when it stops.
+        """
+        return self.data_dir / "api.json"
 
     @property
     def blob_dir(self) -> Path:

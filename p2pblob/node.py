@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.application.service import MultiService
+from twisted.web.resource import IResource
 
 from p2pblob.blob._files import ScanResult
 from p2pblob.blob.service import BlobStoreService
@@ -15,6 +16,9 @@ from p2pblob.config import Config
 from p2pblob.dht.service import DHTService
 from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.holdings import store_holdings
+from p2pblob.http.api import NodeAPI, NodeParts
+from p2pblob.http.auth import RequestGuard, listens_on_loopback, load_or_create_token
+from p2pblob.http.service import APIService
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
@@ -39,6 +43,7 @@ class Node(MultiService):
     @ivar wallet: the L{Wallet} (its ledger is open while the node runs),
         which takes the payments for the blobs served in paid mode.
     @ivar rates: the node's prices, L{PaymentRateManager}.
+    @ivar api: the L{APIService}, unless the node has no HTTP API.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class Node(MultiService):
         rate_limiter: RateLimiter | None = None,
         wallet: Wallet | None = None,
         rates: PaymentRateManager | None = None,
+        api: APIService | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -71,6 +77,9 @@ class Node(MultiService):
         if announcer is not None:
             announcer.setServiceParent(self)
         peer_server.setServiceParent(self)
+        self.api = api
+        if api is not None:
+            api.setServiceParent(self)
 
 
 def make_node(reactor: Any, config: Config) -> Node:
@@ -112,8 +121,10 @@ def make_node(reactor: Any, config: Config) -> Node:
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
+        api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
+                                              rates, None, peer_server.address))
         return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
-                    rates=rates)
+                    rates=rates, api=api)
     dht = DHTService(
         reactor,
         config.dht_dir,
@@ -140,5 +151,27 @@ def make_node(reactor: Any, config: Config) -> Node:
         return result
 
     blob_store.ready.addCallback(opened)
+    api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
+                                          dht, peer_server.address))
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
-                wallet=wallet, rates=rates)
+                wallet=wallet, rates=rates, api=api)
+
+
+def _api(reactor: Any, config: Config, parts: NodeParts) -> APIService | None:
+    """
+    The HTTP API service of a node made of C{parts}, if it has one.
+    """
+    endpoint = config.api_listen
+    if endpoint is None:
+        return None
+    loopback = listens_on_loopback(endpoint)
+
+    def resource() -> IResource:
+        # made when the service starts, so that the token is made in a data
+        # directory that exists by then (it is made even on loopback, where
+        # it is not needed, so that it is there when the API is moved)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        token = load_or_create_token(config.api_token_path)
+        return NodeAPI(parts, RequestGuard(token, loopback)).resource()
+
+    return APIService(reactor, endpoint, resource, config.api_address_path)

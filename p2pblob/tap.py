@@ -12,6 +12,7 @@ from twisted.python import usage
 
 from p2pblob import __version__
 from p2pblob.config import (
+    DEFAULT_API_LISTEN,
     DEFAULT_DEBT_LIMIT,
     DEFAULT_DISK_LIMIT,
     DEFAULT_INITIAL_GRANT,
@@ -46,6 +47,10 @@ class Options(usage.Options):
         ["peer-listen", None, DEFAULT_PEER_LISTEN,
          "Endpoint the peer server listens on (tcp:3333, "
          "tcp:3333:interface=127.0.0.1, ...)."],
+        ["api-listen", None, DEFAULT_API_LISTEN,
+         "Endpoint the HTTP API (JSON control API, dashboard, metrics) listens on; "
+         "none for no API. Bound to anything but loopback it requires the token "
+         "in DATA_DIR/api-token."],
         ["payment-address", None, None,
          "What the server answers when a peer asks for its payment address."],
         ["max-request-size", None, "65536",
@@ -137,6 +142,7 @@ class Options(usage.Options):
                 self["data-dir"],
                 self["disk-limit"],
                 peer_listen=self["peer-listen"],
+                api_listen=_endpoint_or_none(self["api-listen"]),
                 peers=self["peers"],
                 payment_address=self["payment-address"],
                 max_request_size=_number(int, self["max-request-size"], "max-request-size"),
@@ -189,6 +195,10 @@ def _rates(options: usage.Options) -> dict[str, int | None]:
         else parse_rate(options[option], option)
         for option in _RATE_OPTIONS
     }
+
+
+def _endpoint_or_none(text: str) -> str | None:
+    return None if text.strip().lower() in ("", "none", "off") else text
 
 
 def _number(kind: type[int] | type[float], text: str, option: str) -> int | float:

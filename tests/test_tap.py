@@ -144,7 +144,8 @@ class DaemonTests(SynchronousTestCase):
         (data / "blobfiles" / ".incoming-0123-abc").write_bytes(b"left by a crash")
         process = subprocess.Popen(
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile=-", "p2pblob",
-             "--data-dir", str(data), "--peer-listen", "tcp:0:interface=127.0.0.1"],
+             "--data-dir", str(data), "--peer-listen", "tcp:0:interface=127.0.0.1",
+             "--api-listen", "tcp:0:interface=127.0.0.1"],
             env=environment(data), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         self.addCleanup(lambda: process.poll() is None and process.kill())

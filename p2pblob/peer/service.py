@@ -100,6 +100,18 @@ class PeerServerService(Service):
         self._port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
 
+    def address(self) -> str | None:
+        """
+        Where the server listens, C{host:port}, or L{None} while it does not.
+        """
+        if self._port is None:
+            return None
+        host: Any = self._port.getHost()
+        name = getattr(host, "host", None)
+        if name is None:
+            return str(host)
+        return f"[{name}]:{host.port}" if ":" in name else f"{name}:{host.port}"
+
     def startService(self) -> None:
         super().startService()
 

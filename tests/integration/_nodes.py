@@ -50,7 +50,8 @@ class Seeder:
         self.data_dir = data_dir
         self.process = subprocess.Popen(
             [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile=-", "p2pblob",
-             "--data-dir", str(data_dir), "--peer-listen", "tcp:0:interface=127.0.0.1", *extra],
+             "--data-dir", str(data_dir), "--peer-listen", "tcp:0:interface=127.0.0.1",
+             "--api-listen", "tcp:0:interface=127.0.0.1", *extra],
             env={**environment(data_dir), **(env or {})},
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
