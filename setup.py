@@ -27,9 +27,10 @@ setup(
         "cryptography>=42.0",
         "click>=8.1",
         "klein>=23.5.0",
+        "treq>=23.11.0",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "psutil>=5.9", "treq>=23.11.0"],
+        "test": ["hypothesis>=6.100", "psutil>=5.9"],
     },
     entry_points={"console_scripts": ["p2pblob = p2pblob.cli.main:main"]},
     classifiers=[

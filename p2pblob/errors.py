@@ -49,6 +49,9 @@ __all__ = [
     "DebtLimitError",
     "LedgerError",
     "WalletKeyError",
+    "NodeClientError",
+    "NodeNotRunningError",
+    "APIRequestError",
 ]
 
 
@@ -511,3 +514,31 @@ class WalletKeyError(PaymentError):
     The wallet's key file cannot be read or created, or does not hold a
     key p2pblob can use.
     """
+
+
+class NodeClientError(P2PBlobError):
+    """
+    The C{p2pblob} command could not get a running node to do something
+    through its HTTP API.
+    """
+
+
+class NodeNotRunningError(NodeClientError):
+    """
+    No node is running with the data directory named, or its API cannot
+    be reached.
+    """
+
+
+class APIRequestError(NodeClientError):
+    """
+    A running node refused a request of its API, saying why.
+
+    @ivar status: the HTTP status.
+    @ivar code: the API's error code.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code

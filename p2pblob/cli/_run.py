@@ -31,7 +31,7 @@ from p2pblob.config import Config
 from p2pblob.errors import P2PBlobError
 from p2pblob.tap import config_from
 
-__all__ = ["Command", "Options", "run"]
+__all__ = ["ClientCommand", "Command", "Options", "run", "run_client"]
 
 
 @dataclass
@@ -42,6 +42,7 @@ class Options:
 
 
 Command = Callable[[Any, BlobStore, ThreadWorker, Config], Awaitable[int]]
+ClientCommand = Callable[[Any, Config], Awaitable[int]]
 
 
 def report(error: BaseException, debug: bool) -> int:
@@ -68,16 +69,7 @@ def run(options: Options, command: Command) -> None:
     Open the store of the configured data directory, run C{command} on the
     reactor, close everything and exit with the command's status.
     """
-    level = LogLevel.debug if options.debug else LogLevel.warn
-    globalLogBeginner.beginLoggingTo(
-        [
-            FilteringLogObserver(
-                textFileLogObserver(sys.stderr, timeFormat=None if not options.debug else "%H:%M:%S"),
-                [LogLevelFilterPredicate(defaultLogLevel=level)],
-            )
-        ],
-        redirectStandardIO=False,
-    )
+    _begin_logging(options)
 
     async def main(reactor: Any) -> None:
         try:
@@ -94,6 +86,37 @@ def run(options: Options, command: Command) -> None:
             finally:
                 store.stop()
                 worker.stop()
+        except BaseException as e:
+            status = report(e, options.debug)
+        raise SystemExit(status)
+
+    react(lambda reactor: Deferred.fromCoroutine(main(reactor)))
+
+
+def _begin_logging(options: Options) -> None:
+    level = LogLevel.debug if options.debug else LogLevel.warn
+    globalLogBeginner.beginLoggingTo(
+        [
+            FilteringLogObserver(
+                textFileLogObserver(sys.stderr, timeFormat=None if not options.debug else "%H:%M:%S"),
+                [LogLevelFilterPredicate(defaultLogLevel=level)],
+            )
+        ],
+        redirectStandardIO=False,
+    )
+
+
+def run_client(options: Options, command: ClientCommand) -> None:
+    """
+    Run C{command}, which talks to a running node through its API, on the
+    reactor, and exit with its status; the data directory's store is left
+    to the node (opening it here would reconcile it under the node).
+    """
+    _begin_logging(options)
+
+    async def main(reactor: Any) -> None:
+        try:
+            status = await command(reactor, config_from(options.data_dir, options.disk_limit))
         except BaseException as e:
             status = report(e, options.debug)
         raise SystemExit(status)

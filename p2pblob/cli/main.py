@@ -8,6 +8,7 @@ and turns errors into one line for the user and an exit status.
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from p2pblob import __version__
 from p2pblob._threads import ThreadWorker
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
+from p2pblob.cli._client import find_node
 from p2pblob.cli._network import dht_services, join_dht
 from p2pblob.cli._network import peers as peers_from_options
 from p2pblob.cli._progress import DownloadLine, ProgressLine
-from p2pblob.cli._run import Options, run
+from p2pblob.cli._run import Options, run, run_client
+from p2pblob.cli._status import describe_status
 from p2pblob.cli._wallet import describe_wallet
 from p2pblob.config import DEFAULT_DEBT_LIMIT, DEFAULT_PEER_LISTEN, Config, parse_rate
 from p2pblob.discovery.combined import CombinedPeerFinder
@@ -512,6 +515,27 @@ def wallet(options: Options) -> None:
         return 0
 
     run(options, command)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
+@click.pass_obj
+def status(options: Options, as_json: bool) -> None:
+    """
+    Show what the running node of the data directory is doing: its peers,
+    the DHT, bandwidth and limits, disk use and wallet.
+    """
+
+    async def command(reactor: Any, config: Config) -> int:
+        answer = await find_node(reactor, config).get("status")
+        if as_json:
+            click.echo(json.dumps(answer, indent=2, sort_keys=True))
+        else:
+            for line in describe_status(answer):
+                click.echo(line)
+        return 0
+
+    run_client(options, command)
 
 
 def main() -> None:
