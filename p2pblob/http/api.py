@@ -11,7 +11,7 @@ bad JSON, a setting of the wrong type), 401/403 from the request guard
 (L{p2pblob.http.auth}), and 500 only for a bug in the node, which is
 logged with its traceback and answered without it.
 
-Routes so far::
+Routes so far (besides C{GET /stream/<sd hash>}, L{p2pblob.http.streaming})::
 
     GET   /api/v1/status     version, peer port, DHT, bandwidth, disk use,
                              limits, wallet balance, prices
@@ -29,7 +29,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
@@ -40,9 +40,11 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from p2pblob._version import __version__
 from p2pblob.blob.hashing import is_blob_hash
+from p2pblob.blob.store import BlobStore
 from p2pblob.config import Config, parse_rate, parse_size
 from p2pblob.errors import ConfigError
 from p2pblob.http.auth import RequestGuard
+from p2pblob.http.streaming import Fetcher, StreamResource
 from p2pblob.ratelimit import RateLimiter
 from p2pblob.wallet.units import format_points
 from p2pblob.wallet.wallet import Wallet
@@ -68,15 +70,6 @@ class APIError(Exception):
         self.message = message
 
 
-class _Store(Protocol):
-    disk_limit: int | None
-
-    def used_bytes(self) -> int: ...
-
-    @property
-    def index(self) -> Any: ...
-
-
 @dataclass
 class NodeParts:
     """
@@ -86,15 +79,19 @@ class NodeParts:
     @ivar peer_address: returns where the peer server listens (C{host:port}),
         or L{None} before it does.
     @ivar dht: the L{p2pblob.dht.service.DHTService}, or L{None} off the DHT.
+    @ivar fetch_blob: brings a missing blob into the store from peers (for
+        streaming), or L{None}: streams are then served from local blobs
+        only.
     """
 
     config: Config
-    blob_store: _Store
+    blob_store: BlobStore
     rate_limiter: RateLimiter
     wallet: Wallet | None = None
     rates: Any = None
     dht: Any = None
     peer_address: Callable[[], str | None] = lambda: None
+    fetch_blob: Fetcher | None = None
 
 
 # the rate limiter's settings (and the store's disk_limit)
@@ -116,12 +113,23 @@ class NodeAPI:
         self.guard = guard
         self._clock = clock
         self._started = clock()
+        self._streams = StreamResource(parts.blob_store, parts.fetch_blob)
 
     def resource(self) -> IResource:
         """
         The resource to serve: the routes behind the request guard.
         """
         return _Guarded(self.app.resource(), self.guard)
+
+    # streams
+
+    @app.route("/stream/", branch=True, methods=["GET", "HEAD"])
+    def stream(self, request: IRequest) -> IResource:
+        """
+        C{/stream/<sd hash>}: the stream's content, with ranges
+        (L{p2pblob.http.streaming}).
+        """
+        return self._streams
 
     # reading
 

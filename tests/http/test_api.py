@@ -5,11 +5,17 @@ Tests for L{p2pblob.http.api.NodeAPI}, through treq's in-memory client
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from twisted.internet.defer import Deferred
 from twisted.logger import capturedLogs
 
+from p2pblob._threads import run_inline
 from p2pblob._version import __version__
 from p2pblob.blob.hashing import blob_hash
 from p2pblob.http.api import MAX_PAGE
+from p2pblob.stream.creator import publish_file
 from p2pblob.wallet.units import MICRO
 from tests.http._helpers import API, APITestCase
 
@@ -183,3 +189,26 @@ class ErrorTests(APITestCase):
         self.assertNotIn("oops", message)
         self.assertTrue(any(e.get("log_failure") is not None for e in events))
         self.flushLoggedErrors(ZeroDivisionError)
+
+
+class StreamRouteTests(APITestCase):
+    def test_stream_mounted(self) -> None:
+        """
+        C{/stream/<sd hash>} reaches the stream gateway, behind the same
+        guard as the API.
+        """
+        content = os.urandom(3000)
+        source = Path(self.mktemp())
+        source.write_bytes(content)
+        sd_hash = self.successResultOf(Deferred.fromCoroutine(
+            publish_file(self.store, run_inline, source)))[1]
+        d = self.client.get(f"http://127.0.0.1:5279/stream/{sd_hash}",
+                            headers={"Range": "bytes=10-19"})
+        self.client.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 206)
+        self.assertEqual(self.successResultOf(response.content()), content[10:20])
+        d = self.client.get(f"http://127.0.0.1:5279/stream/{sd_hash}",
+                            headers={"Host": "evil.example"})
+        self.client.flush()
+        self.assertEqual(self.successResultOf(d).code, 403)
