@@ -27,6 +27,7 @@ setup(
         "cryptography>=42.0",
         "click>=8.1",
         "klein>=23.5.0",
+        "prometheus-client>=0.14",
         "treq>=23.11.0",
     ],
     extras_require={

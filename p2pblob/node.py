@@ -18,8 +18,11 @@ from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.holdings import store_holdings
 from p2pblob.http.api import NodeAPI, NodeParts
 from p2pblob.http.auth import RequestGuard, listens_on_loopback, load_or_create_token
+from p2pblob.http.metrics import MetricsResource, metrics_registry
 from p2pblob.http.service import APIService
 from p2pblob.interfaces import IBlobStore
+from p2pblob.peer.handlers import BlobRequestHandlerFactory
+from p2pblob.peer.server import BlobServerFactory
 from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
 from p2pblob.wallet.rates import PaymentRateManager
@@ -122,7 +125,7 @@ def make_node(reactor: Any, config: Config) -> Node:
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
         api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
-                                              rates, None, peer_server.address))
+                                              rates, None, peer_server.address), factory)
         return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
                     rates=rates, api=api)
     dht = DHTService(
@@ -152,19 +155,30 @@ def make_node(reactor: Any, config: Config) -> Node:
 
     blob_store.ready.addCallback(opened)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
-                                          dht, peer_server.address))
+                                          dht, peer_server.address), factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
                 wallet=wallet, rates=rates, api=api)
 
 
-def _api(reactor: Any, config: Config, parts: NodeParts) -> APIService | None:
+def _api(
+    reactor: Any,
+    config: Config,
+    parts: NodeParts,
+    server: BlobServerFactory,
+    announcer: Announcer | None = None,
+) -> APIService | None:
     """
-    The HTTP API service of a node made of C{parts}, if it has one.
+    The HTTP API service of a node made of C{parts} (with the metrics of
+    its peer C{server} and its C{announcer}), if it has one.
     """
     endpoint = config.api_listen
     if endpoint is None:
         return None
     loopback = listens_on_loopback(endpoint)
+    blob_requests = next((f for f in server.query_handler_factories
+                          if isinstance(f, BlobRequestHandlerFactory)), None)
+    metrics = MetricsResource(metrics_registry(parts, announcer=announcer,
+                                               blob_requests=blob_requests))
 
     def resource() -> IResource:
         # made when the service starts, so that the token is made in a data
@@ -172,6 +186,6 @@ def _api(reactor: Any, config: Config, parts: NodeParts) -> APIService | None:
         # it is not needed, so that it is there when the API is moved)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         token = load_or_create_token(config.api_token_path)
-        return NodeAPI(parts, RequestGuard(token, loopback)).resource()
+        return NodeAPI(parts, RequestGuard(token, loopback), metrics=metrics).resource()
 
     return APIService(reactor, endpoint, resource, config.api_address_path)

@@ -191,6 +191,9 @@ class DHTNode:
     @param resolve: turns a host name into an IPv4 address (for example
         C{reactor.resolve}); names are resolved again at every attempt to
         join, so a node started before its network is up joins later.
+
+    @ivar lookups: how many iterative lookups it started (of nodes and of
+        peers; those of joining, refreshing and announcing included).
     """
 
     def __init__(
@@ -220,6 +223,7 @@ class DHTNode:
         self._filled = False
         self._running = False
         self._contacted: list[Deferred[None]] = []
+        self.lookups = 0
 
     @property
     def node_id(self) -> bytes:
@@ -346,7 +350,7 @@ class DHTNode:
         """
         # a lookup in a bucket's range refreshes it, whatever it finds
         self.routing.touch_bucket(key, self.clock.seconds())
-        return Lookup(self.protocol, key, self.routing.closest(key, K)).start()
+        return self._lookup(key).start()
 
     def find_value(
         self, key: bytes, on_peers: Callable[[list[bytes]], None] | None = None
@@ -355,11 +359,25 @@ class DHTNode:
         Start a lookup of the peers of blob C{key}; C{on_peers} is called
         with the compact addresses as they are found.
         """
-        lookup = Lookup(
-            self.protocol, key, self.routing.closest(key, K), find_value=True, on_peers=on_peers
-        )
+        lookup = self._lookup(key, find_value=True, on_peers=on_peers)
         lookup.start()
         return lookup
+
+    def _lookup(
+        self,
+        key: bytes,
+        find_value: bool = False,
+        on_peers: Callable[[list[bytes]], None] | None = None,
+    ) -> Lookup:
+        """
+        A lookup of C{key} from the C{K} closest contacts we know, counted
+        in L{lookups}; the caller starts it.
+        """
+        self.lookups += 1
+        return Lookup(
+            self.protocol, key, self.routing.closest(key, K), find_value=find_value,
+            on_peers=on_peers,
+        )
 
     # announcing
 
@@ -368,7 +386,7 @@ class DHTNode:
         Store ourselves as a peer of C{blob_hash} at the C{K} closest nodes;
         return at how many it was stored.
         """
-        lookup = Lookup(self.protocol, blob_hash, self.routing.closest(blob_hash, K), find_value=True)
+        lookup = self._lookup(blob_hash, find_value=True)
         closest = await lookup.start()
         now = self.clock.seconds()
         for node_id, token in lookup.tokens.items():

@@ -11,7 +11,8 @@ bad JSON, a setting of the wrong type), 401/403 from the request guard
 (L{p2pblob.http.auth}), and 500 only for a bug in the node, which is
 logged with its traceback and answered without it.
 
-Routes so far (besides C{GET /stream/<sd hash>}, L{p2pblob.http.streaming})::
+Routes so far (besides C{GET /stream/<sd hash>}, L{p2pblob.http.streaming},
+and C{GET /metrics}, L{p2pblob.http.metrics})::
 
     GET   /api/v1/status     version, peer port, DHT, bandwidth, disk use,
                              limits, wallet balance, prices
@@ -108,9 +109,11 @@ class NodeAPI:
     app = Klein()
 
     def __init__(self, parts: NodeParts, guard: RequestGuard,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 metrics: IResource | None = None) -> None:
         self.parts = parts
         self.guard = guard
+        self._metrics = metrics
         self._clock = clock
         self._started = clock()
         self._streams = StreamResource(parts.blob_store, parts.fetch_blob)
@@ -130,6 +133,15 @@ class NodeAPI:
         (L{p2pblob.http.streaming}).
         """
         return self._streams
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    def metrics(self, request: IRequest) -> IResource:
+        """
+        C{/metrics}: Prometheus metrics (L{p2pblob.http.metrics}).
+        """
+        if self._metrics is None:
+            raise APIError(404, "not_found", "this node serves no metrics")
+        return self._metrics
 
     # reading
 

@@ -42,6 +42,7 @@ blob's size or on how fast the peer reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from io import BufferedIOBase
 from typing import Any, Protocol
 
@@ -195,6 +196,9 @@ class BlobRequestHandlerFactory:
     Answers C{blob_data_payment_rate} and C{requested_blob} from C{store},
     judging offers with C{rate_policy} (by default L{FreeRatePolicy}) and,
     in paid mode, charging for blobs with C{charges}.
+
+    @ivar blobs_served: how many blobs the handlers it built have uploaded
+        in full (an upload cut short is not counted).
     """
 
     def __init__(
@@ -206,9 +210,13 @@ class BlobRequestHandlerFactory:
         self.store = store
         self.rate_policy = rate_policy if rate_policy is not None else FreeRatePolicy()
         self.charges = charges
+        self.blobs_served = 0
 
     def build_query_handler(self) -> BlobRequestHandler:
-        return BlobRequestHandler(self.store, self.rate_policy, self.charges)
+        return BlobRequestHandler(self.store, self.rate_policy, self.charges, self._served)
+
+    def _served(self) -> None:
+        self.blobs_served += 1
 
 
 @implementer(IQueryHandler, IBlobSender, IReleasable)
@@ -216,16 +224,23 @@ class BlobRequestHandler:
     """
     Answers price offers and blob requests, and uploads the blob announced
     in the last response.
+
+    @param served: called each time an upload is complete.
     """
 
     IDENTIFIERS = ("blob_data_payment_rate", "requested_blob")
 
     def __init__(
-        self, store: IBlobStore, rate_policy: IPaymentRatePolicy, charges: Charges | None = None
+        self,
+        store: IBlobStore,
+        rate_policy: IPaymentRatePolicy,
+        charges: Charges | None = None,
+        served: Callable[[], None] | None = None,
     ) -> None:
         self._store = store
         self._rate_policy = rate_policy
         self._charges = charges
+        self._served = served
         self._peer: Any = None
         # the offer accepted on this connection (paid mode only)
         self._rate: object = None
@@ -306,6 +321,9 @@ class BlobRequestHandler:
         _log.debug("Sending blob {blob} ({length} bytes) to {peer}",
                    blob=upload.blob_hash, length=upload.length, peer=str(self._peer))
         sent = upload.start(consumer)
+        served = self._served
+        if served is not None:
+            sent.addCallback(lambda _: served())
         charges, rate = self._charges, self._pending_rate
         if charges is not None:
 

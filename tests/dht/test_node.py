@@ -619,3 +619,37 @@ class AnnounceTests(NodeTestCase):
         """
         self.assertEqual(self.successResultOf(self.announce()), 0)
         self.assertEqual(self.network.sent, [])
+
+
+class LookupCountTests(NodeTestCase):
+    """
+    L{DHTNode.lookups} counts the iterative lookups the node starts.
+    """
+
+    def test_every_kind_counted(self) -> None:
+        """
+        A lookup of nodes, one of peers and the lookup of an announcement
+        each count one, as they start.
+        """
+        node = self.make_node()
+        self.assertEqual(node.lookups, 0)
+        self.successResultOf(node.find_node(BLOB))
+        self.assertEqual(node.lookups, 1)
+        self.successResultOf(node.find_value(BLOB).result)
+        self.assertEqual(node.lookups, 2)
+        self.assertEqual(self.successResultOf(Deferred.fromCoroutine(
+            node.announce(BLOB, TCP_PORT))), 0)
+        self.assertEqual(node.lookups, 3)
+
+    def test_joining_counted(self) -> None:
+        """
+        Joining counts the lookup of our own id and the one that fills
+        each bucket of the routing table (one bucket here).
+        """
+        self.network.add_remote(address(1), remote_id(1))
+        node = self.make_node(bootstrap=[address(1)])
+        node.start()
+        self.run_until(RPC_TIMEOUT + 1)
+        self.assertTrue(node.joined)
+        self.assertEqual(len(self.routing.buckets()), 1)
+        self.assertEqual(node.lookups, 2)

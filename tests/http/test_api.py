@@ -212,3 +212,11 @@ class StreamRouteTests(APITestCase):
                             headers={"Host": "evil.example"})
         self.client.flush()
         self.assertEqual(self.successResultOf(d).code, 403)
+
+    def test_no_metrics(self) -> None:
+        """
+        An API built without metrics answers C{/metrics} with a JSON 404.
+        """
+        d = self.client.get("http://127.0.0.1:5279/metrics")
+        self.client.flush()
+        self.assertEqual(self.successResultOf(d).code, 404)

@@ -47,6 +47,10 @@ class DaemonAPITests(SynchronousTestCase):
         self.assertEqual(body["version"], __version__)
         self.assertEqual(body["peer"]["listening"], f"127.0.0.1:{node.address.split(':')[1]}")
         self.assertFalse(body["dht"]["enabled"])
+        with urllib.request.urlopen(where["url"] + "metrics", timeout=30) as response:
+            metrics = response.read().decode()
+        self.assertIn("p2pblob_blobs_served_total 0.0", metrics)
+        self.assertIn("p2pblob_disk_used_bytes 0.0", metrics)
         token = data / "api-token"
         self.assertEqual(stat.S_IMODE(token.stat().st_mode), 0o600)
         status, body = fetch(where["url"] + "api/v1/status", {"Host": "attacker.example"})

@@ -711,6 +711,56 @@ class ConnectionTests(_ServerTestCase):
         self.assertTrue(file.closed)
 
 
+class BlobsServedTests(_ServerTestCase):
+    """
+    L{BlobRequestHandlerFactory.blobs_served} counts the uploads completed
+    on every connection of the server.
+    """
+
+    def blobs_served(self) -> int:
+        [blob_requests] = [
+            handlers for handlers in self.factory.query_handler_factories
+            if isinstance(handlers, BlobRequestHandlerFactory)
+        ]
+        return blob_requests.blobs_served
+
+    def test_complete_uploads_counted(self) -> None:
+        """
+        Each blob sent in full counts once, whichever connection sent it;
+        a blob asked for but not held counts nothing.
+        """
+        self.assertEqual(self.blobs_served(), 0)
+        first, _ = connect(self.factory, port=1)
+        second, _ = connect(self.factory, port=2)
+        for data in (SMALL, BIG):
+            first.dataReceived(full_request(blob_hash(data)))
+        second.dataReceived(full_request(H_SMALL))
+        second.dataReceived(full_request(H_MISSING))
+        self.assertEqual(self.blobs_served(), 3)
+
+    def test_upload_counted_when_complete(self) -> None:
+        """
+        A blob sent one chunk at a time counts once its last chunk is
+        written, not before.
+        """
+        protocol, transport = connect(self.factory, slow=True)
+        protocol.dataReceived(full_request(H_BIG))
+        producer_of(transport).resumeProducing()
+        self.assertEqual(self.blobs_served(), 0)
+        drain(transport)
+        self.assertEqual(self.blobs_served(), 1)
+
+    def test_cut_short_not_counted(self) -> None:
+        """
+        An upload cut short by the connection's loss is not counted.
+        """
+        protocol, transport = connect(self.factory, slow=True)
+        protocol.dataReceived(full_request(H_BIG))
+        producer_of(transport).resumeProducing()
+        lose(protocol, transport)
+        self.assertEqual(self.blobs_served(), 0)
+
+
 _VALID = [
     full_request(H_SMALL),
     full_request(H_MISSING),
