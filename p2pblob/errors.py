@@ -26,6 +26,7 @@ __all__ = [
     "StreamError",
     "DecryptionError",
     "IncompleteStreamError",
+    "UnknownStreamError",
     "PeerError",
     "ProtocolViolationError",
     "PeerTimeoutError",
@@ -237,6 +238,19 @@ class IncompleteStreamError(StreamError):
         )
         self.missing = missing
         self.corrupt = corrupt
+
+
+class UnknownStreamError(P2PBlobError):
+    """
+    The node has no download of the stream asked about: it was never
+    started here, or it was deleted.
+
+    @ivar sd_hash: the sd hash asked about.
+    """
+
+    def __init__(self, sd_hash: str) -> None:
+        super().__init__(f"this node has no download of stream {sd_hash!r:.110}")
+        self.sd_hash = sd_hash
 
 
 class PeerError(P2PBlobError):

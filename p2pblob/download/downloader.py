@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IReactorTCP, IReactorTime
 from twisted.logger import Logger
@@ -179,6 +179,10 @@ class FileStreamDownloader:
         descriptor = self.descriptor
         await store.add_stream(self.validator.sd_hash, descriptor.blob_hashes, ROLE_DOWNLOADED)
         self.resumed_blobs = await self._run(self.output.open)
+        if self._saved:
+            # stopped while the file was being opened: stop() saved it,
+            # and did not see a download manager to stop
+            raise CancelledError()
         if self.resumed_blobs:
             _log.info(
                 "Resuming {name} after {count} blob(s)",

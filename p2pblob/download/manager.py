@@ -334,7 +334,8 @@ class _OneBlob:
 
     def __init__(self, swarm: Swarm, blob_hash: str) -> None:
         self._info = BlobInfo(0, 0, "", blob_hash)
-        self.result: Deferred[IBlob] = Deferred()
+        # cancelling the fetch hangs up and stops the watchdog
+        self.result: Deferred[IBlob] = Deferred(lambda d: self._shutdown())
         self.requester = BlobRequester(
             self, swarm.store, swarm.peer_finder, swarm.clock, swarm.buffers,
             payments=swarm.payments,
@@ -350,11 +351,14 @@ class _OneBlob:
     def blob_downloaded(self, blob: IBlob, blob_info: BlobInfo) -> None:
         self.download_finished(blob)
 
+    def _shutdown(self) -> None:
+        self.watchdog.stop()
+        self.requester.cancel_all()
+        self.connections.stop().addErrback(lambda f: None)
+
     def download_finished(self, result: IBlob | Failure) -> None:
         if not self.result.called:
-            self.watchdog.stop()
-            self.requester.cancel_all()
-            self.connections.stop().addErrback(lambda f: None)
+            self._shutdown()
             if isinstance(result, Failure):
                 self.result.errback(result)
             else:
@@ -374,7 +378,8 @@ class _OneBlob:
 def fetch_blob(swarm: Swarm, blob_hash: str) -> Deferred[IBlob]:
     """
     Download one blob whose length is not known (an sd blob) from the
-    swarm's peers into the store; fires with the stored blob.
+    swarm's peers into the store; fires with the stored blob.  Cancelling
+    the Deferred gives the blob up: the connections are closed.
     """
     if swarm.store.has_blob(blob_hash):
         return succeed(swarm.store.get_blob(blob_hash))

@@ -11,8 +11,11 @@ from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
+from p2pblob.download.downloader import FileStreamDownloader
+from p2pblob.download.manager import StreamDescriptorValidator
 from p2pblob.errors import NoPeersError
 from p2pblob.testing import MemoryBlobStore
+from tests.blob.test_store import HeldRunner
 from tests.download._swarm import Published, SwarmHarness, publish
 
 # five data blobs, the last one short
@@ -226,6 +229,46 @@ class SwarmDownloadTests(SynchronousTestCase):
         validator = self.successResultOf(d)
         self.assertEqual(validator.descriptor.blob_hashes, self.published.descriptor.blob_hashes)
         self.assertTrue(self.store.has_blob(self.published.sd_hash))
+
+    def test_fetch_descriptor_cancelled(self) -> None:
+        """
+        Giving up on an sd blob that no peer has hangs up on the peers and
+        leaves no timer running.
+        """
+        seeder = self.harness.add_seeder(None)
+        swarm = self.harness.swarm(self.store)
+        d = self.harness.fetch_descriptor(swarm, self.published.sd_hash)
+        for _ in range(4):
+            self.harness.clock.advance(0.5)
+            self.harness.pump()
+        self.assertTrue(seeder.pumps)
+        d.cancel()
+        self.failureResultOf(d, CancelledError)
+        while self.harness.pump():
+            pass
+        self.harness.clock.advance(0)
+        self.assertEqual(self.harness.clock.getDelayedCalls(), [])
+        self.assertTrue(all(p.clientIO.disconnected for p in seeder.pumps))
+
+    def test_stopped_while_opening(self) -> None:
+        """
+        A download stopped while its file is being opened starts no
+        transfers once the file is open.
+        """
+        self.harness.add_seeder(self.published)
+        swarm = self.harness.swarm(self.store)
+        self.out.mkdir(parents=True)
+        validator = StreamDescriptorValidator(self.published.sd_blob, self.published.sd_hash)
+        runner = HeldRunner()
+        downloader = FileStreamDownloader(swarm, runner, validator, self.out, runner)
+        d = downloader.start()
+        stopped = downloader.stop()
+        runner.release_all()
+        self.successResultOf(stopped)
+        self.failureResultOf(d, CancelledError)
+        self.assertIsNone(downloader.manager)
+        self.assertEqual(self.harness.clock.getDelayedCalls(), [])
+        self.assertEqual(list(self.out.iterdir()), [])
 
     def test_existing_file_is_not_replaced(self) -> None:
         """
