@@ -20,7 +20,7 @@ setup(
     # `twistd p2pblob` finds the service maker.
     packages=find_packages(include=["p2pblob", "p2pblob.*"]) + ["twisted.plugins"],
     package_dir={"twisted.plugins": "plugins"},
-    package_data={"p2pblob": ["py.typed"]},
+    package_data={"p2pblob": ["py.typed", "http/dashboard/*"]},
     install_requires=[
         "twisted>=24.7.0",
         "zope.interface>=6.0",

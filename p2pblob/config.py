@@ -235,6 +235,18 @@ class Config:
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")
 
     @property
+    def download_dir(self) -> Path:
+        """
+        Where the node's own downloads write their files unless told
+        otherwise.
+        """
+        return self.data_dir / "downloads"
+
+    @property
+    def downloads_state_path(self) -> Path:
+        return self.data_dir / "downloads.sqlite"
+
+    @property
     def api_token_path(self) -> Path:
         return self.data_dir / "api-token"
 

@@ -16,6 +16,8 @@ from p2pblob.config import Config
 from p2pblob.dht.service import DHTService
 from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.holdings import store_holdings
+from p2pblob.discovery.node_finder import node_peer_finder
+from p2pblob.download.service import DownloadService
 from p2pblob.http.api import NodeAPI, NodeParts
 from p2pblob.http.auth import RequestGuard, listens_on_loopback, load_or_create_token
 from p2pblob.http.metrics import MetricsResource, metrics_registry
@@ -25,6 +27,7 @@ from p2pblob.peer.handlers import BlobRequestHandlerFactory
 from p2pblob.peer.server import BlobServerFactory
 from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
+from p2pblob.wallet.paying import DownloadPayments
 from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.units import to_micro
 from p2pblob.wallet.wallet import Wallet, open_wallet
@@ -46,6 +49,8 @@ class Node(MultiService):
     @ivar wallet: the L{Wallet} (its ledger is open while the node runs),
         which takes the payments for the blobs served in paid mode.
     @ivar rates: the node's prices, L{PaymentRateManager}.
+    @ivar downloads: the L{DownloadService} of the streams the node
+        downloads itself (steered through the API).
     @ivar api: the L{APIService}, unless the node has no HTTP API.
     """
 
@@ -60,6 +65,7 @@ class Node(MultiService):
         wallet: Wallet | None = None,
         rates: PaymentRateManager | None = None,
         api: APIService | None = None,
+        downloads: DownloadService | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -80,6 +86,10 @@ class Node(MultiService):
         if announcer is not None:
             announcer.setServiceParent(self)
         peer_server.setServiceParent(self)
+        self.downloads = downloads
+        if downloads is not None:
+            # (after the store and the peer server: stopped before them)
+            downloads.setServiceParent(self)
         self.api = api
         if api is not None:
             api.setServiceParent(self)
@@ -124,10 +134,12 @@ def make_node(reactor: Any, config: Config) -> Node:
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
+        downloads = _downloads(reactor, config, blob_store, rate_limiter, wallet, None)
         api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
-                                              rates, None, peer_server.address), factory)
+                                              rates, None, peer_server.address,
+                                              downloads=downloads), factory)
         return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
-                    rates=rates, api=api)
+                    rates=rates, api=api, downloads=downloads)
     dht = DHTService(
         reactor,
         config.dht_dir,
@@ -154,10 +166,42 @@ def make_node(reactor: Any, config: Config) -> Node:
         return result
 
     blob_store.ready.addCallback(opened)
+    downloads = _downloads(reactor, config, blob_store, rate_limiter, wallet, dht)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
-                                          dht, peer_server.address), factory, announcer)
+                                          dht, peer_server.address, downloads=downloads),
+               factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
-                wallet=wallet, rates=rates, api=api)
+                wallet=wallet, rates=rates, api=api, downloads=downloads)
+
+
+def _downloads(
+    reactor: Any,
+    config: Config,
+    blob_store: BlobStoreService,
+    rate_limiter: RateLimiter,
+    wallet: Wallet,
+    dht: DHTService | None,
+) -> DownloadService:
+    """
+    The node's own downloads: from the configured peers and those the DHT
+    names, into C{DATA_DIR/downloads} unless told otherwise, paying at the
+    node's price in paid mode.
+    """
+
+    def payments() -> DownloadPayments | None:
+        return DownloadPayments(wallet, config.price) if config.price > 0 else None
+
+    return DownloadService(
+        reactor,
+        config,
+        blob_store.store,
+        peer_finder=node_peer_finder(reactor, config.peers, dht),
+        rate_limiter=rate_limiter,
+        state_path=config.downloads_state_path,
+        default_output=config.download_dir,
+        payments_factory=payments,
+        store_ready=blob_store.ready,
+    )
 
 
 def _api(

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import LoopingCall
@@ -22,7 +23,8 @@ from p2pblob import __version__
 from p2pblob._threads import ThreadWorker
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
-from p2pblob.cli._client import find_node
+from p2pblob.cli._client import find_node, running_node_url
+from p2pblob.cli._daemon import describe_streams, download_through_node, list_streams
 from p2pblob.cli._network import dht_services, join_dht
 from p2pblob.cli._network import peers as peers_from_options
 from p2pblob.cli._progress import DownloadLine, ProgressLine
@@ -48,6 +50,7 @@ from p2pblob.stream.assembler import assemble_stream, verify_stream
 from p2pblob.stream.creator import publish_file
 from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
 from p2pblob.stream.names import open_new_file, safe_file_name, unique_path
+from p2pblob.tap import config_from
 from p2pblob.wallet.paying import DownloadPayments
 from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.units import format_points
@@ -281,9 +284,9 @@ def verify(options: Options, sd: str) -> None:
     "wallet of the data directory; 0 downloads for free (peers that charge "
     "more than the offer are skipped).",
 )
-@click.pass_obj
+@click.pass_context
 def download(
-    options: Options,
+    ctx: click.Context,
     sd: str,
     peers: tuple[str, ...],
     bootstrap: tuple[str, ...],
@@ -299,7 +302,27 @@ def download(
     Download stream SD (an .sd file or an sd hash) from peers, verify and
     decrypt it, and save it in OUTPUT.  Interrupted downloads resume: run
     the same command again and only missing blobs are fetched.
+
+    When a node runs with the data directory, the node downloads the
+    stream (with its own peers and settings) and this shows its progress.
     """
+    options: Options = ctx.obj
+    try:
+        node = running_node_url(config_from(options.data_dir, options.disk_limit))
+    except ConfigError:
+        node = None  # (the command below reports it)
+    if node is not None:
+        refused = [
+            param.opts[0] for param in ctx.command.params
+            if param.name in _STANDALONE_DOWNLOAD_OPTIONS
+            and ctx.get_parameter_source(param.name) is not ParameterSource.DEFAULT
+        ]
+
+        async def through_node(reactor: Any, config: Config) -> int:
+            return await download_through_node(reactor, config, sd, output, refused)
+
+        run_client(options, through_node)
+        return
 
     async def command(
         reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
@@ -517,6 +540,27 @@ def wallet(options: Options) -> None:
     run(options, command)
 
 
+@cli.command(name="ls")
+@click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
+@click.pass_obj
+def list_command(options: Options, as_json: bool) -> None:
+    """
+    List the streams the running node downloads or has downloaded: state,
+    progress and name.
+    """
+
+    async def command(reactor: Any, config: Config) -> int:
+        streams = await list_streams(reactor, config)
+        if as_json:
+            click.echo(json.dumps(streams, indent=2, sort_keys=True))
+        else:
+            for line in describe_streams(streams):
+                click.echo(line)
+        return 0
+
+    run_client(options, command)
+
+
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the API's answer as JSON.")
 @click.pass_obj
@@ -536,6 +580,13 @@ def status(options: Options, as_json: bool) -> None:
         return 0
 
     run_client(options, command)
+
+
+# the options of `p2pblob download` that only a download of its own takes
+_STANDALONE_DOWNLOAD_OPTIONS = (
+    "peers", "bootstrap", "no_dht", "timeout", "stall_timeout", "connections",
+    "max_download", "price",
+)
 
 
 def main() -> None:

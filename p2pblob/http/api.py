@@ -22,6 +22,11 @@ and C{GET /metrics}, L{p2pblob.http.metrics})::
     GET   /api/v1/wallet     balance, reservations, debts and cheques
     GET   /api/v1/settings   the settings that may change while it runs
     PATCH /api/v1/settings   change some of them (all or none are applied)
+    GET   /api/v1/streams    the node's downloads
+    POST  /api/v1/streams    start one ({"sd_hash": …} or {"sd_blob": …})
+    GET   /api/v1/streams/<sd hash>            one of them
+    POST  /api/v1/streams/<sd hash>/<action>   pause, resume or cancel it
+    DELETE /api/v1/streams/<sd hash>?blobs=    forget it (and its blobs)
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from klein import Klein
@@ -43,7 +50,8 @@ from p2pblob._version import __version__
 from p2pblob.blob.hashing import is_blob_hash
 from p2pblob.blob.store import BlobStore
 from p2pblob.config import Config, parse_rate, parse_size
-from p2pblob.errors import ConfigError
+from p2pblob.download.service import DownloadService
+from p2pblob.errors import ConfigError, DescriptorError, UnknownStreamError
 from p2pblob.http.auth import RequestGuard
 from p2pblob.http.streaming import Fetcher, StreamResource
 from p2pblob.ratelimit import RateLimiter
@@ -80,6 +88,8 @@ class NodeParts:
     @ivar peer_address: returns where the peer server listens (C{host:port}),
         or L{None} before it does.
     @ivar dht: the L{p2pblob.dht.service.DHTService}, or L{None} off the DHT.
+    @ivar downloads: the node's L{DownloadService}, or L{None} (then the
+        stream routes answer 404).
     @ivar fetch_blob: brings a missing blob into the store from peers (for
         streaming), or L{None}: streams are then served from local blobs
         only.
@@ -93,6 +103,7 @@ class NodeParts:
     dht: Any = None
     peer_address: Callable[[], str | None] = lambda: None
     fetch_blob: Fetcher | None = None
+    downloads: DownloadService | None = None
 
 
 # the rate limiter's settings (and the store's disk_limit)
@@ -134,6 +145,19 @@ class NodeAPI:
         """
         return self._streams
 
+    # the dashboard
+
+    @app.route("/", methods=["GET", "HEAD"])
+    def dashboard(self, request: IRequest) -> bytes:
+        """
+        The dashboard's page (L{p2pblob.http.dashboard}).
+        """
+        return _static(request, "index.html")
+
+    @app.route("/dashboard/<string:name>", methods=["GET", "HEAD"])
+    def dashboard_file(self, request: IRequest, name: str) -> bytes:
+        return _static(request, name)
+
     @app.route("/metrics", methods=["GET", "HEAD"])
     def metrics(self, request: IRequest) -> IResource:
         """
@@ -142,6 +166,87 @@ class NodeAPI:
         if self._metrics is None:
             raise APIError(404, "not_found", "this node serves no metrics")
         return self._metrics
+
+    # the node's downloads
+
+    @app.route("/api/v1/streams", methods=["GET"])
+    def streams(self, request: IRequest) -> bytes:
+        return _json(request, {"streams": [info.to_json() for info in self._downloads().streams()]})
+
+    @app.route("/api/v1/streams", methods=["POST"])
+    def start_stream(self, request: IRequest) -> bytes:
+        """
+        Start downloading a stream: C{{"sd_hash": ...}}, or C{{"sd_blob":
+        ...}} with the text of its descriptor (an C{.sd} file); and
+        optionally C{"output_dir"}, where its file goes.
+        """
+        body = _json_body(request)
+        unknown = set(body) - {"sd_hash", "sd_blob", "output_dir"}
+        if unknown:
+            raise APIError(400, "bad_argument",
+                           f"unknown field(s): {', '.join(sorted(unknown))[:200]}")
+        source: str | bytes
+        if isinstance(body.get("sd_hash"), str) and "sd_blob" not in body:
+            source = body["sd_hash"]
+        elif isinstance(body.get("sd_blob"), str) and "sd_hash" not in body:
+            source = body["sd_blob"].encode("utf-8")
+        else:
+            raise APIError(400, "bad_argument",
+                           'give either "sd_hash" (96 hex digits) or "sd_blob" (the text of '
+                           "an .sd file), as a string")
+        output = body.get("output_dir")
+        if output is not None and not isinstance(output, str):
+            raise APIError(400, "bad_argument", '"output_dir" must be a path, as a string')
+        try:
+            info = self._downloads().start_download(
+                source, None if output is None else Path(output).expanduser())
+        except DescriptorError as e:
+            raise APIError(400, "bad_descriptor", str(e)) from None
+        except ConfigError as e:
+            raise APIError(400, "bad_argument", str(e)) from None
+        _log.info("Download of {sd_hash} started through the API", sd_hash=info.sd_hash)
+        return _json(request, {"stream": info.to_json()})
+
+    @app.route("/api/v1/streams/<string:sd_hash>", methods=["GET"])
+    def stream_info(self, request: IRequest, sd_hash: str) -> bytes:
+        return _json(request, {"stream": self._downloads().stream(_sd_hash(sd_hash)).to_json()})
+
+    @app.route("/api/v1/streams/<string:sd_hash>/<string:action>", methods=["POST"])
+    async def stream_action(self, request: IRequest, sd_hash: str, action: str) -> bytes:
+        """
+        C{pause}, C{resume} or C{cancel} a download.
+        """
+        downloads, sd_hash = self._downloads(), _sd_hash(sd_hash)
+        if action == "pause":
+            info = await downloads.pause(sd_hash)
+        elif action == "resume":
+            info = downloads.resume(sd_hash)
+        elif action == "cancel":
+            info = await downloads.cancel(sd_hash)
+        else:
+            raise APIError(404, "not_found",
+                           f"no such action {action[:40]!r} (pause, resume or cancel)")
+        return _json(request, {"stream": info.to_json()})
+
+    @app.route("/api/v1/streams/<string:sd_hash>", methods=["DELETE"])
+    async def delete_stream(self, request: IRequest, sd_hash: str) -> bytes:
+        """
+        Forget a download (C{?blobs=true}: and remove its blobs); a
+        finished file is never deleted.
+        """
+        values = (request.args or {}).get(b"blobs") or [b"false"]
+        flag = values[0].decode("ascii", "replace").lower()
+        if flag not in ("true", "false", "1", "0"):
+            raise APIError(400, "bad_argument", "blobs must be true or false")
+        sd_hash = _sd_hash(sd_hash)
+        await self._downloads().delete(sd_hash, delete_blobs=flag in ("true", "1"))
+        return _json(request, {"deleted": sd_hash, "blobs_deleted": flag in ("true", "1")})
+
+    def _downloads(self) -> DownloadService:
+        downloads = self.parts.downloads
+        if downloads is None:
+            raise APIError(404, "no_downloads", "this node does not download streams itself")
+        return downloads
 
     # reading
 
@@ -288,6 +393,10 @@ class NodeAPI:
         assert isinstance(error, APIError)
         return _error(request, error.status, error.code, error.message)
 
+    @app.handle_errors(UnknownStreamError)
+    def _unknown_stream(self, request: IRequest, failure: Failure) -> bytes:
+        return _error(request, 404, "unknown_stream", str(failure.value))
+
     @app.handle_errors(NotFound)
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
         path = request.path.decode("utf-8", "replace")[:200]
@@ -308,6 +417,39 @@ class NodeAPI:
                      method=request.method, path=request.path)
         return _error(request, 500, "internal_error",
                       "the node failed answering this request; its log has the details")
+
+
+# the dashboard's files, and their types
+_STATIC = {
+    "index.html": b"text/html; charset=utf-8",
+    "app.js": b"text/javascript; charset=utf-8",
+    "style.css": b"text/css; charset=utf-8",
+}
+# the page may load only its own files and talk only to this node
+_DASHBOARD_POLICY = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+    b"img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def _static(request: IRequest, name: str) -> bytes:
+    kind = _STATIC.get(name)
+    if kind is None:
+        raise APIError(404, "not_found", f"the dashboard has no file {name[:100]!r}")
+    data = files("p2pblob.http").joinpath("dashboard", name).read_bytes()
+    request.setHeader(b"content-type", kind)
+    request.setHeader(b"content-security-policy", _DASHBOARD_POLICY)
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"x-frame-options", b"DENY")
+    request.setHeader(b"cache-control", b"no-cache")
+    return data
+
+
+def _sd_hash(text: str) -> str:
+    sd_hash = text.strip().lower()
+    if not is_blob_hash(sd_hash):
+        raise APIError(400, "bad_sd_hash", f"{text[:100]!r} is not an sd hash (96 hex digits)")
+    return sd_hash
 
 
 def _contacts(dht: Any) -> int:

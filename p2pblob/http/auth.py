@@ -18,6 +18,9 @@ browser, so the guard also refuses:
     (a DNS-rebinding page reaches 127.0.0.1 under its own host name);
   - a request with a body that is not C{application/json} (a cross-origin
     form cannot send that type without the browser asking first).
+
+The dashboard's page and files (C{/} and C{/dashboard/...}) need no token:
+they hold nothing of the node's; the page asks for the token and sends it.
 """
 
 from __future__ import annotations
@@ -169,7 +172,7 @@ class RequestGuard:
         if origin is not None and not _same_origin(origin, host, request.isSecure()):
             return Refusal(403, "forbidden_origin",
                            f"requests from web pages of other origins ({origin}) are refused")
-        if not self.loopback and not self._authorized(request):
+        if not self.loopback and not _public(request) and not self._authorized(request):
             return Refusal(401, "unauthorized",
                            "this API needs its token: send 'Authorization: Bearer <token>' "
                            "(the token is in the node's data directory, file api-token)")
@@ -186,6 +189,18 @@ class RequestGuard:
         if scheme.lower() != "bearer" or self._token is None:
             return False
         return hmac.compare_digest(given.strip().encode(), self._token.encode())
+
+
+def _public(request: IRequest) -> bool:
+    """
+    Whether C{request} is for the dashboard's own files, which hold no data
+    of the node and may be had without the token (the page then asks for
+    it, and sends it with its API requests).
+    """
+    if request.method not in (b"GET", b"HEAD"):
+        return False
+    path = request.path
+    return path == b"/" or (path.startswith(b"/dashboard/") and b"/" not in path[11:])
 
 
 def _header(request: IRequest, name: bytes) -> str | None:

@@ -137,3 +137,25 @@ class TokenGuardTests(APITestCase):
         answer = self.request("GET", "/settings", headers={
             "Authorization": "Bearer s3cret-token", "Host": "node.example:5279"})
         self.assertEqual(answer[0], 200)
+
+
+class DashboardGuardTests(APITestCase):
+    """
+    The dashboard's own files need no token (the page asks for it); the
+    data behind it does.
+    """
+
+    token = "s3cret-token"
+    loopback = False
+
+    def get(self, path: str) -> int:
+        d = self.client.get("http://node.example:5279" + path)
+        self.client.flush()
+        return int(self.successResultOf(d).code)
+
+    def test_page_public_data_not(self) -> None:
+        self.assertEqual(self.get("/"), 200)
+        self.assertEqual(self.get("/dashboard/app.js"), 200)
+        self.assertEqual(self.get("/api/v1/status"), 401)
+        self.assertEqual(self.get("/metrics"), 401)
+        self.assertEqual(self.get("/dashboard/../api/v1/status"), 401)
