@@ -31,7 +31,7 @@ setup(
         "treq>=23.11.0",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "psutil>=5.9"],
+        "test": ["hypothesis>=6.100", "psutil>=5.9", "selenium>=4.15"],
     },
     entry_points={"console_scripts": ["p2pblob = p2pblob.cli.main:main"]},
     classifiers=[
