@@ -374,6 +374,8 @@ class DownloadService(Service):
         Move C{download} to C{state} (unless L{None}) and stop its attempt,
         if one runs; return once it is over.
         """
+        # (how far it got, kept for the paused download's listing)
+        download.refresh()
         if state is not None:
             download.move(state)
             self._save(download)
