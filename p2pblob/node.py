@@ -17,6 +17,7 @@ from p2pblob.dht.service import DHTService
 from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.holdings import store_holdings
 from p2pblob.discovery.node_finder import node_peer_finder
+from p2pblob.download.fetching import BlobFetcher
 from p2pblob.download.service import DownloadService
 from p2pblob.http.api import NodeAPI, NodeParts
 from p2pblob.http.auth import RequestGuard, listens_on_loopback, load_or_create_token
@@ -134,10 +135,10 @@ def make_node(reactor: Any, config: Config) -> Node:
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
-        downloads = _downloads(reactor, config, blob_store, rate_limiter, wallet, None)
+        downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, None)
         api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
                                               rates, None, peer_server.address,
-                                              downloads=downloads), factory)
+                                              fetch_blob=fetcher, downloads=downloads), factory)
         return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
                     rates=rates, api=api, downloads=downloads)
     dht = DHTService(
@@ -166,9 +167,10 @@ def make_node(reactor: Any, config: Config) -> Node:
         return result
 
     blob_store.ready.addCallback(opened)
-    downloads = _downloads(reactor, config, blob_store, rate_limiter, wallet, dht)
+    downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, dht)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
-                                          dht, peer_server.address, downloads=downloads),
+                                          dht, peer_server.address, fetch_blob=fetcher,
+                                          downloads=downloads),
                factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
                 wallet=wallet, rates=rates, api=api, downloads=downloads)
@@ -181,27 +183,32 @@ def _downloads(
     rate_limiter: RateLimiter,
     wallet: Wallet,
     dht: DHTService | None,
-) -> DownloadService:
+) -> tuple[DownloadService, BlobFetcher]:
     """
-    The node's own downloads: from the configured peers and those the DHT
-    names, into C{DATA_DIR/downloads} unless told otherwise, paying at the
-    node's price in paid mode.
+    The node's own downloads, and the fetcher of single blobs for streams:
+    from the configured peers and those the DHT names (downloads into
+    C{DATA_DIR/downloads} unless told otherwise), paying at the node's
+    price in paid mode.
     """
 
     def payments() -> DownloadPayments | None:
         return DownloadPayments(wallet, config.price) if config.price > 0 else None
 
-    return DownloadService(
+    finder = node_peer_finder(reactor, config.peers, dht)
+    downloads = DownloadService(
         reactor,
         config,
         blob_store.store,
-        peer_finder=node_peer_finder(reactor, config.peers, dht),
+        peer_finder=finder,
         rate_limiter=rate_limiter,
         state_path=config.downloads_state_path,
         default_output=config.download_dir,
         payments_factory=payments,
         store_ready=blob_store.ready,
     )
+    # the stream gateway fetches the blobs it lacks from the same peers
+    fetcher = BlobFetcher(reactor, blob_store.store, finder, rate_limiter, payments)
+    return downloads, fetcher
 
 
 def _api(

@@ -16,6 +16,8 @@ They are, in this order (every benchmarks/*.py, by name):
                           to 1, 10 and 50 MB/s, per 10-s window, and each
                           connection's share (about 2 minutes)
   stream_throughput.py    publish and assemble MB/s and peak RSS
+  stream_ttfb.py          time to the first byte of a stream a new node holds
+                          nothing of, streamed over HTTP from a local seeder
   wallet_per_blob.py      the wallet's own work per paid blob, timed alone on
                           the downloader's side and the seeder's
 

@@ -230,7 +230,9 @@ def _requested_span(request: Request, etag: bytes, total: int) -> tuple[int, int
     return span
 
 
-async def _load_descriptor(store: IBlobStore, sd_hash: str) -> StreamDescriptor:
+async def _load_descriptor(
+    store: IBlobStore, sd_hash: str, fetcher: Fetcher | None = None
+) -> StreamDescriptor:
     """
     The descriptor of a stream, from its sd blob in C{store}.
 
@@ -243,6 +245,12 @@ async def _load_descriptor(store: IBlobStore, sd_hash: str) -> StreamDescriptor:
                        f"{sd_hash[:100]!r} is not an sd hash (96 lowercase hex digits)")
     unknown = _Refusal(404, "unknown_stream",
                        f"this node does not hold the descriptor of stream {sd_hash}")
+    if not store.has_blob(sd_hash) and fetcher is not None:
+        try:
+            await fetcher(sd_hash)
+        except Exception as e:
+            raise _Refusal(404, "unknown_stream",
+                           f"no peer gave the descriptor of stream {sd_hash}: {e}"[:300]) from None
     if not store.has_blob(sd_hash):
         raise unknown
     try:
@@ -385,14 +393,20 @@ class _Answer:
         Answer the request, from the descriptor to the last byte.
         """
         request = self._request
-        descriptor = await _load_descriptor(self._store, self._sd_hash)
+        descriptor = await _load_descriptor(self._store, self._sd_hash, self._fetcher)
         headers = _entity_headers(self._sd_hash, descriptor)
         etag = headers[b"etag"]
         if _none_match(_header(request, b"if-none-match"), etag):
             self._begin(304, {b"etag": etag, b"cache-control": _CACHE_CONTROL})
             return self._finish()
         blobs = _Blobs(self._store, self._fetcher, descriptor)
-        total = await blobs.total_length()
+        early = self._fetch_early(blobs, request, descriptor)
+        try:
+            total = await blobs.total_length()
+        finally:
+            if early is not None:
+                # (its failure, if any, is met again when the blob is needed)
+                early.addErrback(lambda failure: None)
         span = _requested_span(request, etag, total)
         start, end = span or (0, total - 1)
         headers[b"content-length"] = b"%d" % (end + 1 - start,)
@@ -415,6 +429,23 @@ class _Answer:
             if not self._gone:
                 request.unregisterProducer()
         self._finish()
+
+    def _fetch_early(self, blobs: _Blobs, request: Request,
+                     descriptor: StreamDescriptor) -> Deferred[None] | None:
+        """
+        Start fetching the first blob a C{GET} will send, if it is missing,
+        while the last blob is fetched for the total length: a stream no
+        blob of which is here starts after one round of fetches, not two.
+        (A suffix range starts in the last blob, which is fetched anyway.)
+        """
+        if self._fetcher is None or request.method != b"GET":
+            return None
+        spec = parse_range(_header(request, b"range") or b"")
+        first = spec[0] if spec is not None and spec[0] is not None else 0
+        number = first // PLAINTEXT_CHUNK_SIZE
+        if spec is not None and spec[0] is None or number >= len(descriptor.data_blobs) - 1:
+            return None
+        return Deferred.fromCoroutine(blobs.obtain(number))
 
     async def _write(self, blobs: _Blobs, numbers: range, start: int, end: int,
                      status: int, headers: dict[bytes, bytes]) -> None:

@@ -27,7 +27,7 @@ from twisted.web.test.requesthelper import DummyChannel
 from p2pblob._threads import run_inline
 from p2pblob.blob.hashing import blob_hash
 from p2pblob.blob.store import BlobStore
-from p2pblob.errors import InvalidDescriptorError
+from p2pblob.errors import InvalidDescriptorError, NoPeersError
 from p2pblob.http.streaming import (
     StreamResource,
     last_blob_plaintext_length,
@@ -434,6 +434,54 @@ class MissingBlobTests(StreamTestCase):
         status, _, body = self.get(self.sd_hash)
         self.assertEqual((status, body), (200, self.content))
         self.assertEqual(self.fetched, [self.descriptor.blob_hashes[n] for n in (2, 1)])
+
+    def test_nothing_here(self) -> None:
+        """
+        A stream of which the node holds nothing is fetched as it is sent:
+        the descriptor first, then the first blob of the range together
+        with the last (for the length), then the others.
+        """
+        hashes = [self.sd_hash, *self.descriptor.blob_hashes]
+        taken = {blob: self.store.path_of(blob).read_bytes() for blob in hashes}
+        self.successResultOf(self.store.delete_blobs(hashes))
+        pending: dict[str, Deferred[None]] = {}
+
+        def fetcher(blob: str) -> Deferred[None]:
+            self.fetched.append(blob)
+            pending[blob] = Deferred()
+            return pending[blob]
+
+        def arrive(blob: str) -> None:
+            self.successResultOf(self.store.put_blob(taken[blob], blob))
+            pending.pop(blob).callback(None)
+
+        self.serve(fetcher)
+        d = self.client.get(URL + self.sd_hash, headers={"Range": f"bytes=10-{CHUNK + 9}"})
+        self.client.flush()
+        self.assertEqual(self.fetched, [self.sd_hash])
+        arrive(self.sd_hash)
+        self.client.flush()
+        first, middle, last = self.descriptor.blob_hashes
+        self.assertEqual(sorted(pending), sorted([last, first]))
+        arrive(last)
+        arrive(first)
+        self.client.flush()
+        self.assertEqual(list(pending), [middle])
+        arrive(middle)
+        self.client.flush()
+        response = self.successResultOf(d)
+        self.assertEqual(response.code, 206)
+        self.assertEqual(self.successResultOf(response.content()),
+                         self.content[10:CHUNK + 10])
+
+    def test_descriptor_not_found(self) -> None:
+        """
+        A stream whose descriptor no peer gives is a 404 that says so.
+        """
+        self.successResultOf(self.store.delete_blobs([self.sd_hash]))
+        self.serve(lambda blob: fail(NoPeersError(1, "no peer has it")))
+        message = self.assertError(self.get(self.sd_hash), 404, "unknown_stream")
+        self.assertIn("no peer gave the descriptor", message)
 
     def test_fetcher_later(self) -> None:
         """
