@@ -25,6 +25,7 @@ from p2pblob.http.metrics import MetricsResource, metrics_registry
 from p2pblob.http.service import APIService
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.handlers import BlobRequestHandlerFactory
+from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.server import BlobServerFactory
 from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
@@ -135,10 +136,13 @@ def make_node(reactor: Any, config: Config) -> Node:
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
-        downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, None)
+        registry = PeerRegistry(reactor)
+        downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, None,
+                                        registry)
         api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
                                               rates, None, peer_server.address,
-                                              fetch_blob=fetcher, downloads=downloads), factory)
+                                              fetch_blob=fetcher, downloads=downloads,
+                                              peer_registry=registry), factory)
         return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
                     rates=rates, api=api, downloads=downloads)
     dht = DHTService(
@@ -167,10 +171,12 @@ def make_node(reactor: Any, config: Config) -> Node:
         return result
 
     blob_store.ready.addCallback(opened)
-    downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, dht)
+    registry = PeerRegistry(reactor)
+    downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, dht,
+                                    registry)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
                                           dht, peer_server.address, fetch_blob=fetcher,
-                                          downloads=downloads),
+                                          downloads=downloads, peer_registry=registry),
                factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
                 wallet=wallet, rates=rates, api=api, downloads=downloads)
@@ -183,6 +189,7 @@ def _downloads(
     rate_limiter: RateLimiter,
     wallet: Wallet,
     dht: DHTService | None,
+    registry: PeerRegistry,
 ) -> tuple[DownloadService, BlobFetcher]:
     """
     The node's own downloads, and the fetcher of single blobs for streams:
@@ -194,7 +201,7 @@ def _downloads(
     def payments() -> DownloadPayments | None:
         return DownloadPayments(wallet, config.price) if config.price > 0 else None
 
-    finder = node_peer_finder(reactor, config.peers, dht)
+    finder = node_peer_finder(reactor, config.peers, dht, registry)
     downloads = DownloadService(
         reactor,
         config,

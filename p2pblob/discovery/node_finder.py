@@ -86,17 +86,21 @@ class DHTServicePeerFinder:
 
 
 def node_peer_finder(
-    clock: IReactorTime, peers: Iterable[tuple[str, int]], dht: _DHT | None
+    clock: IReactorTime,
+    peers: Iterable[tuple[str, int]],
+    dht: _DHT | None,
+    registry: PeerRegistry | None = None,
 ) -> Callable[[], IPeerFinder | None]:
     """
     What the download service of a node calls to get its peer finder: one
     that asks the configured C{peers} and the C{dht} service, if any (and
     if it did not fail to start), or L{None} when there is neither.
 
-    One L{PeerRegistry} serves every download: what one learns about a
-    peer, the others know.
+    One L{PeerRegistry} (C{registry}, or a new one) serves every download:
+    what one learns about a peer, the others know.
     """
-    registry = PeerRegistry(clock)
+    if registry is None:
+        registry = PeerRegistry(clock)
     addresses = list(peers)
     static = StaticPeerFinder(registry, addresses) if addresses else None
     on_dht = DHTServicePeerFinder(clock, dht, registry) if dht is not None else None

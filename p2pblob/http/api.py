@@ -18,7 +18,8 @@ and C{GET /metrics}, L{p2pblob.http.metrics})::
                              limits, wallet balance, prices
     GET   /api/v1/blobs      the blobs held (?offset=&limit=, sorted by hash)
     GET   /api/v1/blobs/<h>  one blob: its length, or 404
-    GET   /api/v1/peers      bytes moved with each peer
+    GET   /api/v1/peers      bytes moved with each peer host, and the scores of
+                             the peers downloads fetch from
     GET   /api/v1/wallet     balance, reservations, debts and cheques
     GET   /api/v1/settings   the settings that may change while it runs
     PATCH /api/v1/settings   change some of them (all or none are applied)
@@ -54,6 +55,7 @@ from p2pblob.download.service import DownloadService
 from p2pblob.errors import ConfigError, DescriptorError, UnknownStreamError
 from p2pblob.http.auth import RequestGuard
 from p2pblob.http.streaming import Fetcher, StreamResource
+from p2pblob.peer.peer import PeerRegistry
 from p2pblob.ratelimit import RateLimiter
 from p2pblob.wallet.units import format_points
 from p2pblob.wallet.wallet import Wallet
@@ -88,6 +90,8 @@ class NodeParts:
     @ivar peer_address: returns where the peer server listens (C{host:port}),
         or L{None} before it does.
     @ivar dht: the L{p2pblob.dht.service.DHTService}, or L{None} off the DHT.
+    @ivar peer_registry: the peers the node's downloads know, with their
+        scores, or L{None}.
     @ivar downloads: the node's L{DownloadService}, or L{None} (then the
         stream routes answer 404).
     @ivar fetch_blob: brings a missing blob into the store from peers (for
@@ -104,6 +108,7 @@ class NodeParts:
     peer_address: Callable[[], str | None] = lambda: None
     fetch_blob: Fetcher | None = None
     downloads: DownloadService | None = None
+    peer_registry: PeerRegistry | None = None
 
 
 # the rate limiter's settings (and the store's disk_limit)
@@ -308,9 +313,19 @@ class NodeAPI:
     @app.route("/api/v1/peers", methods=["GET"])
     def peers(self, request: IRequest) -> bytes:
         traffic = self.parts.rate_limiter.counters.by_peer()
+        registry = self.parts.peer_registry
+        now = self._clock()
+        sources = [] if registry is None else sorted(
+            (peer for peer in registry), key=lambda peer: (-peer.score, str(peer)))
         return _json(request, {
             "peers": [{"peer": peer, "uploaded": t.up, "downloaded": t.down}
                       for peer, t in sorted(traffic.items())],
+            "sources": [
+                {"address": str(peer), "score": peer.score, "failures": peer.failures,
+                 "blobs_served": peer.blobs_served, "bytes_served": peer.bytes_served,
+                 "rate": peer.rate, "available": peer.available(now)}
+                for peer in sources
+            ],
         })
 
     @app.route("/api/v1/wallet", methods=["GET"])

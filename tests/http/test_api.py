@@ -15,6 +15,7 @@ from p2pblob._threads import run_inline
 from p2pblob._version import __version__
 from p2pblob.blob.hashing import blob_hash
 from p2pblob.http.api import MAX_PAGE
+from p2pblob.peer.peer import PeerRegistry
 from p2pblob.stream.creator import publish_file
 from p2pblob.wallet.units import MICRO
 from tests.http._helpers import API, APITestCase
@@ -84,7 +85,24 @@ class ReadingTests(APITestCase):
         self.assertEqual(self.request("GET", "/peers"), (200, {"peers": [
             {"peer": "127.0.0.8:3333", "uploaded": 0, "downloaded": 7},
             {"peer": "127.0.0.9:3333", "uploaded": 5, "downloaded": 0},
-        ]}))
+        ], "sources": []}))
+
+    def test_peer_scores(self) -> None:
+        """
+        The peers downloads fetch from are listed best first, with their
+        scores and whether they may be asked now.
+        """
+        registry = PeerRegistry(self.clock)
+        self.parts.peer_registry = registry
+        good, bad = registry.get("127.0.0.5", 3333), registry.get("127.0.0.6", 3333)
+        good.report_success(2_000_000, 0.1)
+        bad.report_failure(now=1000.0)
+        status, body = self.request("GET", "/peers")
+        self.assertEqual(status, 200)
+        self.assertEqual([(p["address"], p["blobs_served"], p["available"])
+                          for p in body["sources"]],
+                         [("127.0.0.5:3333", 1, True), ("127.0.0.6:3333", 0, False)])
+        self.assertGreater(body["sources"][0]["score"], body["sources"][1]["score"])
 
     def test_wallet(self) -> None:
         """

@@ -172,14 +172,23 @@ async function act(sdHash, action) {
   } catch (error) { showAlert(`${action}: ${error.message}`); }
 }
 
-function showPeers(peers) {
+function showPeers(answer) {
   const body = document.querySelector("#peers tbody");
   body.replaceChildren();
-  for (const peer of peers) {
+  for (const peer of answer.peers) {
     const row = el("tr");
     row.append(el("td", peer.peer), el("td", size(peer.uploaded), "num"),
                el("td", size(peer.downloaded), "num"));
     body.append(row);
+  }
+  const sources = document.querySelector("#sources tbody");
+  sources.replaceChildren();
+  for (const peer of answer.sources || []) {
+    const row = el("tr");
+    row.append(el("td", peer.address), el("td", peer.score.toFixed(1), "num"),
+               el("td", String(peer.blobs_served), "num"), el("td", rate(peer.rate), "num"),
+               el("td", peer.available ? "ok" : `resting after ${peer.failures} failure(s)`));
+    sources.append(row);
   }
 }
 
@@ -190,7 +199,7 @@ async function poll() {
     ]);
     showStatus(status);
     showStreams(streams.streams);
-    showPeers(peers.peers);
+    showPeers(peers);
     showAlert("");
   } catch (error) {
     if (error.status !== 401) showAlert("cannot reach the node: " + error.message);
