@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -51,7 +50,7 @@ sys.path.insert(0, str(ROOT))
 from p2pblob.config import parse_rate  # noqa: E402
 from p2pblob.wallet.keys import load_or_create_key  # noqa: E402
 from p2pblob.wallet.ledger import Ledger  # noqa: E402
-from tests.integration._nodes import Seeder, publish, start_download  # noqa: E402
+from tests.integration._nodes import Seeder, publish, random_file, start_download  # noqa: E402
 
 
 def run_once(work: Path, scratch: Path, seed_dir: Path, sd_file: Path, paid: bool, rate: str,
@@ -159,13 +158,7 @@ def _default_scratch() -> Path | None:
 
 
 def measure(args: argparse.Namespace, size: int, work: Path, scratch: Path) -> int:
-    source = work / "stream.bin"
-    with open(source, "wb") as f:
-        left = size
-        while left:
-            chunk = min(left, 1 << 24)
-            f.write(os.urandom(chunk))
-            left -= chunk
+    source = random_file(work / "stream.bin", size)
     seed_dir = work / "seed"
     _, sd_file = publish(seed_dir, source, work / "sd")
     blobs = sum(1 for blob in json.loads(sd_file.read_text())["blobs"] if blob["length"])

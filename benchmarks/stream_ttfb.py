@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from p2pblob.config import parse_size  # noqa: E402
-from tests.integration._nodes import Seeder, publish  # noqa: E402
+from tests.integration._nodes import Seeder, publish, random_file  # noqa: E402
 
 
 def first_byte(url: str, path: str, headers: dict[str, str]) -> tuple[float, int]:
@@ -83,13 +82,7 @@ def main() -> int:
     assert size is not None
     work = Path(tempfile.mkdtemp(prefix="p2pblob-ttfb-"))
     try:
-        source = work / "film.mp4"
-        with open(source, "wb") as f:
-            left = size
-            while left:
-                chunk = min(left, 1 << 24)
-                f.write(os.urandom(chunk))
-                left -= chunk
+        source = random_file(work / "film.mp4", size)
         sd_hash, _ = publish(work / "seeder", source, work / "sd")
         seeder = Seeder(work / "seeder", "--no-dht")
         try:

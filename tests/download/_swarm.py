@@ -37,7 +37,7 @@ from p2pblob.testing import CorruptingBlobStore, MemoryBlobStore
 __all__ = ["Published", "Seeder", "SwarmHarness", "publish"]
 
 
-class _Counting:
+class CountingStore:
     """
     A store that counts the blobs the server opens for upload.
     """
@@ -60,7 +60,7 @@ class Seeder:
         self.address = address
         self.store = store
         served: Any = CorruptingBlobStore(store) if corrupt else store
-        self.counted = _Counting(served)
+        self.counted = CountingStore(served)
         self.factory = make_server_factory(self.counted, clock, "test-address", 65536, 30.0, 8,
                                            wallet=wallet, rates=rates)
         self.up = True

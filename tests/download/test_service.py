@@ -45,31 +45,14 @@ from p2pblob.errors import (
     StorageError,
     UnknownStreamError,
 )
-from p2pblob.interfaces import IBlob, IBlobStore, IPeerFinder
+from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.service import make_server_factory
 from p2pblob.testing import MemoryBlobStore
-from tests.download._swarm import Published, publish
+from tests.download._swarm import CountingStore, Published, publish
 
 # three data blobs, the last one short
 SIZE = 2 * (MAX_BLOB_SIZE - 1) + 4321
-
-
-class _Counting:
-    """
-    A store that counts the blobs a server opens to send.
-    """
-
-    def __init__(self, store: IBlobStore) -> None:
-        self._store = store
-        self.uploads: list[str] = []
-
-    def get_blob(self, blob_hash: str) -> IBlob:
-        self.uploads.append(blob_hash)
-        return self._store.get_blob(blob_hash)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
 
 class LiveSeeder:
@@ -82,7 +65,7 @@ class LiveSeeder:
         self.store = MemoryBlobStore()
         self.store.put_blob(published.sd_blob)
         self.add(published, blob_nums)
-        self.counted = _Counting(self.store)
+        self.counted = CountingStore(self.store)
         self.factory = make_server_factory(self.counted, reactor, "test-address", 65536, 30.0, 8)
         self.port = reactor.listenTCP(0, self.factory, interface="127.0.0.1")
 

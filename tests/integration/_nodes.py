@@ -17,9 +17,22 @@ from pathlib import Path
 
 from tests._process import TWISTD, environment
 
-__all__ = ["Seeder", "blob_count", "publish", "start_download"]
+__all__ = ["Seeder", "blob_count", "publish", "random_file", "start_download"]
 
 _PORT = re.compile(rb"Serving blobs to peers on .*port=(\d+)")
+
+
+def random_file(path: Path, size: int) -> Path:
+    """
+    Write C{size} random bytes to C{path} (16 MiB at a time); return it.
+    """
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            chunk = min(left, 1 << 24)
+            f.write(os.urandom(chunk))
+            left -= chunk
+    return path
 
 
 def publish(data_dir: Path, source: Path, sd_dir: Path) -> tuple[str, Path]:
