@@ -142,7 +142,8 @@ def make_node(reactor: Any, config: Config) -> Node:
         api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
                                               rates, None, peer_server.address,
                                               fetch_blob=fetcher, downloads=downloads,
-                                              peer_registry=registry), factory)
+                                              peer_registry=registry, run=blob_store.worker),
+                   factory)
         return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
                     rates=rates, api=api, downloads=downloads)
     dht = DHTService(
@@ -176,7 +177,8 @@ def make_node(reactor: Any, config: Config) -> Node:
                                     registry)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
                                           dht, peer_server.address, fetch_blob=fetcher,
-                                          downloads=downloads, peer_registry=registry),
+                                          downloads=downloads, peer_registry=registry,
+                                          run=blob_store.worker, announcer=announcer),
                factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
                 wallet=wallet, rates=rates, api=api, downloads=downloads)

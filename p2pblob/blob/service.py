@@ -43,6 +43,14 @@ class BlobStoreService(Service):
         )
         self.ready: Deferred[ScanResult] = Deferred()
 
+    @property
+    def worker(self) -> ThreadWorker:
+        """
+        The threads the store does its blocking work in (for others' work
+        on blobs: publishing files).
+        """
+        return self._worker
+
     def startService(self) -> None:
         super().startService()
         self._worker.start()

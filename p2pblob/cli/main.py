@@ -94,8 +94,16 @@ async def _publish(
         raise StreamError(f"{file}: no such file")
     with ProgressLine(f"publishing {file.name}") as progress:
         descriptor, sd_hash = await publish_file(store, worker, file, progress=progress)
+    return descriptor, sd_hash, write_descriptor(descriptor.to_sd_blob(), file.name, sd_out)
+
+
+def write_descriptor(sd_blob: bytes, file_name: str, sd_out: Path) -> Path:
+    """
+    Write a descriptor to C{sd_out} (a directory, where it is named
+    C{FILE_NAME.sd}, or a file name), never overwriting; return its path.
+    """
     if sd_out.is_dir():
-        directory, name = sd_out, f"{file.name}.sd"
+        directory, name = sd_out, f"{file_name}.sd"
     else:
         directory, name = sd_out.parent, sd_out.name
     try:
@@ -103,8 +111,8 @@ async def _publish(
     except OSError as e:
         raise StreamError(f"cannot write the descriptor in {directory}: {e.strerror}") from None
     with f:
-        f.write(descriptor.to_sd_blob())
-    return descriptor, sd_hash, path
+        f.write(sd_blob)
+    return path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -142,7 +150,25 @@ def cli(ctx: click.Context, data_dir: str | None, disk_limit: str | None, debug:
 def publish(options: Options, file: Path, sd_out: Path) -> None:
     """
     Encrypt FILE into blobs, store them, print the sd hash and write FILE.sd.
+    When a node runs with the data directory, the node publishes it (and
+    announces it at once).
     """
+    if _node_running(options):
+
+        async def through_node(reactor: Any, config: Config) -> int:
+            if not file.is_file():
+                raise StreamError(f"{file}: no such file")
+            client = find_node(reactor, config)
+            answer = await client.request("POST", "publish",
+                                          {"path": str(file.expanduser().resolve())})
+            path = write_descriptor(answer["sd_blob"].encode("utf-8"), file.name, sd_out)
+            click.echo(answer["sd_hash"])
+            click.echo(f"published {file.name} in the node at {client.url}: {answer['blobs']} "
+                       f"data blob(s); descriptor written to {path}", err=True)
+            return 0
+
+        run_client(options, through_node)
+        return
 
     async def command(
         reactor: Any, store: BlobStore, worker: ThreadWorker, config: Config
@@ -307,11 +333,7 @@ def download(
     stream (with its own peers and settings) and this shows its progress.
     """
     options: Options = ctx.obj
-    try:
-        node = running_node_url(config_from(options.data_dir, options.disk_limit))
-    except ConfigError:
-        node = None  # (the command below reports it)
-    if node is not None:
+    if _node_running(options):
         refused = [
             param.opts[0] for param in ctx.command.params
             if param.name in _STANDALONE_DOWNLOAD_OPTIONS
@@ -580,6 +602,17 @@ def status(options: Options, as_json: bool) -> None:
         return 0
 
     run_client(options, command)
+
+
+def _node_running(options: Options) -> bool:
+    """
+    Whether a node runs with the data directory (then commands that would
+    open its store go through the node instead).
+    """
+    try:
+        return running_node_url(config_from(options.data_dir, options.disk_limit)) is not None
+    except ConfigError:
+        return False  # (the command reports it)
 
 
 # the options of `p2pblob download` that only a download of its own takes

@@ -23,6 +23,7 @@ and C{GET /metrics}, L{p2pblob.http.metrics})::
     GET   /api/v1/wallet     balance, reservations, debts and cheques
     GET   /api/v1/settings   the settings that may change while it runs
     PATCH /api/v1/settings   change some of them (all or none are applied)
+    POST  /api/v1/publish    publish a file of this machine ({"path": …})
     GET   /api/v1/streams    the node's downloads
     POST  /api/v1/streams    start one ({"sd_hash": …} or {"sd_blob": …})
     GET   /api/v1/streams/<sd hash>            one of them
@@ -47,16 +48,18 @@ from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
+from p2pblob._threads import BlockingRunner
 from p2pblob._version import __version__
 from p2pblob.blob.hashing import is_blob_hash
 from p2pblob.blob.store import BlobStore
 from p2pblob.config import Config, parse_rate, parse_size
 from p2pblob.download.service import DownloadService
-from p2pblob.errors import ConfigError, DescriptorError, UnknownStreamError
+from p2pblob.errors import ConfigError, DescriptorError, DiskLimitError, UnknownStreamError
 from p2pblob.http.auth import RequestGuard
 from p2pblob.http.streaming import Fetcher, StreamResource
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.ratelimit import RateLimiter
+from p2pblob.stream.creator import publish_file
 from p2pblob.wallet.units import format_points
 from p2pblob.wallet.wallet import Wallet
 
@@ -90,6 +93,9 @@ class NodeParts:
     @ivar peer_address: returns where the peer server listens (C{host:port}),
         or L{None} before it does.
     @ivar dht: the L{p2pblob.dht.service.DHTService}, or L{None} off the DHT.
+    @ivar run: where blocking work on blobs runs (threads), for publishing;
+        L{None}: the node does not publish through the API.
+    @ivar announcer: told to look at the store again after a publish.
     @ivar peer_registry: the peers the node's downloads know, with their
         scores, or L{None}.
     @ivar downloads: the node's L{DownloadService}, or L{None} (then the
@@ -109,6 +115,8 @@ class NodeParts:
     fetch_blob: Fetcher | None = None
     downloads: DownloadService | None = None
     peer_registry: PeerRegistry | None = None
+    run: BlockingRunner | None = None
+    announcer: Any = None
 
 
 # the rate limiter's settings (and the store's disk_limit)
@@ -171,6 +179,46 @@ class NodeAPI:
         if self._metrics is None:
             raise APIError(404, "not_found", "this node serves no metrics")
         return self._metrics
+
+    # publishing
+
+    @app.route("/api/v1/publish", methods=["POST"])
+    async def publish(self, request: IRequest) -> bytes:
+        """
+        Publish a file of this machine: C{{"path": "/absolute/path"}}.  The
+        answer gives the sd hash and the descriptor's text (to save as an
+        C{.sd} file).
+        """
+        body = _json_body(request)
+        path = body.get("path")
+        if set(body) != {"path"} or not isinstance(path, str):
+            raise APIError(400, "bad_argument", 'give {"path": "/absolute/path/of/the/file"}')
+        file = Path(path)
+        if not file.is_absolute():
+            raise APIError(400, "bad_argument",
+                           f"{path[:200]!r} is not an absolute path (the node's working "
+                           "directory is not yours)")
+        if not file.is_file():
+            raise APIError(400, "bad_path", f"{path[:200]}: no such file")
+        run = self.parts.run
+        if run is None:
+            raise APIError(404, "not_found", "this node does not publish files")
+        try:
+            descriptor, sd_hash = await publish_file(self.parts.blob_store, run, file)
+        except DiskLimitError as e:
+            raise APIError(507, "disk_limit", str(e)) from None
+        except OSError as e:
+            raise APIError(400, "bad_path", f"cannot read {path[:200]}: {e.strerror}") from None
+        _log.info("Published {name} through the API: stream {sd_hash}", name=file.name,
+                  sd_hash=sd_hash)
+        if self.parts.announcer is not None:
+            self.parts.announcer.scan()
+        return _json(request, {
+            "sd_hash": sd_hash,
+            "name": file.name,
+            "blobs": len(descriptor.data_blobs),
+            "sd_blob": descriptor.to_sd_blob().decode("utf-8"),
+        })
 
     # the node's downloads
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pblob.blob.hashing import blob_hash
 from p2pblob.cli._daemon import describe_streams
 from tests._process import p2pblob
 from tests.integration._nodes import Seeder, publish
@@ -52,6 +53,21 @@ class DaemonDownloadTests(SynchronousTestCase):
         # by hash, the node already has it: finished at once
         result = p2pblob(self.node_dir, "download", self.sd_hash, "--output", str(output))
         self.assertEqual((result.returncode, result.stdout.strip()), (0, str(final)))
+
+    def test_publish_through_the_node(self) -> None:
+        """
+        With a node running, C{p2pblob publish} has the node publish the
+        file, prints the sd hash and writes the descriptor here.
+        """
+        other = self.top / "notes.txt"
+        other.write_bytes(b"some notes" * 1000)
+        result = p2pblob(self.node_dir, "publish", str(other), "--sd-out", str(self.top))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        sd_hash = result.stdout.strip()
+        self.assertIn("published notes.txt in the node at http://127.0.0.1:", result.stderr)
+        self.assertEqual(blob_hash((self.top / "notes.txt.sd").read_bytes()), sd_hash)
+        result = p2pblob(self.node_dir, "status", "--json")
+        self.assertGreaterEqual(json.loads(result.stdout)["disk"]["blobs"], 2)
 
     def test_standalone_options_refused(self) -> None:
         """

@@ -238,3 +238,36 @@ class StreamRouteTests(APITestCase):
         d = self.client.get("http://127.0.0.1:5279/metrics")
         self.client.flush()
         self.assertEqual(self.successResultOf(d).code, 404)
+
+
+class PublishTests(APITestCase):
+    def setUp(self) -> None:
+        super().setUp()
+        self.parts.run = run_inline
+        self.file = Path(self.mktemp()).absolute()
+        self.content = os.urandom(5000)
+        self.file.write_bytes(self.content)
+
+    def test_publish(self) -> None:
+        """
+        A file of the machine is published into the node's store; the
+        answer carries the sd hash and the descriptor.
+        """
+        status, body = self.request("POST", "/publish", {"path": str(self.file)})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(blob_hash(body["sd_blob"].encode()), body["sd_hash"])
+        self.assertEqual((body["name"], body["blobs"]), (self.file.name, 1))
+        self.assertTrue(self.store.has_blob(body["sd_hash"]))
+
+    def test_bad_paths(self) -> None:
+        self.assertError(self.request("POST", "/publish", {"path": self.file.name}), 400,
+                         "bad_argument")
+        self.assertError(self.request("POST", "/publish", {"path": str(self.file) + "-no"}),
+                         400, "bad_path")
+        self.assertError(self.request("POST", "/publish", {"path": 3}), 400, "bad_argument")
+        self.assertError(self.request("POST", "/publish", {}), 400, "bad_argument")
+
+    def test_not_publishing(self) -> None:
+        self.parts.run = None
+        self.assertError(self.request("POST", "/publish", {"path": str(self.file)}), 404,
+                         "not_found")
