@@ -21,7 +21,7 @@ from p2pblob.download.fetching import BlobFetcher
 from p2pblob.download.service import DownloadService
 from p2pblob.http.api import NodeAPI, NodeParts
 from p2pblob.http.auth import RequestGuard, listens_on_loopback, load_or_create_token
-from p2pblob.http.metrics import MetricsResource, metrics_registry
+from p2pblob.http.metrics import DownloadStats, MetricsResource, metrics_registry
 from p2pblob.http.service import APIService
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.handlers import BlobRequestHandlerFactory
@@ -237,8 +237,11 @@ def _api(
     loopback = listens_on_loopback(endpoint)
     blob_requests = next((f for f in server.query_handler_factories
                           if isinstance(f, BlobRequestHandlerFactory)), None)
+    stats = None
+    if parts.downloads is not None:
+        stats = DownloadStats(parts.peer_registry, parts.downloads.failures)
     metrics = MetricsResource(metrics_registry(parts, announcer=announcer,
-                                               blob_requests=blob_requests))
+                                               blob_requests=blob_requests, downloads=stats))
 
     def resource() -> IResource:
         # made when the service starts, so that the token is made in a data

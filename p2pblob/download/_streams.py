@@ -21,7 +21,16 @@ from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.download._records import StreamRecord
 from p2pblob.download.downloader import FileStreamDownloader
 from p2pblob.download.output import PartialOutput
-from p2pblob.errors import DescriptorError, P2PBlobError
+from p2pblob.errors import (
+    ConfigError,
+    DescriptorError,
+    NoPeersError,
+    P2PBlobError,
+    PaymentError,
+    PeerError,
+    StorageError,
+    StreamError,
+)
 from p2pblob.stream.descriptor import StreamDescriptor, parse_sd_blob
 from p2pblob.stream.names import safe_file_name
 from p2pblob.wallet.paying import DownloadPayments
@@ -29,7 +38,7 @@ from p2pblob.wallet.paying import DownloadPayments
 __all__ = [
     "CANCELLED", "FAILED", "FINISHED", "PAUSED", "RUNNING", "WAITING",
     "Attempt", "Download", "RateMeter", "StreamInfo",
-    "describe_failure", "file_size", "read_source", "remove_partial",
+    "describe_failure", "failure_kind", "file_size", "read_source", "remove_partial",
 ]
 
 _log = Logger()
@@ -253,6 +262,23 @@ def describe_failure(failure: Failure) -> str:
         return "the download was interrupted"
     _log.failure("A download failed unexpectedly", failure)
     return f"unexpected error ({type(error).__name__}: {error}); the node's log has the details"
+
+
+def failure_kind(failure: Failure) -> str:
+    """
+    A short word for why a download failed, from a small fixed set (for
+    the metrics): C{no_peers}, C{peer}, C{descriptor}, C{disk}, C{funds},
+    C{config}, C{stream} or C{other}.
+    """
+    kinds: list[tuple[type[BaseException], str]] = [
+        (NoPeersError, "no_peers"), (PeerError, "peer"), (DescriptorError, "descriptor"),
+        (StorageError, "disk"), (OSError, "disk"), (PaymentError, "funds"),
+        (ConfigError, "config"), (StreamError, "stream"),
+    ]
+    for kind, word in kinds:
+        if failure.check(kind):
+            return word
+    return "other"
 
 
 def remove_partial(record: StreamRecord) -> None:

@@ -31,6 +31,7 @@ node's blob store, peer finder and rate limiter.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ from p2pblob.download._streams import (
     Download,
     StreamInfo,
     describe_failure,
+    failure_kind,
     file_size,
     read_source,
     remove_partial,
@@ -107,6 +109,7 @@ class DownloadService(Service):
     @param stall_timeout: a download that receives nothing for this long
         fails.
     @param peer_timeout: seconds a peer may stay silent in an exchange.
+    @ivar failures: downloads that failed, by kind (L{failure_kind}).
     """
 
     name = "downloads"
@@ -128,6 +131,7 @@ class DownloadService(Service):
         peer_timeout: float = PEER_TIMEOUT,
     ) -> None:
         self._reactor = reactor
+        self.failures: Counter[str] = Counter()
         self.config = config
         self._store = store
         self._peer_finder = peer_finder
@@ -468,6 +472,7 @@ class DownloadService(Service):
         elif isinstance(result, Failure) and not run.halted:
             download.move(FAILED)
             record.error = describe_failure(result)
+            self.failures[failure_kind(result)] += 1
             _log.warn(
                 "The download of {name} failed: {error}", name=download.label, error=record.error
             )

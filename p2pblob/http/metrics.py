@@ -36,7 +36,7 @@ does), which Prometheus takes as a reset.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -54,6 +54,7 @@ from p2pblob.wallet.units import from_micro
 if TYPE_CHECKING:
     from p2pblob.http.api import NodeParts
     from p2pblob.peer.handlers import BlobRequestHandlerFactory
+    from p2pblob.peer.peer import Peer
 
 __all__ = ["DownloadStats", "MetricsResource", "NodeCollector", "metrics_registry"]
 
@@ -67,30 +68,42 @@ What the name of every metric of the node starts with.
 
 class DownloadStats:
     """
-    What the node's downloads from peers did, counted by the download
-    service for the metrics.
+    What the node's downloads from peers did, for the metrics: counted
+    here, and read from the node's peers and download service.
 
-    @ivar blobs_downloaded: blobs downloaded from peers in full.
+    @param registry: the peers the node's downloads and stream fetches
+        use; the blobs each served us are counted as downloaded.
+    @param failures: the download service's failed downloads, by kind.
     @ivar errors: downloads that failed, by kind of failure.
     """
 
-    def __init__(self) -> None:
-        self.blobs_downloaded = 0
-        self.errors: Counter[str] = Counter()
+    def __init__(self, registry: Iterable[Peer] | None = None,
+                 failures: Counter[str] | None = None) -> None:
+        self._registry = registry
+        self._counted = 0
+        self.errors: Counter[str] = failures if failures is not None else Counter()
+
+    @property
+    def blobs_downloaded(self) -> int:
+        """
+        Blobs downloaded from peers in full.
+        """
+        served = 0 if self._registry is None else sum(p.blobs_served for p in self._registry)
+        return self._counted + served
 
     def blob_downloaded(self) -> None:
         """
-        A blob was downloaded from a peer in full.
+        A blob was downloaded from a peer in full (besides those the
+        registry's peers count).
         """
-        self.blobs_downloaded += 1
+        self._counted += 1
 
     def error(self, kind: str) -> None:
         """
         A download from a peer failed.
 
-        @param kind: a short word for the failure, such as C{"timeout"} or
-            C{"refused"}, from a small fixed set: each kind is a time
-            series of its own.
+        @param kind: a short word for the failure, such as C{"no_peers"},
+            from a small fixed set: each kind is a time series of its own.
         """
         self.errors[kind] += 1
 

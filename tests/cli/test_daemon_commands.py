@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
@@ -50,6 +51,9 @@ class DaemonDownloadTests(SynchronousTestCase):
                       result.stdout)
         listed = json.loads(p2pblob(self.node_dir, "ls", "--json").stdout)
         self.assertEqual([s["sd_hash"] for s in listed], [self.sd_hash])
+        url = json.loads((self.node_dir / "api.json").read_text())["url"]
+        with urllib.request.urlopen(url + "metrics", timeout=30) as response:
+            self.assertIn("p2pblob_blobs_downloaded_total 3.0", response.read().decode())
         # by hash, the node already has it: finished at once
         result = p2pblob(self.node_dir, "download", self.sd_hash, "--output", str(output))
         self.assertEqual((result.returncode, result.stdout.strip()), (0, str(final)))

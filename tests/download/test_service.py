@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.internet.tcp import Client
 from twisted.logger import capturedLogs, formatEvent
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pblob._threads import run_inline
@@ -27,7 +28,7 @@ from p2pblob.blob.store import BlobStore
 from p2pblob.config import Config
 from p2pblob.discovery.static import StaticPeerFinder
 from p2pblob.download._records import DownloadRecords, StreamRecord
-from p2pblob.download._streams import RateMeter
+from p2pblob.download._streams import RateMeter, failure_kind
 from p2pblob.download.service import (
     CANCELLED,
     FAILED,
@@ -41,7 +42,12 @@ from p2pblob.download.service import (
 from p2pblob.errors import (
     ConfigError,
     DescriptorError,
+    DiskLimitError,
+    IncompleteStreamError,
+    InsufficientFundsError,
     InvalidDescriptorError,
+    NoPeersError,
+    PeerTimeoutError,
     StorageError,
     UnknownStreamError,
 )
@@ -530,3 +536,18 @@ class DownloadRecordsTests(SynchronousTestCase):
         with self.assertRaises(StorageError) as caught:
             DownloadRecords(path)
         self.assertIn("newer p2pblob", str(caught.exception))
+
+
+class FailureKindTests(SynchronousTestCase):
+    def test_kinds(self) -> None:
+        """
+        Each failure of a download falls in one of a few kinds.
+        """
+        for error, kind in [
+            (NoPeersError(1, "gone"), "no_peers"), (PeerTimeoutError("p", 30.0), "peer"),
+            (InvalidDescriptorError("bad"), "descriptor"), (DiskLimitError(1, 2, 3), "disk"),
+            (OSError(28, "No space left on device"), "disk"),
+            (InsufficientFundsError(5, 1), "funds"), (ConfigError("no peers"), "config"),
+            (IncompleteStreamError(["x"], []), "stream"), (ZeroDivisionError(), "other"),
+        ]:
+            self.assertEqual(failure_kind(Failure(error)), kind, error)

@@ -5,6 +5,7 @@ from a node's real parts and parsed as Prometheus would.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY
@@ -12,12 +13,15 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 from treq.testing import StubTreq
+from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.trial.unittest import SynchronousTestCase
 
 from p2pblob.discovery.announcer import Announcer
 from p2pblob.http.api import NodeParts
 from p2pblob.http.metrics import DownloadStats, MetricsResource, metrics_registry
 from p2pblob.peer.handlers import BlobRequestHandlerFactory
+from p2pblob.peer.peer import PeerRegistry
 from p2pblob.ratelimit import RateLimiter
 from tests.http._helpers import APITestCase
 from tests.test_ratelimit import FakeConnection
@@ -341,3 +345,21 @@ class IsolationTests(MetricsTestCase):
             [family.name for family in REGISTRY.collect() if family.name.startswith("p2pblob")],
             [],
         )
+
+
+class DownloadStatsTests(SynchronousTestCase):
+    def test_read_through(self) -> None:
+        """
+        Blobs downloaded are those the node's peers served it, failures
+        those the download service counted.
+        """
+        registry = PeerRegistry(Clock())
+        failures: Counter[str] = Counter(no_peers=2)
+        stats = DownloadStats(registry, failures)
+        self.assertEqual(stats.blobs_downloaded, 0)
+        registry.get("127.0.0.1", 3333).report_success(100, 0.1)
+        registry.get("127.0.0.2", 3333).report_success(100, 0.1)
+        stats.blob_downloaded()
+        self.assertEqual(stats.blobs_downloaded, 3)
+        failures["disk"] += 1
+        self.assertEqual(stats.errors, {"no_peers": 2, "disk": 1})

@@ -50,6 +50,7 @@ class StreamRoutesTests(APITestCase):
         [stream] = body["streams"]
         self.assertEqual(stream["state"], "failed")
         self.assertIn("no peers", stream["error"])
+        self.assertEqual(self.downloads.failures, {"config": 1})
         self.assertEqual(self.request("GET", f"/streams/{HASH}")[1]["stream"]["state"], "failed")
 
     def test_start_by_descriptor(self) -> None:
