@@ -137,7 +137,7 @@ def make_node(reactor: Any, config: Config) -> Node:
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
     if not config.dht:
         registry = PeerRegistry(reactor)
-        downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, None,
+        downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, None,
                                         registry)
         api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
                                               rates, None, peer_server.address,
@@ -173,7 +173,7 @@ def make_node(reactor: Any, config: Config) -> Node:
 
     blob_store.ready.addCallback(opened)
     registry = PeerRegistry(reactor)
-    downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, dht,
+    downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, dht,
                                     registry)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
                                           dht, peer_server.address, fetch_blob=fetcher,
@@ -190,6 +190,7 @@ def _downloads(
     blob_store: BlobStoreService,
     rate_limiter: RateLimiter,
     wallet: Wallet,
+    rates: PaymentRateManager,
     dht: DHTService | None,
     registry: PeerRegistry,
 ) -> tuple[DownloadService, BlobFetcher]:
@@ -201,7 +202,8 @@ def _downloads(
     """
 
     def payments() -> DownloadPayments | None:
-        return DownloadPayments(wallet, config.price) if config.price > 0 else None
+        # (at the price of the moment: the API may change it)
+        return DownloadPayments(wallet, rates.price) if rates.price > 0 else None
 
     finder = node_peer_finder(reactor, config.peers, dht, registry)
     downloads = DownloadService(

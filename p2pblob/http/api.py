@@ -60,6 +60,7 @@ from p2pblob.http.streaming import Fetcher, StreamResource
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.ratelimit import RateLimiter
 from p2pblob.stream.creator import publish_file
+from p2pblob.wallet.rates import MAX_RATE
 from p2pblob.wallet.units import format_points
 from p2pblob.wallet.wallet import Wallet
 
@@ -119,6 +120,8 @@ class NodeParts:
     announcer: Any = None
 
 
+# the node's prices, in points per MiB
+_PRICE_SETTINGS = ("price", "min_price")
 # the rate limiter's settings (and the store's disk_limit)
 _RATE_SETTINGS = (
     "max_upload", "max_download", "max_upload_per_connection", "max_download_per_connection",
@@ -407,16 +410,24 @@ class NodeAPI:
     def change_settings(self, request: IRequest) -> bytes:
         changes = _json_body(request)
         parsed: dict[str, int | None] = {}
+        prices = self._new_prices(changes)
         for name, value in changes.items():
             if name in _RATE_SETTINGS:
                 parsed[name] = _setting(name, value, parse_rate)
             elif name == "disk_limit":
                 parsed[name] = _setting(name, value, parse_size)
-            else:
-                known = ", ".join((*_RATE_SETTINGS, "disk_limit"))
+            elif name not in _PRICE_SETTINGS:
+                known = ", ".join((*_RATE_SETTINGS, "disk_limit", *_PRICE_SETTINGS))
                 raise APIError(400, "unknown_setting",
                                f"{name[:100]!r} is not a setting that can change while the "
                                f"node runs (those are: {known})")
+        if prices is not None:
+            try:
+                self.parts.rates.set_prices(*prices)
+            except ValueError as e:
+                raise APIError(400, "bad_setting", str(e)) from None
+            _log.info("Prices changed to {price} (accepting {min_price} and up) through the API",
+                      price=prices[0], min_price=prices[1])
         limiter = self.parts.rate_limiter
         for name, value in parsed.items():
             if name == "disk_limit":
@@ -427,8 +438,35 @@ class NodeAPI:
                       name=name, value="no limit" if value is None else value)
         return _json(request, self._settings())
 
+    def _new_prices(self, changes: dict[str, Any]) -> tuple[float, float] | None:
+        """
+        The prices C{changes} asks for (price, min_price), checked, or
+        L{None} if it changes neither.  A node stays in the mode it started
+        in: serving free or paid is decided when it starts.
+        """
+        if not set(changes) & set(_PRICE_SETTINGS):
+            return None
+        rates = self.parts.rates
+        if rates is None:
+            raise APIError(404, "not_found", "this node has no prices")
+        price = changes.get("price", rates.price)
+        min_price = changes.get("min_price", rates.min_price)
+        for name, value in (("price", price), ("min_price", min_price)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 <= value <= MAX_RATE
+            ):
+                raise APIError(400, "bad_setting",
+                               f"{name} must be a number of points per MiB from 0 to {MAX_RATE}")
+        if (min_price > 0) != rates.paid:
+            mode, other = ("paid", "free") if rates.paid else ("free", "paid")
+            raise APIError(409, "restart_needed",
+                           f"this node serves in {mode} mode; switching to {other} mode needs a "
+                           f"restart (with --price{' 0' if rates.paid else ''})")
+        return float(price), float(min_price)
+
     def _settings(self) -> dict[str, Any]:
-        return {**self._limits(), "disk_limit": self.parts.blob_store.disk_limit}
+        return {**self._limits(), "disk_limit": self.parts.blob_store.disk_limit,
+                **self._prices()}
 
     def _limits(self) -> dict[str, float | None]:
         limiter = self.parts.rate_limiter

@@ -52,14 +52,23 @@ class PaymentRateManager:
     """
 
     def __init__(self, price: float = 0.0, min_price: float | None = None) -> None:
-        self.price = float(price)
-        self.min_price = self.price if min_price is None else float(min_price)
+        self.set_prices(price, min_price)
+
+    def set_prices(self, price: float, min_price: float | None = None) -> None:
+        """
+        Change the rates (C{min_price} L{None}: the same as C{price}); both
+        or neither change.
+
+        @raise ValueError: a rate is not a number from 0 to L{MAX_RATE}.
+        """
+        low = price if min_price is None else min_price
         # checked and kept exactly
-        self._price = exact_points(self.price)
-        self._min_price = exact_points(self.min_price)
-        for rate in (self._price, self._min_price):
+        exact = exact_points(float(price)), exact_points(float(low))
+        for rate in exact:
             if not 0 <= rate <= MAX_RATE:
                 raise ValueError(f"a rate must be from 0 to {MAX_RATE} points per MiB")
+        self.price, self.min_price = float(price), float(low)
+        self._price, self._min_price = exact
         self.price_micro = to_micro(self._price)
         self.min_price_micro = to_micro(self._min_price)
 

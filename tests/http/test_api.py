@@ -17,6 +17,7 @@ from p2pblob.blob.hashing import blob_hash
 from p2pblob.http.api import MAX_PAGE
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.stream.creator import publish_file
+from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.units import MICRO
 from tests.http._helpers import API, APITestCase
 
@@ -130,7 +131,43 @@ class SettingsTests(APITestCase):
         self.assertEqual(self.request("GET", "/settings"), (200, {
             "max_upload": None, "max_download": None, "max_upload_per_connection": None,
             "max_download_per_connection": None, "disk_limit": 10**9,
+            "price": 1.5, "min_price": 1.0,
         }))
+
+    def test_change_prices(self) -> None:
+        """
+        A paid node's prices change at once (the server judges the next
+        offers by them); one price may change alone.
+        """
+        status, body = self.request("PATCH", "/settings", {"price": 2, "min_price": 0.5})
+        self.assertEqual((status, body["price"], body["min_price"]), (200, 2.0, 0.5))
+        self.assertEqual((self.parts.rates.price, self.parts.rates.min_price), (2.0, 0.5))
+        self.assertEqual(self.parts.rates.judge_offer(0.4), "RATE_TOO_LOW")
+        self.request("PATCH", "/settings", {"price": 3})
+        self.assertEqual((self.parts.rates.price, self.parts.rates.min_price), (3.0, 0.5))
+
+    def test_mode_needs_restart(self) -> None:
+        """
+        Switching between free and paid serving needs a restart: refused
+        with 409, nothing changed.
+        """
+        message = self.assertError(
+            self.request("PATCH", "/settings", {"min_price": 0, "max_upload": 5}), 409,
+            "restart_needed")
+        self.assertIn("paid mode", message)
+        self.assertEqual(self.parts.rates.min_price, 1.0)
+        self.assertIsNone(self.limiter.max_upload)
+        self.parts.rates = PaymentRateManager(0.0)
+        self.assertError(self.request("PATCH", "/settings", {"min_price": 1}), 409,
+                         "restart_needed")
+        # (a free server may pay when it downloads)
+        self.assertEqual(self.request("PATCH", "/settings", {"price": 1})[0], 200)
+        self.assertEqual((self.parts.rates.price, self.parts.rates.paid), (1.0, False))
+
+    def test_bad_prices(self) -> None:
+        for change in ({"price": "2"}, {"price": -1}, {"min_price": True}, {"price": 1e9}):
+            self.assertError(self.request("PATCH", "/settings", change), 400, "bad_setting")
+        self.assertEqual(self.parts.rates.price, 1.5)
 
     def test_change(self) -> None:
         """
@@ -166,7 +203,7 @@ class SettingsTests(APITestCase):
         for change in ({"max_upload": True}, {"max_upload": [1]}, {"disk_limit": -1},
                        {"max_upload": 1.5}):
             self.assertError(self.request("PATCH", "/settings", change), 400, "bad_setting")
-        message = self.assertError(self.request("PATCH", "/settings", {"price": 2}), 400,
+        message = self.assertError(self.request("PATCH", "/settings", {"colour": 2}), 400,
                                    "unknown_setting")
         self.assertIn("max_upload", message)
 
