@@ -135,17 +135,25 @@ def make_node(reactor: Any, config: Config) -> Node:
         ),
     )
     peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
-    if not config.dht:
-        registry = PeerRegistry(reactor)
-        downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, None,
-                                        registry)
-        api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet,
-                                              rates, None, peer_server.address,
-                                              fetch_blob=fetcher, downloads=downloads,
-                                              peer_registry=registry, run=blob_store.worker),
-                   factory)
-        return Node(config, blob_store, peer_server, rate_limiter=rate_limiter, wallet=wallet,
-                    rates=rates, api=api, downloads=downloads)
+    dht, announcer = _dht(reactor, config, blob_store, peer_server) if config.dht else (None, None)
+    registry = PeerRegistry(reactor)
+    downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, dht,
+                                    registry)
+    api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
+                                          dht, peer_server.address, fetch_blob=fetcher,
+                                          downloads=downloads, peer_registry=registry,
+                                          run=blob_store.worker, announcer=announcer),
+               factory, announcer)
+    return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
+                wallet=wallet, rates=rates, api=api, downloads=downloads)
+
+
+def _dht(
+    reactor: Any, config: Config, blob_store: BlobStoreService, peer_server: PeerServerService
+) -> tuple[DHTService, Announcer]:
+    """
+    The node's DHT service, and the announcer of the blobs its store holds.
+    """
     dht = DHTService(
         reactor,
         config.dht_dir,
@@ -172,16 +180,7 @@ def make_node(reactor: Any, config: Config) -> Node:
         return result
 
     blob_store.ready.addCallback(opened)
-    registry = PeerRegistry(reactor)
-    downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, dht,
-                                    registry)
-    api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
-                                          dht, peer_server.address, fetch_blob=fetcher,
-                                          downloads=downloads, peer_registry=registry,
-                                          run=blob_store.worker, announcer=announcer),
-               factory, announcer)
-    return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
-                wallet=wallet, rates=rates, api=api, downloads=downloads)
+    return dht, announcer
 
 
 def _downloads(
