@@ -33,11 +33,9 @@ and C{GET /metrics}, L{p2pblob.http.metrics})::
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +43,7 @@ from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, Resource
+from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from p2pblob._threads import BlockingRunner
@@ -55,6 +53,17 @@ from p2pblob.blob.store import BlobStore
 from p2pblob.config import Config, parse_rate, parse_size
 from p2pblob.download.service import DownloadService
 from p2pblob.errors import ConfigError, DescriptorError, DiskLimitError, UnknownStreamError
+from p2pblob.http._answers import (
+    APIError,
+    Guarded,
+    error,
+    int_arg,
+    json_answer,
+    json_body,
+    sd_hash_arg,
+    setting,
+    static_file,
+)
 from p2pblob.http.auth import RequestGuard
 from p2pblob.http.streaming import Fetcher, StreamResource
 from p2pblob.peer.peer import PeerRegistry
@@ -70,19 +79,6 @@ _log = Logger()
 
 # the most blobs one page of GET /api/v1/blobs lists
 MAX_PAGE = 1000
-
-
-class APIError(Exception):
-    """
-    A request the API refuses: answered with C{status} and the error
-    object of C{code} and C{message}.
-    """
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass
@@ -149,7 +145,7 @@ class NodeAPI:
         """
         The resource to serve: the routes behind the request guard.
         """
-        return _Guarded(self.app.resource(), self.guard)
+        return Guarded(self.app.resource(), self.guard)
 
     # streams
 
@@ -168,11 +164,11 @@ class NodeAPI:
         """
         The dashboard's page (L{p2pblob.http.dashboard}).
         """
-        return _static(request, "index.html")
+        return static_file(request, "index.html")
 
     @app.route("/dashboard/<string:name>", methods=["GET", "HEAD"])
     def dashboard_file(self, request: IRequest, name: str) -> bytes:
-        return _static(request, name)
+        return static_file(request, name)
 
     @app.route("/metrics", methods=["GET", "HEAD"])
     def metrics(self, request: IRequest) -> IResource:
@@ -192,7 +188,7 @@ class NodeAPI:
         answer gives the sd hash and the descriptor's text (to save as an
         C{.sd} file).
         """
-        body = _json_body(request)
+        body = json_body(request)
         path = body.get("path")
         if set(body) != {"path"} or not isinstance(path, str):
             raise APIError(400, "bad_argument", 'give {"path": "/absolute/path/of/the/file"}')
@@ -216,7 +212,7 @@ class NodeAPI:
                   sd_hash=sd_hash)
         if self.parts.announcer is not None:
             self.parts.announcer.scan()
-        return _json(request, {
+        return json_answer(request, {
             "sd_hash": sd_hash,
             "name": file.name,
             "blobs": len(descriptor.data_blobs),
@@ -227,7 +223,7 @@ class NodeAPI:
 
     @app.route("/api/v1/streams", methods=["GET"])
     def streams(self, request: IRequest) -> bytes:
-        return _json(request, {"streams": [info.to_json() for info in self._downloads().streams()]})
+        return json_answer(request, {"streams": [info.to_json() for info in self._downloads().streams()]})
 
     @app.route("/api/v1/streams", methods=["POST"])
     def start_stream(self, request: IRequest) -> bytes:
@@ -236,7 +232,7 @@ class NodeAPI:
         ...}} with the text of its descriptor (an C{.sd} file); and
         optionally C{"output_dir"}, where its file goes.
         """
-        body = _json_body(request)
+        body = json_body(request)
         unknown = set(body) - {"sd_hash", "sd_blob", "output_dir"}
         if unknown:
             raise APIError(400, "bad_argument",
@@ -261,18 +257,18 @@ class NodeAPI:
         except ConfigError as e:
             raise APIError(400, "bad_argument", str(e)) from None
         _log.info("Download of {sd_hash} started through the API", sd_hash=info.sd_hash)
-        return _json(request, {"stream": info.to_json()})
+        return json_answer(request, {"stream": info.to_json()})
 
     @app.route("/api/v1/streams/<string:sd_hash>", methods=["GET"])
     def stream_info(self, request: IRequest, sd_hash: str) -> bytes:
-        return _json(request, {"stream": self._downloads().stream(_sd_hash(sd_hash)).to_json()})
+        return json_answer(request, {"stream": self._downloads().stream(sd_hash_arg(sd_hash)).to_json()})
 
     @app.route("/api/v1/streams/<string:sd_hash>/<string:action>", methods=["POST"])
     async def stream_action(self, request: IRequest, sd_hash: str, action: str) -> bytes:
         """
         C{pause}, C{resume} or C{cancel} a download.
         """
-        downloads, sd_hash = self._downloads(), _sd_hash(sd_hash)
+        downloads, sd_hash = self._downloads(), sd_hash_arg(sd_hash)
         if action == "pause":
             info = await downloads.pause(sd_hash)
         elif action == "resume":
@@ -282,7 +278,7 @@ class NodeAPI:
         else:
             raise APIError(404, "not_found",
                            f"no such action {action[:40]!r} (pause, resume or cancel)")
-        return _json(request, {"stream": info.to_json()})
+        return json_answer(request, {"stream": info.to_json()})
 
     @app.route("/api/v1/streams/<string:sd_hash>", methods=["DELETE"])
     async def delete_stream(self, request: IRequest, sd_hash: str) -> bytes:
@@ -294,9 +290,9 @@ class NodeAPI:
         flag = values[0].decode("ascii", "replace").lower()
         if flag not in ("true", "false", "1", "0"):
             raise APIError(400, "bad_argument", "blobs must be true or false")
-        sd_hash = _sd_hash(sd_hash)
+        sd_hash = sd_hash_arg(sd_hash)
         await self._downloads().delete(sd_hash, delete_blobs=flag in ("true", "1"))
-        return _json(request, {"deleted": sd_hash, "blobs_deleted": flag in ("true", "1")})
+        return json_answer(request, {"deleted": sd_hash, "blobs_deleted": flag in ("true", "1")})
 
     def _downloads(self) -> DownloadService:
         downloads = self.parts.downloads
@@ -335,17 +331,17 @@ class NodeAPI:
             "prices": self._prices(),
             "wallet": self._balance(),
         }
-        return _json(request, body)
+        return json_answer(request, body)
 
     @app.route("/api/v1/blobs", methods=["GET"])
     def blobs(self, request: IRequest) -> bytes:
-        offset = _int_arg(request, "offset", 0)
-        limit = _int_arg(request, "limit", 100)
+        offset = int_arg(request, "offset", 0)
+        limit = int_arg(request, "limit", 100)
         if not 1 <= limit <= MAX_PAGE:
             raise APIError(400, "bad_argument", f"limit must be from 1 to {MAX_PAGE}")
         held = self.parts.blob_store.index.blobs()
         hashes = sorted(held)[offset:offset + limit]
-        return _json(request, {
+        return json_answer(request, {
             "total": len(held),
             "offset": offset,
             "blobs": [{"hash": h, "length": held[h]} for h in hashes],
@@ -359,7 +355,7 @@ class NodeAPI:
         length = self.parts.blob_store.index.blobs().get(blob_hash)
         if length is None:
             raise APIError(404, "unknown_blob", f"this node does not hold blob {blob_hash}")
-        return _json(request, {"hash": blob_hash, "length": length})
+        return json_answer(request, {"hash": blob_hash, "length": length})
 
     @app.route("/api/v1/peers", methods=["GET"])
     def peers(self, request: IRequest) -> bytes:
@@ -368,7 +364,7 @@ class NodeAPI:
         now = self._clock()
         sources = [] if registry is None else sorted(
             (peer for peer in registry), key=lambda peer: (-peer.score, str(peer)))
-        return _json(request, {
+        return json_answer(request, {
             "peers": [{"peer": peer, "uploaded": t.up, "downloaded": t.down}
                       for peer, t in sorted(traffic.items())],
             "sources": [
@@ -385,7 +381,7 @@ class NodeAPI:
         if wallet is None:
             raise APIError(404, "no_wallet", "this node has no wallet")
         summary = wallet.ledger.summary()
-        return _json(request, {
+        return json_answer(request, {
             "key": summary.owner,
             "balance": format_points(summary.balance),
             "reserved": format_points(summary.reserved),
@@ -404,18 +400,18 @@ class NodeAPI:
 
     @app.route("/api/v1/settings", methods=["GET"])
     def settings(self, request: IRequest) -> bytes:
-        return _json(request, self._settings())
+        return json_answer(request, self._settings())
 
     @app.route("/api/v1/settings", methods=["PATCH"])
     def change_settings(self, request: IRequest) -> bytes:
-        changes = _json_body(request)
+        changes = json_body(request)
         parsed: dict[str, int | None] = {}
         prices = self._new_prices(changes)
         for name, value in changes.items():
             if name in _RATE_SETTINGS:
-                parsed[name] = _setting(name, value, parse_rate)
+                parsed[name] = setting(name, value, parse_rate)
             elif name == "disk_limit":
-                parsed[name] = _setting(name, value, parse_size)
+                parsed[name] = setting(name, value, parse_size)
             elif name not in _PRICE_SETTINGS:
                 known = ", ".join((*_RATE_SETTINGS, "disk_limit", *_PRICE_SETTINGS))
                 raise APIError(400, "unknown_setting",
@@ -436,7 +432,7 @@ class NodeAPI:
                 setattr(limiter, name, value)
             _log.info("Setting {name} changed to {value} through the API",
                       name=name, value="no limit" if value is None else value)
-        return _json(request, self._settings())
+        return json_answer(request, self._settings())
 
     def _new_prices(self, changes: dict[str, Any]) -> tuple[float, float] | None:
         """
@@ -490,18 +486,18 @@ class NodeAPI:
 
     @app.handle_errors(APIError)
     def _refused(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, APIError)
-        return _error(request, error.status, error.code, error.message)
+        refusal = failure.value
+        assert isinstance(refusal, APIError)
+        return error(request, refusal.status, refusal.code, refusal.message)
 
     @app.handle_errors(UnknownStreamError)
     def _unknown_stream(self, request: IRequest, failure: Failure) -> bytes:
-        return _error(request, 404, "unknown_stream", str(failure.value))
+        return error(request, 404, "unknown_stream", str(failure.value))
 
     @app.handle_errors(NotFound)
     def _not_found(self, request: IRequest, failure: Failure) -> bytes:
         path = request.path.decode("utf-8", "replace")[:200]
-        return _error(request, 404, "not_found", f"no such API route: {path}")
+        return error(request, 404, "not_found", f"no such API route: {path}")
 
     @app.handle_errors(MethodNotAllowed)
     def _wrong_method(self, request: IRequest, failure: Failure) -> bytes:
@@ -509,130 +505,17 @@ class NodeAPI:
         if allowed:
             request.setHeader(b"allow", allowed.encode("ascii"))
         method = request.method.decode("ascii", "replace")
-        return _error(request, 405, "method_not_allowed",
+        return error(request, 405, "method_not_allowed",
                       f"{method} is not allowed here (allowed: {allowed or 'none'})")
 
     @app.handle_errors(Exception)
     def _bug(self, request: IRequest, failure: Failure) -> bytes:
         _log.failure("The API failed answering {method} {path}", failure,
                      method=request.method, path=request.path)
-        return _error(request, 500, "internal_error",
+        return error(request, 500, "internal_error",
                       "the node failed answering this request; its log has the details")
-
-
-# the dashboard's files, and their types
-_STATIC = {
-    "index.html": b"text/html; charset=utf-8",
-    "app.js": b"text/javascript; charset=utf-8",
-    "style.css": b"text/css; charset=utf-8",
-}
-# the page may load only its own files and talk only to this node
-_DASHBOARD_POLICY = (
-    b"default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
-    b"img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
-
-def _static(request: IRequest, name: str) -> bytes:
-    kind = _STATIC.get(name)
-    if kind is None:
-        raise APIError(404, "not_found", f"the dashboard has no file {name[:100]!r}")
-    data = files("p2pblob.http").joinpath("dashboard", name).read_bytes()
-    request.setHeader(b"content-type", kind)
-    request.setHeader(b"content-security-policy", _DASHBOARD_POLICY)
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    request.setHeader(b"x-frame-options", b"DENY")
-    request.setHeader(b"cache-control", b"no-cache")
-    return data
-
-
-def _sd_hash(text: str) -> str:
-    sd_hash = text.strip().lower()
-    if not is_blob_hash(sd_hash):
-        raise APIError(400, "bad_sd_hash", f"{text[:100]!r} is not an sd hash (96 hex digits)")
-    return sd_hash
 
 
 def _contacts(dht: Any) -> int:
     node = getattr(dht, "node", None)
     return 0 if node is None else len(node.routing)
-
-
-def _json(request: IRequest, body: Any, status: int = 200) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json; charset=utf-8")
-    request.setHeader(b"cache-control", b"no-store")
-    request.setHeader(b"x-content-type-options", b"nosniff")
-    return json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
-
-
-def _error(request: IRequest, status: int, code: str, message: str) -> bytes:
-    return _json(request, {"error": {"code": code, "message": message}}, status)
-
-
-def _int_arg(request: IRequest, name: str, default: int) -> int:
-    values = (request.args or {}).get(name.encode("ascii"))
-    if not values:
-        return default
-    text = values[0].decode("ascii", "replace")
-    try:
-        value = int(text)
-    except ValueError:
-        raise APIError(400, "bad_argument",
-                       f"{name} must be a whole number, not {text[:40]!r}") from None
-    if value < 0:
-        raise APIError(400, "bad_argument", f"{name} must not be negative")
-    return value
-
-
-def _json_body(request: IRequest) -> dict[str, Any]:
-    raw = request.content.read() if request.content is not None else b""
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as e:
-        raise APIError(400, "bad_json", f"the request body is not JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise APIError(400, "bad_json", "the request body must be a JSON object")
-    return body
-
-
-def _setting(name: str, value: object, parse: Callable[[str, str], int | None]) -> int | None:
-    """
-    A size or rate setting given as a number of bytes, a string such as
-    C{"10MB"}, or C{null}/0 for no limit.
-    """
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise APIError(400, "bad_setting",
-                       f"{name} must be a number of bytes, a string such as \"10MB\", or null")
-    if isinstance(value, int):
-        if value < 0:
-            raise APIError(400, "bad_setting", f"{name} must not be negative")
-        return value or None
-    try:
-        return parse(value, name)
-    except ConfigError as e:
-        raise APIError(400, "bad_setting", str(e)) from None
-
-
-class _Guarded(Resource):
-    """
-    The API's resource behind its L{RequestGuard}: a refused request is
-    answered with the guard's error and goes no further.
-    """
-
-    isLeaf = True
-
-    def __init__(self, inner: IResource, guard: RequestGuard) -> None:
-        super().__init__()
-        self._inner = inner
-        self._guard = guard
-
-    def render(self, request: IRequest) -> Any:
-        refusal = self._guard.check(request)
-        if refusal is not None:
-            if refusal.status == 401:
-                request.setHeader(b"www-authenticate", b'Bearer realm="p2pblob"')
-            return _error(request, refusal.status, refusal.code, refusal.message)
-        return self._inner.render(request)
