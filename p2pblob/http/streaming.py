@@ -219,6 +219,8 @@ class _Blobs:
         self._descriptor = descriptor
         self._hashes = descriptor.blob_hashes
         self._count = len(self._hashes)
+        # fetches started ahead of need, by blob number
+        self._ahead: dict[int, Deferred[None]] = {}
 
     def first_missing(self, numbers: range) -> BlobInfo | None:
         for number in numbers:
@@ -248,11 +250,27 @@ class _Blobs:
             raise _Refusal(422, "bad_stream", f"blob {last.blob_num}: {e}") from None
         return PLAINTEXT_CHUNK_SIZE * (self._count - 1) + length
 
+    def fetch_ahead(self, number: int) -> None:
+        """
+        Start fetching blob C{number}, if it is missing, before it is needed
+        (while the one before it is sent): L{obtain} then waits for it.
+        """
+        blob = self._hashes[number]
+        if self._fetcher is None or number in self._ahead or self._store.has_blob(blob):
+            return
+        ahead = self._fetcher(blob)
+        # (a failure is met again when the blob is needed: it is fetched anew)
+        ahead.addErrback(lambda failure: None)
+        self._ahead[number] = ahead
+
     async def obtain(self, number: int) -> None:
         """
         Make sure the store holds blob C{number}, fetching it if need be.
         """
         info, blob = self._descriptor.blobs[number], self._hashes[number]
+        ahead = self._ahead.pop(number, None)
+        if ahead is not None:
+            await ahead
         if self._store.has_blob(blob):
             return
         if self._fetcher is None:
@@ -395,6 +413,8 @@ class _Answer:
                 await blobs.obtain(number)
             if self._gone:
                 return
+            if number + 1 in numbers:
+                blobs.fetch_ahead(number + 1)
             plain = await blobs.plaintext(number)
             if not self._started:
                 self._begin(status, headers)

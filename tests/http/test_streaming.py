@@ -606,6 +606,52 @@ class ProducerTests(StreamTestCase):
         written = channel.transport.written.getvalue()
         self.assertEqual(written.split(b"\r\n\r\n", 1)[1], self.content)
 
+    def test_fetch_ahead(self) -> None:
+        """
+        While a blob is sent, the next missing one is already being
+        fetched, even if the client's connection is paused: the answer does
+        not wait for a round of fetching between two blobs.
+        """
+        taken = {self.descriptor.blob_hashes[n]: self.take_out(self.descriptor, n)
+                 for n in (1, 2)}
+        fetched: list[str] = []
+
+        def fetcher(blob: str) -> Deferred[None]:
+            fetched.append(blob)
+            return self.store.put_blob(taken[blob], blob).addCallback(lambda _: None)
+
+        request, channel = self.render(fetcher)
+        # the last blob (for the length), then blob 1 ahead of its turn,
+        # each fetched once
+        self.assertEqual(fetched, [self.descriptor.blob_hashes[n] for n in (2, 1)])
+        self.assertTrue(request.finished)
+        written = channel.transport.written.getvalue()
+        self.assertEqual(written.split(b"\r\n\r\n", 1)[1], self.content)
+
+    def test_fetched_ahead_while_paused(self) -> None:
+        """
+        The fetch of the next blob starts as soon as the blob before it is
+        in, even while the client's connection is paused (without it, a
+        paused answer would ask for nothing until the client reads on).
+        """
+        first, second = (self.descriptor.blob_hashes[n] for n in (0, 1))
+        data = self.take_out(self.descriptor, 0)
+        self.take_out(self.descriptor, 1)
+        pending: dict[str, Deferred[None]] = {}
+
+        def fetcher(blob: str) -> Deferred[None]:
+            pending[blob] = Deferred()
+            return pending[blob]
+
+        request, channel = self.render(fetcher)
+        self.assertEqual(list(pending), [first])
+        [(producer, _)] = channel.transport.producers
+        producer.pauseProducing()
+        self.successResultOf(self.store.put_blob(data))
+        pending[first].callback(None)
+        self.assertEqual(list(pending), [first, second])
+        self.assertFalse(request.finished)
+
     def test_client_gone(self) -> None:
         """
         After the client goes, the blob being fetched is neither read nor
