@@ -21,6 +21,10 @@ __all__ = [
     "BlobNotFoundError",
     "StorageError",
     "DiskLimitError",
+    "StoragePluginError",
+    "ServiceError",
+    "DriverError",
+    "StorageKeyNotFoundError",
     "DescriptorError",
     "InvalidDescriptorError",
     "StreamError",
@@ -184,6 +188,54 @@ class DiskLimitError(StorageError):
         self.needed = needed
         self.used = used
         self.limit = limit
+
+
+class StoragePluginError(StorageError):
+    """
+    A storage backend (where blobs are kept, or where streams are mirrored:
+    a local folder, an object store, an SFTP server) could not do what was
+    asked.
+
+    @ivar reason: what went wrong, in words.
+    """
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        super().__init__(reason if message is None else message)
+        self.reason = reason
+
+
+class ServiceError(StoragePluginError):
+    """
+    The storage service failed or could not be reached (a network error, a
+    server error, a busy disk).  The operation is tried again a few times,
+    waiting longer each time, before it is given up.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, f"the storage service failed: {reason}")
+
+
+class DriverError(StoragePluginError):
+    """
+    A storage backend was asked something it cannot do (a bad name, an
+    upload that was never started) or is itself at fault.  Trying again
+    would not help, so it is not retried.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason, f"storage backend: {reason}")
+
+
+class StorageKeyNotFoundError(DriverError):
+    """
+    A storage backend holds no file under the name asked for.
+
+    @ivar key: the name asked for.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"no file named {key!r:.200}")
+        self.key = key
 
 
 class DescriptorError(P2PBlobError):

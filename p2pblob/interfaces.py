@@ -3,10 +3,10 @@ The contracts between p2pblob's subsystems.
 
 Every interface here is a boundary that more than one part of the node relies
 on: finding peers, the client and server halves of the peer protocol,
-downloading streams, rate limiting, payments and the blob store.  The
-catalogue restates the one LBRY drew up in 2015 (same names, same methods and
-arguments, with its mistakes fixed) and adds the blob-store contracts
-p2pblob needs.  Every real class and every fake in C{p2pblob.testing}
+downloading streams, rate limiting, payments, the blob store and the
+storage plugins behind it.  The catalogue restates the one LBRY drew up in
+2015 (same names, same methods and arguments, with its mistakes fixed) and
+adds the blob-store and storage-plugin contracts p2pblob needs.  Every real class and every fake in C{p2pblob.testing}
 declares what it provides with C{@implementer} and is checked with
 L{zope.interface.verify.verifyObject} or L{zope.interface.verify.verifyClass};
 so that those checks accept correct implementations, the methods below are
@@ -22,11 +22,12 @@ from collections.abc import Sequence
 from io import BufferedIOBase
 from typing import TYPE_CHECKING, Any
 
+from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IConsumer
+    from twisted.internet.interfaces import IConsumer, IReactorTime
 
 __all__ = [
     "IBlob",
@@ -51,6 +52,8 @@ __all__ = [
     "IRequestSender",
     "IStreamDescriptorValidator",
     "IStreamDownloader",
+    "IStorageBackend",
+    "IStoragePlugin",
     "IStreamDownloaderFactory",
     "IWallet",
 ]
@@ -1420,4 +1423,253 @@ class IHashAnnouncer(Interface):
             start) and C{"last_announce"} (the time of the last successful
             announcement, in seconds since the epoch, or C{None}).
         @rtype: C{dict}
+        """
+
+
+# ---------------------------------------------------------------------------
+# Storage plugins (added by p2pblob, after Onitu's drivers)
+# ---------------------------------------------------------------------------
+
+
+class IStorageBackend(Interface):
+    """
+    Moves files to and from one place where p2pblob keeps or mirrors them: a
+    local folder, an object store, an SFTP server.
+
+    A file is named by a key: names separated by C{"/"}, relative to the
+    backend's root, never empty, absolute, or containing C{"."} or C{".."}
+    (see L{p2pblob.storage.keys.split_key}).  A blob store's keys are blob
+    hashes; a mirror's are file paths, which may be nested and contain
+    spaces and non-ASCII letters.
+
+    Every method may return its result directly or a L{Deferred} that fires
+    with it; the L{p2pblob.storage.host.StorageHost} wraps each call, runs
+    the calls of a blocking backend in threads, and retries those that fail
+    with L{p2pblob.errors.ServiceError}.  Any method may fail with
+    L{p2pblob.errors.ServiceError} when the service itself fails (it is
+    retried) or L{p2pblob.errors.DriverError} when it is asked something it
+    cannot do (it is not).  A backend that does not support an optional
+    method (L{get_chunk} or L{get_file}, L{upload_file}, L{move_file},
+    L{set_chunk_size}) raises C{NotImplementedError} and the host does the
+    same with the other methods.
+
+    An upload is written to a hidden staging place: nothing of it is visible
+    under its key before L{end_upload}, which replaces any earlier file of
+    that name all at once.
+    """
+
+    def set_chunk_size(size: int) -> int | Deferred[int]:
+        """
+        Agree on the size of the chunks uploaded and read.
+
+        @param size: the chunk size the node would like, in bytes.
+        @type size: C{int}
+
+        @return: the chunk size to use: C{size}, or a larger one the service
+            needs (an S3 multipart part is at least 5 MiB).
+        @rtype: C{int}
+        """
+
+    def get_chunk(key: str, offset: int, size: int) -> bytes | Deferred[bytes]:
+        """
+        Read part of a file.
+
+        @param key: the file's name.
+        @type key: C{str}
+        @param offset: where to start, in bytes from the beginning.
+        @type offset: C{int}
+        @param size: how many bytes to read at most.
+        @type size: C{int}
+
+        @return: up to C{size} bytes from C{offset}: fewer only at the end of
+            the file, none at or past its end.
+        @rtype: C{bytes}
+        @raise p2pblob.errors.StorageKeyNotFoundError: there is no such file.
+        """
+
+    def get_file(key: str) -> bytes | Deferred[bytes]:
+        """
+        Read a whole file.
+
+        @param key: the file's name.
+        @type key: C{str}
+
+        @return: the file's content.
+        @rtype: C{bytes}
+        @raise p2pblob.errors.StorageKeyNotFoundError: there is no such file.
+        """
+
+    def start_upload(key: str, size: int | None) -> None | Deferred[None]:
+        """
+        Begin an upload of a file, throwing away any unfinished upload of the
+        same key.
+
+        @param key: the file's name.
+        @type key: C{str}
+        @param size: the file's size in bytes if known, else C{None}; a
+            backend may check it at L{end_upload}.
+        @type size: C{int} or C{None}
+
+        @return: C{None}
+        """
+
+    def upload_chunk(key: str, offset: int, data: bytes) -> None | Deferred[None]:
+        """
+        Write a chunk of an upload begun with L{start_upload} or resumed with
+        L{restart_upload}.  Writing a chunk again at the same offset (a retry)
+        is harmless.
+
+        @param key: the file's name.
+        @type key: C{str}
+        @param offset: where the chunk goes; at most the number of bytes
+            written so far (no holes).
+        @type offset: C{int}
+        @param data: the chunk.
+        @type data: C{bytes}
+
+        @return: C{None}
+        @raise p2pblob.errors.DriverError: no upload of C{key} is in
+            progress, or C{offset} would leave a hole.
+        """
+
+    def upload_file(key: str, data: bytes) -> None | Deferred[None]:
+        """
+        Store a whole file at once, replacing any file of the same name all
+        at once.
+
+        @param key: the file's name.
+        @type key: C{str}
+        @param data: its content.
+        @type data: C{bytes}
+
+        @return: C{None}
+        """
+
+    def end_upload(key: str) -> None | Deferred[None]:
+        """
+        Commit an upload: make the bytes written visible under C{key} all at
+        once, replacing any earlier file of that name.
+
+        @param key: the file's name.
+        @type key: C{str}
+
+        @return: C{None}
+        @raise p2pblob.errors.DriverError: no upload of C{key} is in
+            progress, or its size differs from the size given to
+            L{start_upload}.
+        """
+
+    def abort_upload(key: str) -> None | Deferred[None]:
+        """
+        Give up an upload: what was written is thrown away and nothing of it
+        is visible; a file already stored under C{key} is left alone.
+        Aborting when no upload is in progress does nothing.
+
+        @param key: the file's name.
+        @type key: C{str}
+
+        @return: C{None}
+        """
+
+    def restart_upload(key: str, offset: int) -> int | Deferred[int]:
+        """
+        Resume an upload after the node stopped or crashed in the middle of
+        it.  The backend checks what the service really holds (the size of a
+        staged file, the parts of a multipart upload), never a counter of its
+        own, and says where to continue.  If nothing of the upload is left,
+        a new one is begun and the answer is C{0}.
+
+        @param key: the file's name.
+        @type key: C{str}
+        @param offset: how far the node's journal says the upload got.
+        @type offset: C{int}
+
+        @return: the offset to continue from: every byte before it is stored.
+        @rtype: C{int}
+        """
+
+    def delete_file(key: str) -> None | Deferred[None]:
+        """
+        Remove a file.  Removing a file that is not there does nothing.
+
+        @param key: the file's name.
+        @type key: C{str}
+
+        @return: C{None}
+        """
+
+    def move_file(old_key: str, new_key: str) -> None | Deferred[None]:
+        """
+        Rename a file, replacing any file named C{new_key}.
+
+        @param old_key: the file's name now.
+        @type old_key: C{str}
+        @param new_key: its new name.
+        @type new_key: C{str}
+
+        @return: C{None}
+        @raise p2pblob.errors.StorageKeyNotFoundError: there is no file named
+            C{old_key}.
+        """
+
+    def exists(key: str) -> bool | Deferred[bool]:
+        """
+        Say whether a file is stored (an upload in progress does not count).
+
+        @param key: the file's name.
+        @type key: C{str}
+
+        @return: C{True} if a file named C{key} is stored.
+        @rtype: C{bool}
+        """
+
+    def size(key: str) -> int | None | Deferred[int | None]:
+        """
+        Give the size of a file.
+
+        @param key: the file's name.
+        @type key: C{str}
+
+        @return: the size in bytes, or C{None} if there is no such file.
+        @rtype: C{int} or C{None}
+        """
+
+
+class IStoragePlugin(IPlugin):
+    """
+    A kind of storage backend, found with L{twisted.plugin.getPlugins} among
+    the dropins of C{twisted.plugins} (see L{p2pblob.storage.discovery}).
+    """
+
+    name = Attribute(
+        "The name by which the configuration chooses it, a C{str} such as"
+        " C{'local'}; unique among storage plugins."
+    )
+
+    options = Attribute(
+        "The options it takes, a C{tuple} of L{p2pblob.storage.options.Option};"
+        " the options every plugin takes (C{chunk_size}, C{retries}) are"
+        " added by the host and must not be repeated."
+    )
+
+    blocking = Attribute(
+        "A C{bool}: C{True} if its backend's methods block (then they run in a"
+        " pool of threads of their own, must be thread-safe, and return values,"
+        " never Deferreds)."
+    )
+
+    def backend(options: dict[str, Any], clock: IReactorTime) -> IStorageBackend:
+        """
+        Make a backend.
+
+        @param options: every option's value, checked and converted by
+            L{p2pblob.storage.options.parse_options}.
+        @type options: C{dict} of C{str} to values
+        @param clock: the time source the backend may use for timeouts.
+        @type clock: L{twisted.internet.interfaces.IReactorTime} provider
+
+        @return: the backend.
+        @rtype: L{IStorageBackend} provider
+        @raise p2pblob.errors.ConfigError: the options cannot work together.
+        @raise p2pblob.errors.DriverError: the backend cannot be made.
         """

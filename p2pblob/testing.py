@@ -19,6 +19,14 @@ that drifts from its contract fails at import.
 
 L{CorruptingBlobStore} wraps a real store for tests of hostile peers: the
 blobs it hands out read back with one byte changed.
+
+L{MemoryStorageBackend} provides L{IStorageBackend} (the backend of the
+C{memory} storage plugin) with files in a dictionary; tests can make any
+of its methods fail with L{ServiceError} a chosen number of times, or
+behave as if it lacked an optional method.  L{MemoryStoragePlugin} is a
+storage plugin that hands out one such backend, so that a test can drop a
+L{p2pblob.storage.host.StorageHost} and make another over the same files,
+as a node that crashed would.
 """
 
 from __future__ import annotations
@@ -29,6 +37,8 @@ from dataclasses import dataclass, field
 from io import BufferedIOBase
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 from zope.interface.verify import verifyClass
 
@@ -42,11 +52,23 @@ from p2pblob.errors import (
     BlobNotFoundError,
     BlobTooLargeError,
     DiskLimitError,
+    DriverError,
     InvalidBlobHashError,
+    ServiceError,
+    StorageKeyNotFoundError,
 )
-from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
+from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter, IStorageBackend, IStoragePlugin
+from p2pblob.storage.keys import split_key
+from p2pblob.storage.options import Option
 
-__all__ = ["CorruptingBlobStore", "MemoryBlob", "MemoryBlobStore"]
+__all__ = [
+    "CorruptingBlobStore",
+    "MemoryBlob",
+    "MemoryBlobStore",
+    "MemoryStorageBackend",
+    "MemoryStoragePlugin",
+    "make_memory_backend",
+]
 
 
 @implementer(IBlob)
@@ -374,3 +396,185 @@ class CorruptingBlobStore:
 
 
 verifyClass(IBlobStore, CorruptingBlobStore)
+
+
+@dataclass
+class _Upload:
+    data: bytearray = field(default_factory=bytearray)
+    size: int | None = None
+
+
+@implementer(IStorageBackend)
+class MemoryStorageBackend:
+    """
+    Files in a dictionary; uploads are staged apart and become files only
+    when they end.
+
+    @ivar files: the files stored, by key.
+    @ivar calls: the name of every method called, in order (each try of a
+        retried call counts).
+    """
+
+    def __init__(self, without: Iterable[str] = (), minimum_chunk_size: int = 1) -> None:
+        """
+        @param without: the optional methods (C{get_chunk} or C{get_file},
+            C{upload_file}, C{move_file}, C{set_chunk_size}) this backend
+            behaves as if it lacked: they raise C{NotImplementedError}.
+        @param minimum_chunk_size: the smallest chunk size it accepts (as an
+            S3 backend needs 5 MiB); L{set_chunk_size} raises smaller ones to
+            it.
+        """
+        self.files: dict[str, bytes] = {}
+        self.calls: list[str] = []
+        self._uploads: dict[str, _Upload] = {}
+        self._failures: dict[str, list[Exception]] = {}
+        self._without = frozenset(without)
+        self._minimum_chunk_size = minimum_chunk_size
+
+    def fail(self, call: str, times: int = 1, error: Exception | None = None) -> None:
+        """
+        Make the next C{times} calls of a method fail.
+
+        @param call: the method's name.
+        @param times: how many calls fail.
+        @param error: what they raise; by default a L{ServiceError}.
+        """
+        if error is None:
+            error = ServiceError(f"{call} failed on purpose")
+        self._failures.setdefault(call, []).extend([error] * times)
+
+    def uploading(self) -> list[str]:
+        """
+        The keys of the uploads in progress.
+        """
+        return sorted(self._uploads)
+
+    def _enter(self, call: str, *keys: str) -> None:
+        """
+        Record a call, check its keys, and raise what it should raise first.
+        """
+        self.calls.append(call)
+        failures = self._failures.get(call)
+        if failures:
+            raise failures.pop(0)
+        if call in self._without:
+            raise NotImplementedError(call)
+        for key in keys:
+            split_key(key)
+
+    def _upload(self, key: str) -> _Upload:
+        try:
+            return self._uploads[key]
+        except KeyError:
+            raise DriverError(f"no upload of {key!r:.200} is in progress") from None
+
+    def _file(self, key: str) -> bytes:
+        try:
+            return self.files[key]
+        except KeyError:
+            raise StorageKeyNotFoundError(key) from None
+
+    def set_chunk_size(self, size: int) -> int:
+        self._enter("set_chunk_size")
+        return max(size, self._minimum_chunk_size)
+
+    def get_chunk(self, key: str, offset: int, size: int) -> bytes:
+        self._enter("get_chunk", key)
+        if offset < 0 or size < 0:
+            raise DriverError(f"cannot read {size} bytes at offset {offset}")
+        return self._file(key)[offset : offset + size]
+
+    def get_file(self, key: str) -> bytes:
+        self._enter("get_file", key)
+        return self._file(key)
+
+    def start_upload(self, key: str, size: int | None) -> None:
+        self._enter("start_upload", key)
+        self._uploads[key] = _Upload(size=size)
+
+    def upload_chunk(self, key: str, offset: int, data: bytes) -> None:
+        self._enter("upload_chunk", key)
+        upload = self._upload(key)
+        if not 0 <= offset <= len(upload.data):
+            raise DriverError(
+                f"a chunk of {key!r:.200} at offset {offset} would leave a hole "
+                f"after the {len(upload.data)} bytes written"
+            )
+        upload.data[offset : offset + len(data)] = data
+
+    def upload_file(self, key: str, data: bytes) -> None:
+        self._enter("upload_file", key)
+        self.files[key] = bytes(data)
+
+    def end_upload(self, key: str) -> None:
+        self._enter("end_upload", key)
+        upload = self._upload(key)
+        if upload.size is not None and len(upload.data) != upload.size:
+            raise DriverError(
+                f"the upload of {key!r:.200} has {len(upload.data)} bytes, "
+                f"not the {upload.size} announced"
+            )
+        self.files[key] = bytes(upload.data)
+        del self._uploads[key]
+
+    def abort_upload(self, key: str) -> None:
+        self._enter("abort_upload", key)
+        self._uploads.pop(key, None)
+
+    def restart_upload(self, key: str, offset: int) -> int:
+        self._enter("restart_upload", key)
+        upload = self._uploads.setdefault(key, _Upload())
+        return len(upload.data)
+
+    def delete_file(self, key: str) -> None:
+        self._enter("delete_file", key)
+        self.files.pop(key, None)
+
+    def move_file(self, old_key: str, new_key: str) -> None:
+        self._enter("move_file", old_key, new_key)
+        data = self._file(old_key)
+        del self.files[old_key]
+        self.files[new_key] = data
+
+    def exists(self, key: str) -> bool:
+        self._enter("exists", key)
+        return key in self.files
+
+    def size(self, key: str) -> int | None:
+        self._enter("size", key)
+        data = self.files.get(key)
+        return None if data is None else len(data)
+
+
+verifyClass(IStorageBackend, MemoryStorageBackend)
+
+
+def make_memory_backend(options: dict[str, object], clock: IReactorTime) -> MemoryStorageBackend:
+    """
+    Make the backend of the C{memory} storage plugin registered by the
+    dropin: a new, empty L{MemoryStorageBackend} each time.
+    """
+    return MemoryStorageBackend()
+
+
+@implementer(IPlugin, IStoragePlugin)
+class MemoryStoragePlugin:
+    """
+    A storage plugin named C{memory} whose backend is always the same
+    L{MemoryStorageBackend}.
+
+    @ivar memory: that backend.
+    """
+
+    name = "memory"
+    options: tuple[Option, ...] = ()
+    blocking = False
+
+    def __init__(self, memory: MemoryStorageBackend | None = None) -> None:
+        self.memory = MemoryStorageBackend() if memory is None else memory
+
+    def backend(self, options: dict[str, object], clock: IReactorTime) -> MemoryStorageBackend:
+        return self.memory
+
+
+verifyClass(IStoragePlugin, MemoryStoragePlugin)

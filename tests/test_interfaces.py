@@ -178,6 +178,31 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "judge_offer": (("offer",), False),
         },
     ),
+    # Methods may answer directly or with a Deferred; the host's always defer.
+    "IStorageBackend": (
+        set(),
+        {
+            "set_chunk_size": (("size",), False),
+            "get_chunk": (("key", "offset", "size"), False),
+            "get_file": (("key",), False),
+            "start_upload": (("key", "size"), False),
+            "upload_chunk": (("key", "offset", "data"), False),
+            "upload_file": (("key", "data"), False),
+            "end_upload": (("key",), False),
+            "abort_upload": (("key",), False),
+            "restart_upload": (("key", "offset"), False),
+            "delete_file": (("key",), False),
+            "move_file": (("old_key", "new_key"), False),
+            "exists": (("key",), False),
+            "size": (("key",), False),
+        },
+    ),
+    "IStoragePlugin": (
+        {"name", "options", "blocking"},
+        {
+            "backend": (("options", "clock"), False),
+        },
+    ),
     # IRateLimiter's methods, and those of per-connection accounting
     "IConnectionRateLimiter": (
         set(),
