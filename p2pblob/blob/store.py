@@ -11,9 +11,10 @@ nothing else can go, the write fails with L{DiskLimitError}.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from io import BufferedIOBase
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -186,6 +187,16 @@ class BlobStore(SpaceKeeper):
 
     def has_blob(self, blob_hash: str) -> bool:
         return blob_hash in self._lengths
+
+    def held_blobs(self) -> Mapping[str, int]:
+        """
+        The length of every verified blob held, by hash: a live read-only
+        view, which (unlike the index) includes the blobs written but not
+        yet recorded by the next group commit.
+        """
+        if self._index is None:
+            raise StorageError("the blob store is not started")
+        return MappingProxyType(self._lengths)
 
     def get_blob(self, blob_hash: str) -> Blob:
         length = self._lengths.get(blob_hash)

@@ -326,7 +326,7 @@ class NodeAPI:
             "disk": {
                 "used": store.used_bytes(),
                 "limit": store.disk_limit,
-                "blobs": len(store.index.blobs()),
+                "blobs": len(store.held_blobs()),
             },
             "prices": self._prices(),
             "wallet": self._balance(),
@@ -339,7 +339,7 @@ class NodeAPI:
         limit = int_arg(request, "limit", 100)
         if not 1 <= limit <= MAX_PAGE:
             raise APIError(400, "bad_argument", f"limit must be from 1 to {MAX_PAGE}")
-        held = self.parts.blob_store.index.blobs()
+        held = self.parts.blob_store.held_blobs()
         hashes = sorted(held)[offset:offset + limit]
         return json_answer(request, {
             "total": len(held),
@@ -352,7 +352,7 @@ class NodeAPI:
         if not is_blob_hash(blob_hash):
             raise APIError(400, "bad_blob_hash",
                            f"{blob_hash[:100]!r} is not a blob hash (96 hex digits)")
-        length = self.parts.blob_store.index.blobs().get(blob_hash)
+        length = self.parts.blob_store.held_blobs().get(blob_hash)
         if length is None:
             raise APIError(404, "unknown_blob", f"this node does not hold blob {blob_hash}")
         return json_answer(request, {"hash": blob_hash, "length": length})

@@ -193,9 +193,7 @@ class NodeCollector(Collector):
         if store.disk_limit is not None:
             yield _gauge("disk_limit_bytes", "Bytes of blobs allowed on disk (absent "
                          "when unlimited).", store.disk_limit)
-        # (this reads every row of the index, as the API's status does:
-        # about 80 ms for 100,000 blobs)
-        held = _if_open(lambda: len(store.index.blobs()))
+        held = _if_open(lambda: len(store.held_blobs()))
         if held is not None:
             yield _gauge("blobs_held", "Verified blobs in the store.", held)
 

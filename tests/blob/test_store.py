@@ -366,9 +366,12 @@ class GroupSyncTests(StoreTestsMixin, SynchronousTestCase):
         name = self.written(runner, b"a blob")
         self.assertTrue(self.store.has_blob(name))
         self.assertEqual(self.store.index.blobs(), {})
+        # the listing of what is held does not wait for the index
+        self.assertEqual(dict(self.store.held_blobs()), {name: 6})
         self.assertEqual(self.sync_calls(runner), [[name]])
         runner.release_all()
         self.assertEqual(self.store.index.blobs(), {name: 6})
+        self.assertEqual(dict(self.store.held_blobs()), {name: 6})
 
     def test_writes_during_a_sync_share_the_next(self) -> None:
         """
