@@ -1499,7 +1499,7 @@ class IStorageBackend(Interface):
         @raise p2pblob.errors.StorageKeyNotFoundError: there is no such file.
         """
 
-    def start_upload(key: str, size: int | None) -> None | Deferred[None]:
+    def start_upload(key: str, size: int | None) -> str | None | Deferred[str | None]:
         """
         Begin an upload of a file, throwing away any unfinished upload of the
         same key.
@@ -1510,7 +1510,10 @@ class IStorageBackend(Interface):
             backend may check it at L{end_upload}.
         @type size: C{int} or C{None}
 
-        @return: C{None}
+        @return: the service's name for this upload, if it has one (an S3
+            multipart upload id), which the node's transfer journal records
+            and gives back to L{restart_upload}; else C{None}.
+        @rtype: C{str} or C{None}
         """
 
     def upload_chunk(key: str, offset: int, data: bytes) -> None | Deferred[None]:
@@ -1571,7 +1574,9 @@ class IStorageBackend(Interface):
         @return: C{None}
         """
 
-    def restart_upload(key: str, offset: int) -> int | Deferred[int]:
+    def restart_upload(
+        key: str, offset: int, upload_id: str | None = None
+    ) -> int | Deferred[int]:
         """
         Resume an upload after the node stopped or crashed in the middle of
         it.  The backend checks what the service really holds (the size of a
@@ -1583,6 +1588,10 @@ class IStorageBackend(Interface):
         @type key: C{str}
         @param offset: how far the node's journal says the upload got.
         @type offset: C{int}
+        @param upload_id: what L{start_upload} answered, as the journal
+            recorded it, or C{None} if it answered nothing or the journal
+            does not know (the backend then looks for the upload by C{key}).
+        @type upload_id: C{str} or C{None}
 
         @return: the offset to continue from: every byte before it is stored.
         @rtype: C{int}

@@ -521,7 +521,7 @@ class MemoryStorageBackend:
         self._enter("abort_upload", key)
         self._uploads.pop(key, None)
 
-    def restart_upload(self, key: str, offset: int) -> int:
+    def restart_upload(self, key: str, offset: int, upload_id: str | None = None) -> int:
         self._enter("restart_upload", key)
         upload = self._uploads.setdefault(key, _Upload())
         return len(upload.data)

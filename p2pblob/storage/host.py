@@ -250,11 +250,23 @@ class StorageHost(Service):
             if len(chunk) < self.chunk_size:
                 return b"".join(parts)
 
-    def start_upload(self, key: str, size: int | None) -> Deferred[None]:
+    def start_upload(self, key: str, size: int | None) -> Deferred[str | None]:
         """
         Begin an upload (L{IStorageBackend.start_upload}).
+
+        @return: a Deferred that fires with the service's name for the
+            upload, or C{None}.
         """
-        return self._call("start_upload", key, size)
+        return Deferred.fromCoroutine(self._start_upload(key, size))
+
+    async def _start_upload(self, key: str, size: int | None) -> str | None:
+        upload_id = await self._call("start_upload", key, size)
+        if upload_id is not None and not isinstance(upload_id, str):
+            raise DriverError(
+                f"the {self.plugin.name!r} backend answered {upload_id!r:.50} as the "
+                f"name of the upload of {key!r:.200}"
+            )
+        return upload_id
 
     def upload_chunk(self, key: str, offset: int, data: bytes) -> Deferred[None]:
         """
@@ -274,7 +286,9 @@ class StorageHost(Service):
         """
         return self._call("abort_upload", key)
 
-    def restart_upload(self, key: str, offset: int) -> Deferred[int]:
+    def restart_upload(
+        self, key: str, offset: int, upload_id: str | None = None
+    ) -> Deferred[int]:
         """
         Resume an upload from what the service really holds
         (L{IStorageBackend.restart_upload}).
@@ -283,10 +297,10 @@ class StorageHost(Service):
             fails with L{DriverError} if the backend answers something that
             is not an offset.
         """
-        return Deferred.fromCoroutine(self._restart_upload(key, offset))
+        return Deferred.fromCoroutine(self._restart_upload(key, offset, upload_id))
 
-    async def _restart_upload(self, key: str, offset: int) -> int:
-        safe = await self._call("restart_upload", key, offset)
+    async def _restart_upload(self, key: str, offset: int, upload_id: str | None) -> int:
+        safe = await self._call("restart_upload", key, offset, upload_id)
         if not isinstance(safe, int) or isinstance(safe, bool) or safe < 0:
             raise DriverError(
                 f"the {self.plugin.name!r} backend answered {safe!r:.50} when asked "

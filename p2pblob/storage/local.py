@@ -177,7 +177,7 @@ class LocalBackend:
         self._sizes.pop(key, None)
 
     @_errors
-    def restart_upload(self, key: str, offset: int) -> int:
+    def restart_upload(self, key: str, offset: int, upload_id: str | None = None) -> int:
         # What is on disk is what is safe, whatever the journal says: bytes
         # written past the journal's offset came from the same positions of
         # the same source.
