@@ -31,7 +31,18 @@ setup(
         "treq>=23.11.0",
     ],
     extras_require={
-        "test": ["hypothesis>=6.100", "psutil>=5.9", "selenium>=4.15"],
+        # storage backends: blobs and mirrors in S3-compatible object stores
+        # (boto3, run in threads) and on SFTP servers (twisted.conch)
+        "s3": ["boto3>=1.34"],
+        "sftp": ["twisted[conch]>=24.7.0"],
+        "test": [
+            "hypothesis>=6.100",
+            "psutil>=5.9",
+            "selenium>=4.15",
+            "boto3>=1.34",
+            "moto[server]>=5.0",
+            "twisted[conch]>=24.7.0",
+        ],
     },
     entry_points={"console_scripts": ["p2pblob = p2pblob.cli.main:main"]},
     classifiers=[
