@@ -1024,16 +1024,33 @@ class IBlob(Interface):
 
     def open_for_reading() -> BufferedIOBase:
         """
-        Open the blob's bytes for reading.
+        Open the blob's bytes for reading, blocking the calling thread.
 
-        This touches the disk on the calling thread; use L{read} from the
-        reactor thread unless blocking briefly is acceptable.
+        This touches the disk on the calling thread, or, for a blob kept by
+        a storage backend (S3, SFTP), fetches it: that is only allowed off
+        the reactor thread.  From the reactor thread use L{open} or L{read}.
 
         @return: a binary file object positioned at the start of the blob;
             the caller closes it.
         @rtype: L{io.BufferedIOBase}
         @raise p2pblob.errors.BlobNotFoundError: the blob has been deleted
             from the store.
+        @raise p2pblob.errors.StorageError: the blob is kept by a storage
+            backend and this is the reactor thread, or the backend failed.
+        """
+
+    def open() -> Deferred[BufferedIOBase]:
+        """
+        Open the blob's bytes for reading without blocking the reactor: a
+        blob on the local disk is opened at once, one kept by a storage
+        backend is fetched first.
+
+        @return: a Deferred that fires with a binary file object positioned
+            at the start of the blob (the caller closes it).  It fails with
+            L{p2pblob.errors.BlobNotFoundError} if the blob has been deleted
+            from the store, or L{p2pblob.errors.StorageError} if its backend
+            failed.
+        @rtype: L{Deferred}
         """
 
     def read() -> Deferred[bytes]:

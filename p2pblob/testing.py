@@ -36,7 +36,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from io import BufferedIOBase
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.plugin import IPlugin
 from zope.interface import implementer
@@ -90,6 +90,9 @@ class MemoryBlob:
 
     def open_for_reading(self) -> BufferedIOBase:
         return io.BytesIO(self._store._bytes_of(self.blob_hash))
+
+    def open(self) -> Deferred[BufferedIOBase]:
+        return maybeDeferred(self.open_for_reading)
 
     def read(self) -> Deferred[bytes]:
         return self._store.read_blob(self.blob_hash)
@@ -328,6 +331,9 @@ class _CorruptBlob:
     def open_for_reading(self) -> BufferedIOBase:
         with self._blob.open_for_reading() as f:
             return io.BytesIO(self._damaged(f.read()))
+
+    def open(self) -> Deferred[BufferedIOBase]:
+        return self.read().addCallback(io.BytesIO)
 
     def read(self) -> Deferred[bytes]:
         return self._blob.read().addCallback(self._damaged)

@@ -239,7 +239,8 @@ class _Blobs:
         size = min(last.length, 2 * BLOCK_SIZE)
         try:
             # 32 bytes: reading them here blocks no longer than a thread would
-            with self._store.get_blob(self._hashes[-1]).open_for_reading() as f:
+            # (a blob kept by a storage backend is fetched first)
+            with await self._store.get_blob(self._hashes[-1]).open() as f:
                 f.seek(last.length - size)
                 tail = f.read(size)
             length = last_blob_plaintext_length(

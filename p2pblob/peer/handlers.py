@@ -272,13 +272,21 @@ class BlobRequestHandler:
             if refusal is not None:
                 answer["incoming_blob"] = {"error": refusal}
                 return succeed(answer)
-            upload = self._open(blob_hash)
-            if upload is not None:
-                self.release()
-                self._pending = upload
-                self._pending_rate = self._rate
-                answer["incoming_blob"] = {"blob_hash": blob_hash, "length": upload.length}
+            return self._open(blob_hash).addCallback(self._offer, blob_hash, answer)
         return succeed(answer)
+
+    def _offer(
+        self, upload: BlobUploadProducer | None, blob_hash: str, answer: dict[str, Any]
+    ) -> dict[str, Any]:
+        """
+        Announce the blob opened for this request, if it could be.
+        """
+        if upload is not None:
+            self.release()
+            self._pending = upload
+            self._pending_rate = self._rate
+            answer["incoming_blob"] = {"blob_hash": blob_hash, "length": upload.length}
+        return answer
 
     def _refusal(self, blob_hash: str) -> str | None:
         """
@@ -297,22 +305,28 @@ class BlobRequestHandler:
             return DEBT_LIMIT_REACHED
         return None
 
-    def _open(self, blob_hash: str) -> BlobUploadProducer | None:
+    def _open(self, blob_hash: str) -> Deferred[BlobUploadProducer | None]:
         """
-        Open a blob for uploading, or return L{None} if it cannot be sent.
+        Open a blob for uploading (a local file at once; a blob kept by a
+        storage backend once fetched); L{None} if it cannot be sent.
         """
         if not is_blob_hash(blob_hash) or not self._store.has_blob(blob_hash):
-            return None
+            return succeed(None)
         try:
             blob = self._store.get_blob(blob_hash)
-            file = blob.open_for_reading()
         except BlobNotFoundError:
+            return succeed(None)
+
+        def opened(file: BufferedIOBase) -> BlobUploadProducer:
+            return BlobUploadProducer(blob_hash, file, blob.length)
+
+        def unavailable(failure: Failure) -> None:
+            if not failure.check(BlobNotFoundError):
+                _log.warn("Cannot open blob {blob} for {peer}: {error}",
+                          blob=blob_hash, peer=str(self._peer), error=failure.value)
             return None
-        except OSError as e:
-            _log.warn("Cannot open blob {blob} for {peer}: {error}",
-                      blob=blob_hash, peer=str(self._peer), error=e)
-            return None
-        return BlobUploadProducer(blob_hash, file, blob.length)
+
+        return blob.open().addCallbacks(opened, unavailable)
 
     def send_blob_if_requested(self, consumer: IConsumer) -> Deferred[None]:
         upload, self._pending = self._pending, None
