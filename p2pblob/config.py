@@ -5,6 +5,7 @@ and the environment, validated once, passed to everything that needs it.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import math
 import os
@@ -164,6 +165,12 @@ class Config:
     @ivar initial_grant: the points a new wallet starts with.
     @ivar api_listen: the endpoint the HTTP API listens on, or L{None} for
         no API.
+    @ivar blob_storage: the storage plugin that keeps the blobs: C{"local"}
+        (the default) for the disk store in C{blob_dir}, or another
+        installed plugin (C{"s3"}, C{"sftp"}, ...).
+    @ivar blob_storage_options: C{(name, value)} pairs of that plugin's
+        options, as strings (C{local} takes C{root}: another directory for
+        the blob files).
     """
 
     data_dir: Path
@@ -193,6 +200,8 @@ class Config:
     host_debt_limit: float | None = None
     initial_grant: float = DEFAULT_INITIAL_GRANT
     api_listen: str | None = DEFAULT_API_LISTEN
+    blob_storage: str = "local"
+    blob_storage_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.disk_limit is not None and self.disk_limit <= 0:
@@ -260,11 +269,23 @@ class Config:
 
     @property
     def blob_dir(self) -> Path:
-        return self.data_dir / "blobfiles"
+        """
+        The directory of the blob files of the C{local} blob store: its
+        C{root} option, else C{DATA_DIR/blobfiles}.
+        """
+        root = dict(self.blob_storage_options).get("root") if self.blob_storage == "local" else None
+        return Path(root).expanduser() if root else self.data_dir / "blobfiles"
 
     @property
     def index_path(self) -> Path:
-        return self.data_dir / "p2pblob.sqlite"
+        """
+        The blob store's SQLite index: one per place blobs are kept, so
+        that pointing the node at another bucket or server never makes it
+        list blobs that are not there.
+        """
+        if self.blob_storage == "local":
+            return self.data_dir / "p2pblob.sqlite"
+        return self.data_dir / f"p2pblob-{self.blob_storage}-{_place(self.blob_storage_options)}.sqlite"
 
     @property
     def dht_dir(self) -> Path:
@@ -310,6 +331,20 @@ class Config:
         if self.dht_allow_loopback is not None:
             return self.dht_allow_loopback
         return any(is_loopback(host) for host, _ in self.bootstrap)
+
+
+# options that say how to get in, not where the blobs are
+_NOT_PLACE = re.compile(r"secret|password|key|token|chunk_size|retries|timeout")
+
+
+def _place(options: tuple[tuple[str, str], ...]) -> str:
+    """
+    A short name for where a storage plugin's options put the blobs (its
+    bucket, host, root, ...), leaving out credentials and tuning.
+    """
+    place = "\n".join(f"{name}={value}" for name, value in sorted(options)
+                      if not _NOT_PLACE.search(name))
+    return hashlib.sha256(place.encode("utf-8")).hexdigest()[:12]
 
 
 def is_loopback(host: str) -> bool:

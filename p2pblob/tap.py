@@ -25,6 +25,7 @@ from p2pblob.config import (
 )
 from p2pblob.discovery.static import parse_peer
 from p2pblob.errors import ConfigError
+from p2pblob.storage.configured import check_blob_storage, parse_assignment
 from p2pblob.wallet.serving import HOST_DEBT_FACTOR
 
 __all__ = ["Options", "config_from", "makeService", "peers_from"]
@@ -93,6 +94,10 @@ class Options(usage.Options):
          f"{HOST_DEBT_FACTOR} x the --debt-limit]."],
         ["initial-grant", None, f"{DEFAULT_INITIAL_GRANT:g}",
          "Points a new wallet starts with."],
+        ["blob-storage", None, "local",
+         "Storage plugin that keeps the blobs: local (files in DATA_DIR/blobfiles), "
+         "s3 (an S3-compatible bucket), sftp (an SFTP server), or any installed plugin; "
+         "its options are given with --blob-storage-option."],
     ]
     optFlags = [
         ["no-dht", None, "Do not join the DHT (serve only peers who know this node)."],
@@ -109,6 +114,17 @@ class Options(usage.Options):
         super().__init__()
         self["peers"] = []
         self["bootstrap"] = []
+        self["blob-storage-options"] = []
+
+    def opt_blob_storage_option(self, value: str) -> None:
+        """
+        An option of the --blob-storage plugin, NAME=VALUE (repeatable), e.g.
+        bucket=my-blobs or endpoint_url=https://s3.example.net (local: root=DIR).
+        """
+        try:
+            self["blob-storage-options"].append(parse_assignment(value, "blob-storage-option"))
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def opt_bootstrap(self, value: str) -> None:
         """
@@ -176,7 +192,10 @@ class Options(usage.Options):
                     else _number(float, self["host-debt-limit"], "host-debt-limit")
                 ),
                 initial_grant=_number(float, self["initial-grant"], "initial-grant"),
+                blob_storage=self["blob-storage"],
+                blob_storage_options=tuple(self["blob-storage-options"]),
             )
+            check_blob_storage(self["blob-storage"], self["blob-storage-options"])
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 

@@ -12,8 +12,11 @@ from twisted.python.failure import Failure
 
 from p2pblob._threads import ThreadWorker
 from p2pblob.blob._files import ScanResult
+from p2pblob.blob.backend import BackendBlobStore
 from p2pblob.blob.store import BlobStore
 from p2pblob.config import Config
+from p2pblob.storage.configured import blob_storage_host
+from p2pblob.storage.host import StorageHost
 
 __all__ = ["BlobStoreService"]
 
@@ -29,7 +32,13 @@ class BlobStoreService(Service):
     Opens the blob store (reconciling it with its files) when the node starts
     and closes it when the node stops.  Disk work runs in a pool of its own.
 
-    @ivar store: the L{BlobStore}.
+    The configuration's C{blob_storage} chooses where blobs are kept: the
+    built-in disk store (C{local}), or any other storage plugin's backend
+    through a L{StorageHost} (L{BackendBlobStore}).
+
+    @ivar store: the L{BlobStore} (or L{BackendBlobStore}).
+    @ivar host: the L{StorageHost} of the blobs' backend, or L{None} for
+        the disk store.
     @ivar ready: fires with the reconciliation result once the store serves.
     """
 
@@ -38,9 +47,16 @@ class BlobStoreService(Service):
     def __init__(self, reactor: _Reactor, config: Config, max_threads: int = 4) -> None:
         self._reactor = reactor
         self._worker = ThreadWorker(reactor, "p2pblob-disk", max_threads)
-        self.store = BlobStore(
-            reactor, self._worker, config.blob_dir, config.index_path, config.disk_limit
-        )
+        self.host: StorageHost | None = None
+        if config.blob_storage == "local":
+            self.store = BlobStore(
+                reactor, self._worker, config.blob_dir, config.index_path, config.disk_limit
+            )
+        else:
+            self.host = blob_storage_host(reactor, config)
+            self.store = BackendBlobStore(
+                reactor, self._worker, self.host, config.index_path, config.disk_limit
+            )
         self.ready: Deferred[ScanResult] = Deferred()
 
     @property
@@ -54,6 +70,8 @@ class BlobStoreService(Service):
     def startService(self) -> None:
         super().startService()
         self._worker.start()
+        if self.host is not None:
+            self.host.startService()
         started = Deferred.fromCoroutine(self.store.start())
         started.addCallbacks(self.ready.callback, self._failed)
 
@@ -68,4 +86,6 @@ class BlobStoreService(Service):
     def stopService(self) -> None:
         super().stopService()
         self.store.stop()
+        if self.host is not None:
+            self.host.stopService()
         self._worker.stop()

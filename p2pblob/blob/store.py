@@ -17,7 +17,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -63,6 +63,9 @@ class Blob:
             return open(self._store.path_of(self.blob_hash), "rb")
         except FileNotFoundError:
             raise BlobNotFoundError(self.blob_hash) from None
+
+    def open(self) -> Deferred[BufferedIOBase]:
+        return maybeDeferred(self.open_for_reading)
 
     def read(self) -> Deferred[bytes]:
         return self._store.read_blob(self.blob_hash)
@@ -198,7 +201,7 @@ class BlobStore(SpaceKeeper):
             raise StorageError("the blob store is not started")
         return MappingProxyType(self._lengths)
 
-    def get_blob(self, blob_hash: str) -> Blob:
+    def get_blob(self, blob_hash: str) -> IBlob:
         length = self._lengths.get(blob_hash)
         if length is None:
             raise BlobNotFoundError(blob_hash)

@@ -20,6 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from p2pblob._threads import run_inline
+from p2pblob.blob.backend import BackendBlobStore
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash
 from p2pblob.blob.store import ROLE_DOWNLOADED, ROLE_PUBLISHED, BlobStore
 from p2pblob.errors import (
@@ -32,7 +33,8 @@ from p2pblob.errors import (
     InvalidBlobHashError,
 )
 from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
-from p2pblob.testing import MemoryBlobStore
+from p2pblob.storage.host import StorageHost
+from p2pblob.testing import MemoryBlobStore, MemoryStorageBackend, MemoryStoragePlugin
 
 if TYPE_CHECKING:
     _TestCase = SynchronousTestCase
@@ -698,3 +700,32 @@ class MemoryBlobStoreTests(IBlobStoreTestsMixin, SynchronousTestCase):
         self.assertEqual(self.successResultOf(store.read_blob(name)), b"ruined")
         self.assertEqual(self.successResultOf(store.check_blob(name)), "corrupt")
         self.assertNothingStored(store)
+
+
+class BackendBlobStoreTests(IBlobStoreTestsMixin, SynchronousTestCase):
+    """
+    The contract, with the blobs kept by a storage backend (the in-memory
+    one) and the index in a real SQLite file.
+    """
+
+    def make_store(self, disk_limit: int | None = None) -> BackendBlobStore:
+        self.clock = Clock()
+        self.memory = MemoryStorageBackend()
+        host = StorageHost(MemoryStoragePlugin(self.memory), {}, self.clock)
+        store = BackendBlobStore(
+            self.clock, run_inline, host, Path(self.mktemp()) / "index.sqlite", disk_limit
+        )
+        Path(store._index_path).parent.mkdir(parents=True)
+        self.successResultOf(Deferred.fromCoroutine(store.start()))
+        self.addCleanup(store.stop)
+        return store
+
+    def damage(self, store: IBlobStore, blob_hash: str) -> None:
+        self.memory.files[blob_hash] = flipped(self.memory.files[blob_hash])
+
+    def tick(self) -> None:
+        self.clock.advance(1)
+
+    def assertNothingStored(self, store: IBlobStore) -> None:
+        super().assertNothingStored(store)
+        self.assertEqual((self.memory.files, self.memory.uploading()), ({}, []))
