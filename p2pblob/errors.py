@@ -25,6 +25,11 @@ __all__ = [
     "ServiceError",
     "DriverError",
     "StorageKeyNotFoundError",
+    "TransferError",
+    "SourceGoneError",
+    "SourceChangedError",
+    "TransferCancelledError",
+    "TransferSupersededError",
     "DescriptorError",
     "InvalidDescriptorError",
     "StreamError",
@@ -236,6 +241,77 @@ class StorageKeyNotFoundError(DriverError):
     def __init__(self, key: str) -> None:
         super().__init__(f"no file named {key!r:.200}")
         self.key = key
+
+
+class TransferError(StorageError):
+    """
+    A file could not be uploaded to a storage backend (a blob store or a
+    mirror): what it was copied from could not be read, kept changing, or
+    the upload was stopped.
+    """
+
+
+class SourceGoneError(TransferError):
+    """
+    What a file was being uploaded from (a local file, a stream) can no
+    longer be read: it was deleted, or cannot be opened.  Its upload is
+    given up.
+
+    @ivar source: the source, as the transfer journal describes it.
+    @ivar reason: why it cannot be read, in words.
+    """
+
+    def __init__(self, source: str, reason: str) -> None:
+        super().__init__(f"cannot read {source!r:.300}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+class SourceChangedError(TransferError):
+    """
+    What a file was being uploaded from changed again and again while it
+    was uploaded; each time the upload started over with the newer
+    version, and in the end it was given up.
+
+    @ivar source: the source, as the transfer journal describes it.
+    @ivar key: the name the file was to have.
+    @ivar restarts: how many times the upload started over.
+    """
+
+    def __init__(self, source: str, key: str, restarts: int) -> None:
+        super().__init__(
+            f"{source!r:.300} changed {restarts} times while it was uploaded as "
+            f"{key!r:.200}; the upload was given up, try again once it stops changing"
+        )
+        self.source = source
+        self.key = key
+        self.restarts = restarts
+
+
+class TransferCancelledError(TransferError):
+    """
+    An upload was stopped before it finished: it was cancelled (and what
+    was sent of it thrown away), or the node is stopping (and it goes on
+    from where it got to when the node starts again).
+
+    @ivar key: the name the file was to have.
+    @ivar reason: why it stopped, in words.
+    """
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"the upload of {key!r:.200} stopped: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+class TransferSupersededError(TransferCancelledError):
+    """
+    An upload was given up because a newer upload of the same name began:
+    the newer one wins.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(key, "a newer upload of the same name replaced it")
 
 
 class DescriptorError(P2PBlobError):

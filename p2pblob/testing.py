@@ -26,7 +26,9 @@ of its methods fail with L{ServiceError} a chosen number of times, or
 behave as if it lacked an optional method.  L{MemoryStoragePlugin} is a
 storage plugin that hands out one such backend, so that a test can drop a
 L{p2pblob.storage.host.StorageHost} and make another over the same files,
-as a node that crashed would.
+as a node that crashed would.  L{MemorySource} is a source of journaled
+uploads (L{p2pblob.storage.transfer.ITransferSource}) whose content a test
+changes or removes.
 """
 
 from __future__ import annotations
@@ -55,16 +57,19 @@ from p2pblob.errors import (
     DriverError,
     InvalidBlobHashError,
     ServiceError,
+    SourceGoneError,
     StorageKeyNotFoundError,
 )
 from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter, IStorageBackend, IStoragePlugin
 from p2pblob.storage.keys import split_key
 from p2pblob.storage.options import Option
+from p2pblob.storage.transfer import ITransferSource
 
 __all__ = [
     "CorruptingBlobStore",
     "MemoryBlob",
     "MemoryBlobStore",
+    "MemorySource",
     "MemoryStorageBackend",
     "MemoryStoragePlugin",
     "make_memory_backend",
@@ -584,3 +589,58 @@ class MemoryStoragePlugin:
 
 
 verifyClass(IStoragePlugin, MemoryStoragePlugin)
+
+
+@implementer(ITransferSource)
+class MemorySource:
+    """
+    A transfer source (L{p2pblob.storage.transfer.ITransferSource}) whose
+    content is in memory: a test changes it with L{replace} and makes it
+    vanish with L{remove}.
+
+    @ivar reads: the C{(offset, size)} of every read, in order.
+    """
+
+    def __init__(self, content: bytes, description: str = "memory:source") -> None:
+        self.description = description
+        self.size = 0
+        self.reads: list[tuple[int, int]] = []
+        self._content = bytes(content)
+        self._version = 1
+        self._gone = False
+
+    def replace(self, content: bytes) -> None:
+        """
+        Change the content: it has a new version.
+        """
+        self._content = bytes(content)
+        self._version += 1
+
+    def remove(self) -> None:
+        """
+        Make the source unreadable, as a deleted file is.
+        """
+        self._gone = True
+
+    def _check(self) -> None:
+        if self._gone:
+            raise SourceGoneError(self.description, "it was removed")
+
+    def version(self) -> Deferred[str]:
+        try:
+            self._check()
+        except SourceGoneError:
+            return fail()
+        self.size = len(self._content)
+        return succeed(str(self._version))
+
+    def read(self, offset: int, size: int) -> Deferred[bytes]:
+        try:
+            self._check()
+        except SourceGoneError:
+            return fail()
+        self.reads.append((offset, size))
+        return succeed(self._content[offset : offset + size])
+
+
+verifyClass(ITransferSource, MemorySource)

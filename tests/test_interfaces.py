@@ -132,6 +132,7 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
         {"blob_hash", "length"},
         {
             "open_for_reading": ((), False),
+            "open": ((), True),
             "read": ((), True),
         },
     ),
@@ -190,7 +191,7 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "upload_file": (("key", "data"), False),
             "end_upload": (("key",), False),
             "abort_upload": (("key",), False),
-            "restart_upload": (("key", "offset"), False),
+            "restart_upload": (("key", "offset", "upload_id"), False),
             "delete_file": (("key",), False),
             "move_file": (("old_key", "new_key"), False),
             "exists": (("key",), False),
@@ -252,7 +253,10 @@ def _methods(iface: InterfaceClass) -> list[tuple[str, Any]]:
 
 
 # Arguments with a default value.
-OPTIONAL = {"IBlobStore.put_blob": ("expected_hash",)}
+OPTIONAL = {
+    "IBlobStore.put_blob": ("expected_hash",),
+    "IStorageBackend.restart_upload": ("upload_id",),
+}
 
 
 def _implementation(iface: InterfaceClass) -> object:

@@ -27,6 +27,15 @@ class LocalConformanceTests(StorageConformanceMixin, SynchronousTestCase):
     def make_host(self) -> StorageHost:
         return StorageHost(builtin_plugin(self, "local"), {"root": str(self.root)}, self.clock)
 
+    def staged_uploads(self) -> set[str]:
+        """
+        The keys of the hidden C{.NAME.p2pblob-upload} files under the root.
+        """
+        return {
+            path.relative_to(self.root).with_name(path.name[1 : -len(UPLOAD_SUFFIX)]).as_posix()
+            for path in self.root.rglob(f".*{UPLOAD_SUFFIX}")
+        }
+
     def test_blocking(self) -> None:
         """
         The plugin says its calls block.

@@ -6,6 +6,8 @@ retries, fallbacks for missing methods, chunk-size negotiation.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -27,6 +29,13 @@ class MemoryConformanceTests(StorageConformanceMixin, SynchronousTestCase):
 
     def inject_failure(self, call: str, times: int, error: Exception | None = None) -> None:
         self.memory.fail(call, times, error)
+
+    def staged_uploads(self) -> set[str]:
+        return set(self.memory.uploading())
+
+    def crash_mid_transfer(self, journal: Path, source: Path, key: str, chunks: int) -> None:
+        # The files live in this process: a child could not reach them.
+        self.crash_in_process(journal, source, key, chunks)
 
 
 class RetryTests(SynchronousTestCase):
