@@ -12,8 +12,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from p2pblob.errors import ConfigError
+
+if TYPE_CHECKING:
+    from p2pblob.publish.watch import WatchRules
 
 __all__ = [
     "ANNOUNCE_POLICIES",
@@ -171,6 +175,8 @@ class Config:
     @ivar blob_storage_options: C{(name, value)} pairs of that plugin's
         options, as strings (C{local} takes C{root}: another directory for
         the blob files).
+    @ivar watch: the folder whose files the node publishes by itself, and
+        which of them, or L{None}.
     """
 
     data_dir: Path
@@ -202,6 +208,7 @@ class Config:
     api_listen: str | None = DEFAULT_API_LISTEN
     blob_storage: str = "local"
     blob_storage_options: tuple[tuple[str, str], ...] = ()
+    watch: WatchRules | None = None
 
     def __post_init__(self) -> None:
         if self.disk_limit is not None and self.disk_limit <= 0:
@@ -286,6 +293,13 @@ class Config:
         if self.blob_storage == "local":
             return self.data_dir / "p2pblob.sqlite"
         return self.data_dir / f"p2pblob-{self.blob_storage}-{_place(self.blob_storage_options)}.sqlite"
+
+    @property
+    def watch_state_path(self) -> Path:
+        """
+        What the watched folder's files were published as.
+        """
+        return self.data_dir / "watch.sqlite"
 
     @property
     def dht_dir(self) -> Path:

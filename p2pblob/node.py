@@ -28,6 +28,7 @@ from p2pblob.peer.handlers import BlobRequestHandlerFactory
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.server import BlobServerFactory
 from p2pblob.peer.service import PeerServerService, make_server_factory
+from p2pblob.publish.watch import FolderWatcher, store_publisher
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
 from p2pblob.wallet.paying import DownloadPayments
 from p2pblob.wallet.rates import PaymentRateManager
@@ -54,6 +55,7 @@ class Node(MultiService):
     @ivar downloads: the L{DownloadService} of the streams the node
         downloads itself (steered through the API).
     @ivar api: the L{APIService}, unless the node has no HTTP API.
+    @ivar watcher: the L{FolderWatcher} of the watched folder, if any.
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class Node(MultiService):
         rates: PaymentRateManager | None = None,
         api: APIService | None = None,
         downloads: DownloadService | None = None,
+        watcher: FolderWatcher | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -88,6 +91,9 @@ class Node(MultiService):
         if announcer is not None:
             announcer.setServiceParent(self)
         peer_server.setServiceParent(self)
+        self.watcher = watcher
+        if watcher is not None:
+            watcher.setServiceParent(self)
         self.downloads = downloads
         if downloads is not None:
             # (after the store and the peer server: stopped before them)
@@ -139,13 +145,38 @@ def make_node(reactor: Any, config: Config) -> Node:
     registry = PeerRegistry(reactor)
     downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, dht,
                                     registry)
+    watcher = _watcher(reactor, config, blob_store, announcer)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
                                           dht, peer_server.address, fetch_blob=fetcher,
                                           downloads=downloads, peer_registry=registry,
-                                          run=blob_store.worker, announcer=announcer),
+                                          run=blob_store.worker, announcer=announcer,
+                                          watcher=watcher),
                factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
-                wallet=wallet, rates=rates, api=api, downloads=downloads)
+                wallet=wallet, rates=rates, api=api, downloads=downloads, watcher=watcher)
+
+
+def _watcher(
+    reactor: Any, config: Config, blob_store: BlobStoreService, announcer: Announcer | None
+) -> FolderWatcher | None:
+    """
+    The publisher of the watched folder's files, if there is one.
+    """
+    if config.watch is None:
+        return None
+
+    def announce() -> None:
+        if announcer is not None and announcer.running:
+            announcer.scan()
+
+    return FolderWatcher(
+        reactor,
+        blob_store.worker,
+        config.watch,
+        store_publisher(blob_store.store, blob_store.worker, blob_store.ready),
+        config.watch_state_path,
+        announce=announce,
+    )
 
 
 def _dht(

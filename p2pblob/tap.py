@@ -25,6 +25,7 @@ from p2pblob.config import (
 )
 from p2pblob.discovery.static import parse_peer
 from p2pblob.errors import ConfigError
+from p2pblob.publish.watch import DEFAULT_EXCLUDE, WatchRules
 from p2pblob.storage.configured import check_blob_storage, parse_assignment
 from p2pblob.wallet.serving import HOST_DEBT_FACTOR
 
@@ -98,6 +99,17 @@ class Options(usage.Options):
          "Storage plugin that keeps the blobs: local (files in DATA_DIR/blobfiles), "
          "s3 (an S3-compatible bucket), sftp (an SFTP server), or any installed plugin; "
          "its options are given with --blob-storage-option."],
+        ["watch", None, None,
+         "A folder whose files the node publishes by itself: new files once they stop "
+         "changing, changed files again (see --watch-include and the like)."],
+        ["watch-min-size", None, None,
+         "Leave out watched files smaller than this, e.g. 1KB [default: no bound]."],
+        ["watch-max-size", None, None,
+         "Leave out watched files larger than this, e.g. 4GiB [default: no bound]."],
+        ["watch-scan-interval", None, "10",
+         "Seconds between two looks at the watched folder."],
+        ["watch-settle-time", None, "2",
+         "Seconds a watched file must stay unchanged before it is published."],
     ]
     optFlags = [
         ["no-dht", None, "Do not join the DHT (serve only peers who know this node)."],
@@ -108,6 +120,9 @@ class Options(usage.Options):
          "Peers cannot connect to this node (no port forwarded): do not announce."],
         ["corrupt-uploads", None,
          "TESTING ONLY: damage every blob served, to test how downloaders cope."],
+        ["watch-flat", None,
+         "Publish only the files at the top of the watched folder, not those in "
+         "folders inside it."],
     ]
 
     def __init__(self) -> None:
@@ -115,6 +130,23 @@ class Options(usage.Options):
         self["peers"] = []
         self["bootstrap"] = []
         self["blob-storage-options"] = []
+        self["watch-include"] = []
+        self["watch-exclude"] = []
+
+    def opt_watch_include(self, pattern: str) -> None:
+        """
+        Publish only the watched files whose name (or, with a /, path in the
+        folder) matches this shell pattern, e.g. '*.mp4' (repeatable)
+        [default: every file].
+        """
+        self["watch-include"].append(pattern)
+
+    def opt_watch_exclude(self, pattern: str) -> None:
+        """
+        Leave out the watched files and folders matching this shell pattern
+        (repeatable), besides hidden and temporary files (.*, *.part, *.tmp, *~).
+        """
+        self["watch-exclude"].append(pattern)
 
     def opt_blob_storage_option(self, value: str) -> None:
         """
@@ -194,6 +226,7 @@ class Options(usage.Options):
                 initial_grant=_number(float, self["initial-grant"], "initial-grant"),
                 blob_storage=self["blob-storage"],
                 blob_storage_options=tuple(self["blob-storage-options"]),
+                watch=_watch_rules(self),
             )
             check_blob_storage(self["blob-storage"], self["blob-storage-options"])
         except ConfigError as e:
@@ -214,6 +247,34 @@ def _rates(options: usage.Options) -> dict[str, int | None]:
         else parse_rate(options[option], option)
         for option in _RATE_OPTIONS
     }
+
+
+def _watch_rules(options: usage.Options) -> WatchRules | None:
+    """
+    The watched folder's rules, if a folder is given.
+    """
+    if options["watch"] is None:
+        for option in ("watch-include", "watch-exclude", "watch-min-size", "watch-max-size"):
+            if options[option]:
+                raise ConfigError(f"{option} needs --watch FOLDER")
+        return None
+    folder = Path(options["watch"]).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"watch: {folder} is not a folder (create it, or correct the path)")
+    return WatchRules(
+        folder,
+        include=tuple(options["watch-include"]) or ("*",),
+        exclude=DEFAULT_EXCLUDE + tuple(options["watch-exclude"]),
+        min_size=_size_or_none(options["watch-min-size"], "watch-min-size"),
+        max_size=_size_or_none(options["watch-max-size"], "watch-max-size"),
+        recursive=not options["watch-flat"],
+        scan_interval=_number(float, options["watch-scan-interval"], "watch-scan-interval"),
+        settle_time=_number(float, options["watch-settle-time"], "watch-settle-time"),
+    )
+
+
+def _size_or_none(text: str | None, option: str) -> int | None:
+    return None if text is None else parse_size(text, option)
 
 
 def _endpoint_or_none(text: str) -> str | None:

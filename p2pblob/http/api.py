@@ -17,6 +17,7 @@ and C{GET /metrics}, L{p2pblob.http.metrics})::
     GET   /api/v1/status     version, peer port, DHT, bandwidth, disk use,
                              limits, wallet balance, prices
     GET   /api/v1/blobs      the blobs held (?offset=&limit=, sorted by hash)
+    GET   /api/v1/watch      the watched folder's state and published files
     GET   /api/v1/blobs/<h>  one blob: its length, or 404
     GET   /api/v1/peers      bytes moved with each peer host, and the scores of
                              the peers downloads fetch from
@@ -93,6 +94,8 @@ class NodeParts:
     @ivar run: where blocking work on blobs runs (threads), for publishing;
         L{None}: the node does not publish through the API.
     @ivar announcer: told to look at the store again after a publish.
+    @ivar watcher: the L{p2pblob.publish.watch.FolderWatcher} of the
+        watched folder, or L{None}.
     @ivar peer_registry: the peers the node's downloads know, with their
         scores, or L{None}.
     @ivar downloads: the node's L{DownloadService}, or L{None} (then the
@@ -114,6 +117,7 @@ class NodeParts:
     peer_registry: PeerRegistry | None = None
     run: BlockingRunner | None = None
     announcer: Any = None
+    watcher: Any = None
 
 
 # the node's prices, in points per MiB
@@ -373,6 +377,19 @@ class NodeAPI:
                  "rate": peer.rate, "available": peer.available(now)}
                 for peer in sources
             ],
+        })
+
+    @app.route("/api/v1/watch", methods=["GET"])
+    def watch(self, request: IRequest) -> bytes:
+        """
+        The watched folder: what it holds, what was published, what failed.
+        """
+        watcher = self.parts.watcher
+        if watcher is None:
+            raise APIError(404, "no_watch", "this node watches no folder (twistd p2pblob --watch)")
+        return json_answer(request, {
+            **watcher.status(),
+            "files": [f.to_json() for f in watcher.published_files()],
         })
 
     @app.route("/api/v1/wallet", methods=["GET"])
