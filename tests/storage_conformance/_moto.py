@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import os
 import socket
 import subprocess
 import sys
@@ -130,12 +131,17 @@ def moto_server() -> str:
     """
     The URL of this process's moto S3 server, started if need be.
 
-    @raise SkipTest: boto3 or moto is not installed.
+    @raise SkipTest: boto3 or moto is not installed (unless
+        C{P2PBLOB_REQUIRE_S3} is set, as C{.ci/run} sets it: then the test
+        fails, so that CI cannot pass without the S3 tests).
     """
     global _server, _endpoint
     for module in ("boto3", "moto"):
         if importlib.util.find_spec(module) is None:
-            raise SkipTest(f"{module} is not installed (pip install 'p2pblob[test]')")
+            message = f"{module} is not installed (pip install 'p2pblob[test]')"
+            if os.environ.get("P2PBLOB_REQUIRE_S3"):
+                raise AssertionError(message + " (P2PBLOB_REQUIRE_S3 is set)")
+            raise SkipTest(message)
     with _lock:
         if _server is not None and _server.poll() is None and _endpoint is not None:
             return _endpoint
