@@ -1660,6 +1660,15 @@ class IStorageBackend(Interface):
         @rtype: C{int} or C{None}
         """
 
+    def close() -> None | Deferred[None]:
+        """
+        Let go of what the backend holds open (connections, sessions): the
+        host calls it, on the reactor thread, when it stops.  The backend
+        may be used again afterwards (it connects again).
+
+        @return: C{None}, or a Deferred that fires once it is done.
+        """
+
 
 class IStoragePlugin(IPlugin):
     """

@@ -556,6 +556,9 @@ class MemoryStorageBackend:
         data = self.files.get(key)
         return None if data is None else len(data)
 
+    def close(self) -> None:
+        self._enter("close")
+
 
 verifyClass(IStorageBackend, MemoryStorageBackend)
 

@@ -196,6 +196,7 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "move_file": (("old_key", "new_key"), False),
             "exists": (("key",), False),
             "size": (("key",), False),
+            "close": ((), False),
         },
     ),
     "IStoragePlugin": (

@@ -1002,10 +1002,13 @@ class SFTPBackend:
             return ServiceError(f"cannot connect to the SSH server {where}: {error}")
         return error  # type: ignore[return-value]
 
+    def close(self) -> Deferred[None]:
+        return self.disconnect()
+
     def disconnect(self) -> Deferred[None]:
         """
         Close the connection to the server, if there is one (a later call
-        connects again).  The host does not call it; tools and tests do.
+        connects again).  The host calls it (as L{close}) when it stops.
 
         @return: a Deferred that fires once the connection is closed.
         """

@@ -14,10 +14,11 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from p2pblob._threads import BlockingRunner, ThreadWorker, run_inline
 from p2pblob.errors import DriverError, ServiceError, StorageKeyNotFoundError
@@ -129,11 +130,24 @@ class StorageHost(Service):
             self._worker.start()
 
     def stopService(self) -> Deferred[None] | None:
+        """
+        Cancel the pauses between tries, stop the threads, and let the
+        backend close its connections (L{IStorageBackend.close}).
+
+        @return: a Deferred that fires once the backend is closed.
+        """
         for pause in list(self._pauses):
             pause.cancel()
         if self._worker is not None:
             self._worker.stop()
-        return super().stopService()  # type: ignore[no-any-return]
+        super().stopService()
+
+        def closed(result: object) -> None:
+            if isinstance(result, Failure) and not result.check(NotImplementedError):
+                _log.failure("storage plugin {plugin}: could not close the backend",
+                             result, plugin=self.plugin.name)
+
+        return maybeDeferred(self.backend.close).addBoth(closed)
 
     # -- calling the backend ------------------------------------------------
 

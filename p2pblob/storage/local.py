@@ -226,6 +226,10 @@ class LocalBackend:
         except FileNotFoundError:
             return None
 
+    def close(self) -> None:
+        # (nothing stays open between calls)
+        return None
+
 
 verifyClass(IStorageBackend, LocalBackend)
 

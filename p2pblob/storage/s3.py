@@ -746,6 +746,12 @@ class S3Backend:
             raise
         return int(response["ContentLength"])
 
+    def close(self) -> None:
+        # the client's pool of connections (a later call opens new ones)
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
 
 verifyClass(IStorageBackend, S3Backend)
 

@@ -121,6 +121,19 @@ class RetryTests(SynchronousTestCase):
         self.failureResultOf(d, CancelledError)
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_stop_closes_backend(self) -> None:
+        """
+        Stopping the host lets the backend close its connections; a backend
+        that fails to close is logged, and the stop still completes.
+        """
+        self.host.startService()
+        self.successResultOf(self.host.stopService())
+        self.assertEqual(self.memory.calls[-1:], ["close"])
+        self.host.startService()
+        self.memory.fail("close", 1, DriverError("cannot close"))
+        self.successResultOf(self.host.stopService())
+        self.assertEqual(len(self.flushLoggedErrors(DriverError)), 1)
+
 
 class FallbackTests(SynchronousTestCase):
     """
