@@ -15,6 +15,8 @@ They are, in this order (every benchmarks/*.py, by name):
   rate_limit_accuracy.py  how closely the rate limiter holds loopback traffic
                           to 1, 10 and 50 MB/s, per 10-s window, and each
                           connection's share (about 2 minutes)
+  storage_backends.py     download MB/s from a seeder whose blobs are on its
+                          disk, and from one whose blobs are in S3 (moto)
   stream_throughput.py    publish and assemble MB/s and peak RSS
   stream_ttfb.py          time to the first byte of a stream a new node holds
                           nothing of, streamed over HTTP from a local seeder
