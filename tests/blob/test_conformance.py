@@ -35,6 +35,7 @@ from p2pblob.errors import (
 from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
 from p2pblob.storage.host import StorageHost
 from p2pblob.testing import MemoryBlobStore, MemoryStorageBackend, MemoryStoragePlugin
+from tests.storage_conformance import builtin_plugin
 
 if TYPE_CHECKING:
     _TestCase = SynchronousTestCase
@@ -729,3 +730,34 @@ class BackendBlobStoreTests(IBlobStoreTestsMixin, SynchronousTestCase):
     def assertNothingStored(self, store: IBlobStore) -> None:
         super().assertNothingStored(store)
         self.assertEqual((self.memory.files, self.memory.uploading()), ({}, []))
+
+
+class LocalBackendBlobStoreTests(IBlobStoreTestsMixin, SynchronousTestCase):
+    """
+    The contract, with the blobs kept by the C{local} storage plugin's
+    backend through a host: the generic path any plugin takes (the node's
+    own disk store is the same layout with group commits of its own).
+    """
+
+    def make_store(self, disk_limit: int | None = None) -> BackendBlobStore:
+        self.clock = Clock()
+        self.root = Path(self.mktemp())
+        host = StorageHost(builtin_plugin(self, "local"), {"root": str(self.root)}, self.clock)
+        store = BackendBlobStore(
+            self.clock, run_inline, host, Path(self.mktemp()) / "index.sqlite", disk_limit
+        )
+        Path(store._index_path).parent.mkdir(parents=True)
+        self.successResultOf(Deferred.fromCoroutine(store.start()))
+        self.addCleanup(store.stop)
+        return store
+
+    def damage(self, store: IBlobStore, blob_hash: str) -> None:
+        path = self.root / blob_hash
+        path.write_bytes(flipped(path.read_bytes()))
+
+    def tick(self) -> None:
+        self.clock.advance(1)
+
+    def assertNothingStored(self, store: IBlobStore) -> None:
+        super().assertNothingStored(store)
+        self.assertEqual(list(self.root.iterdir()) if self.root.exists() else [], [])
