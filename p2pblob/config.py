@@ -18,6 +18,7 @@ from p2pblob.errors import ConfigError
 
 if TYPE_CHECKING:
     from p2pblob.publish.watch import WatchRules
+    from p2pblob.storage.mirror_config import MirrorTarget
 
 __all__ = [
     "ANNOUNCE_POLICIES",
@@ -177,6 +178,9 @@ class Config:
         the blob files).
     @ivar watch: the folder whose files the node publishes by itself, and
         which of them, or L{None}.
+    @ivar mirrors: the storage backends the node exports streams to as
+        plain files (L{p2pblob.storage.mirror}), each with its plugin, its
+        options and its rule.
     """
 
     data_dir: Path
@@ -209,6 +213,7 @@ class Config:
     blob_storage: str = "local"
     blob_storage_options: tuple[tuple[str, str], ...] = ()
     watch: WatchRules | None = None
+    mirrors: tuple[MirrorTarget, ...] = ()
 
     def __post_init__(self) -> None:
         if self.disk_limit is not None and self.disk_limit <= 0:
@@ -300,6 +305,21 @@ class Config:
         What the watched folder's files were published as.
         """
         return self.data_dir / "watch.sqlite"
+
+    @property
+    def transfer_journal_path(self) -> Path:
+        """
+        The journal of the uploads to storage backends (mirrors), for
+        resuming them.
+        """
+        return self.data_dir / "transfers.sqlite"
+
+    @property
+    def mirrors_state_path(self) -> Path:
+        """
+        Which streams were exported to which mirror, under which name.
+        """
+        return self.data_dir / "mirrors.sqlite"
 
     @property
     def dht_dir(self) -> Path:

@@ -30,6 +30,7 @@ from p2pblob.peer.server import BlobServerFactory
 from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.publish.watch import FolderWatcher, store_publisher
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
+from p2pblob.storage.mirror import MirrorService
 from p2pblob.wallet.paying import DownloadPayments
 from p2pblob.wallet.rates import PaymentRateManager
 from p2pblob.wallet.units import to_micro
@@ -56,6 +57,8 @@ class Node(MultiService):
         downloads itself (steered through the API).
     @ivar api: the L{APIService}, unless the node has no HTTP API.
     @ivar watcher: the L{FolderWatcher} of the watched folder, if any.
+    @ivar mirrors: the L{MirrorService} that exports streams to the
+        configured mirrors, if there are any.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class Node(MultiService):
         api: APIService | None = None,
         downloads: DownloadService | None = None,
         watcher: FolderWatcher | None = None,
+        mirrors: MirrorService | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -98,6 +102,11 @@ class Node(MultiService):
         if downloads is not None:
             # (after the store and the peer server: stopped before them)
             downloads.setServiceParent(self)
+        self.mirrors = mirrors
+        if mirrors is not None:
+            # (after the store: stopped before it, so that no upload reads a
+            # closed store)
+            mirrors.setServiceParent(self)
         self.api = api
         if api is not None:
             api.setServiceParent(self)
@@ -146,14 +155,35 @@ def make_node(reactor: Any, config: Config) -> Node:
     downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, dht,
                                     registry)
     watcher = _watcher(reactor, config, blob_store, announcer)
+    mirrors = _mirrors(reactor, config, blob_store)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
                                           dht, peer_server.address, fetch_blob=fetcher,
                                           downloads=downloads, peer_registry=registry,
                                           run=blob_store.worker, announcer=announcer,
-                                          watcher=watcher),
+                                          watcher=watcher, mirrors=mirrors),
                factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
-                wallet=wallet, rates=rates, api=api, downloads=downloads, watcher=watcher)
+                wallet=wallet, rates=rates, api=api, downloads=downloads, watcher=watcher,
+                mirrors=mirrors)
+
+
+def _mirrors(reactor: Any, config: Config, blob_store: BlobStoreService) -> MirrorService | None:
+    """
+    The exporter of streams to the configured mirrors, if there are any:
+    it reads the blob store once it is open, and journals its uploads in
+    C{DATA_DIR/transfers.sqlite}.
+    """
+    if not config.mirrors:
+        return None
+    return MirrorService(
+        reactor,
+        blob_store.store,
+        config.mirrors,
+        config.transfer_journal_path,
+        config.mirrors_state_path,
+        store_ready=blob_store.ready,
+        reactor_threads=reactor,
+    )
 
 
 def _watcher(

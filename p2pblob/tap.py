@@ -5,6 +5,7 @@ C{twistd p2pblob}: options and the service maker.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from twisted.application.service import IService
@@ -27,6 +28,13 @@ from p2pblob.discovery.static import parse_peer
 from p2pblob.errors import ConfigError
 from p2pblob.publish.watch import DEFAULT_EXCLUDE, WatchRules
 from p2pblob.storage.configured import check_blob_storage, parse_assignment
+from p2pblob.storage.mirror_config import (
+    check_mirrors,
+    mirror_targets,
+    parse_mirror,
+    parse_mirror_option,
+    parse_mirror_rule,
+)
 from p2pblob.wallet.serving import HOST_DEBT_FACTOR
 
 __all__ = ["Options", "config_from", "makeService", "peers_from"]
@@ -132,6 +140,40 @@ class Options(usage.Options):
         self["blob-storage-options"] = []
         self["watch-include"] = []
         self["watch-exclude"] = []
+        self["mirrors"] = []
+        self["mirror-options"] = []
+        self["mirror-rules"] = []
+
+    def opt_mirror(self, value: str) -> None:
+        """
+        A mirror the node exports streams to as plain files, NAME=PLUGIN
+        (repeatable), e.g. backup=s3; its options are given with
+        --mirror-option, its rule with --mirror-rule. p2pblob mirror SD NAME
+        exports a stream to it.
+        """
+        self._assignment(self["mirrors"], parse_mirror, value)
+
+    def opt_mirror_option(self, value: str) -> None:
+        """
+        An option of a mirror's storage plugin, NAME:OPTION=VALUE (repeatable),
+        e.g. backup:bucket=my-backups or backup:prefix=p2pblob/.
+        """
+        self._assignment(self["mirror-options"], parse_mirror_option, value)
+
+    def opt_mirror_rule(self, value: str) -> None:
+        """
+        Which streams a mirror exports by itself, NAME=RULE: none (only those
+        asked for), published, downloaded (once finished) or all [default: none].
+        """
+        self._assignment(self["mirror-rules"], parse_mirror_rule, value)
+
+    def _assignment(
+        self, values: list[object], parse: Callable[[str], object], value: str
+    ) -> None:
+        try:
+            values.append(parse(value))
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def opt_watch_include(self, pattern: str) -> None:
         """
@@ -227,8 +269,12 @@ class Options(usage.Options):
                 blob_storage=self["blob-storage"],
                 blob_storage_options=tuple(self["blob-storage-options"]),
                 watch=_watch_rules(self),
+                mirrors=mirror_targets(
+                    self["mirrors"], self["mirror-options"], self["mirror-rules"]
+                ),
             )
             check_blob_storage(self["blob-storage"], self["blob-storage-options"])
+            check_mirrors(self["config"].mirrors)
         except ConfigError as e:
             raise usage.UsageError(str(e)) from None
 

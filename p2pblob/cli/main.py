@@ -25,6 +25,7 @@ from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.blob.store import BlobStore
 from p2pblob.cli._client import find_node, running_node_url
 from p2pblob.cli._daemon import describe_streams, download_through_node, list_streams
+from p2pblob.cli._mirror import describe_mirrors, list_mirrors, mirror_through_node
 from p2pblob.cli._network import dht_services, join_dht
 from p2pblob.cli._network import peers as peers_from_options
 from p2pblob.cli._progress import DownloadLine, ProgressLine
@@ -600,6 +601,45 @@ def status(options: Options, as_json: bool) -> None:
             for line in describe_status(answer):
                 click.echo(line)
         return 0
+
+    run_client(options, command)
+
+
+@cli.command()
+@click.argument("sd", required=False)
+@click.argument("target", required=False)
+@click.option("--list", "listing", is_flag=True,
+              help="List the node's mirrors, their exports and the last streams mirrored.")
+@click.option("--json", "as_json", is_flag=True, help="With --list: print the API's answer.")
+@click.pass_obj
+def mirror(options: Options, sd: str | None, target: str | None, listing: bool,
+           as_json: bool) -> None:
+    """
+    Have the running node export stream SD (an .sd file or an sd hash) to
+    its mirror TARGET, as a plain file (decrypted, under the stream's
+    suggested name); show the progress and print the name it is stored
+    under. The node's mirrors are given to twistd p2pblob with --mirror.
+    """
+    if listing:
+        if sd is not None:
+            raise click.UsageError("--list takes no SD or TARGET")
+
+        async def show(reactor: Any, config: Config) -> int:
+            answer = await list_mirrors(reactor, config)
+            if as_json:
+                click.echo(json.dumps(answer, indent=2, sort_keys=True))
+            else:
+                for line in describe_mirrors(answer):
+                    click.echo(line)
+            return 0
+
+        run_client(options, show)
+        return
+    if sd is None or target is None:
+        raise click.UsageError("give the stream SD and the mirror TARGET (or --list)")
+
+    async def command(reactor: Any, config: Config) -> int:
+        return await mirror_through_node(reactor, config, sd, target)
 
     run_client(options, command)
 

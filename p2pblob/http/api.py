@@ -30,6 +30,12 @@ and C{GET /metrics}, L{p2pblob.http.metrics})::
     GET   /api/v1/streams/<sd hash>            one of them
     POST  /api/v1/streams/<sd hash>/<action>   pause, resume or cancel it
     DELETE /api/v1/streams/<sd hash>?blobs=    forget it (and its blobs)
+    GET   /api/v1/mirrors    the mirrors (plugin, rule, state), the exports
+                             waiting, running and ended (bytes done and in all,
+                             error, key stored) and the last streams mirrored
+    POST  /api/v1/mirrors    export a stream ({"sd_hash": …, "target": …}):
+                             202 with its job
+    GET   /api/v1/mirrors/jobs/<id>            one export
 """
 
 from __future__ import annotations
@@ -69,6 +75,13 @@ from p2pblob.http.auth import RequestGuard
 from p2pblob.http.streaming import Fetcher, StreamResource
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.ratelimit import RateLimiter
+from p2pblob.storage.mirror import (
+    MirrorService,
+    MirrorUnavailableError,
+    StreamNotHeldError,
+    StreamUnfinishedError,
+    UnknownMirrorError,
+)
 from p2pblob.stream.creator import publish_file
 from p2pblob.wallet.rates import MAX_RATE
 from p2pblob.wallet.units import format_points
@@ -103,6 +116,8 @@ class NodeParts:
     @ivar fetch_blob: brings a missing blob into the store from peers (for
         streaming), or L{None}: streams are then served from local blobs
         only.
+    @ivar mirrors: the node's L{MirrorService}, or L{None} (then the mirror
+        routes answer 404).
     """
 
     config: Config
@@ -118,6 +133,7 @@ class NodeParts:
     run: BlockingRunner | None = None
     announcer: Any = None
     watcher: Any = None
+    mirrors: MirrorService | None = None
 
 
 # the node's prices, in points per MiB
@@ -303,6 +319,61 @@ class NodeAPI:
         if downloads is None:
             raise APIError(404, "no_downloads", "this node does not download streams itself")
         return downloads
+
+    # mirrors
+
+    @app.route("/api/v1/mirrors", methods=["GET"])
+    def mirrors(self, request: IRequest) -> bytes:
+        """
+        The mirrors, the exports (waiting, running, and the last ones
+        ended) and the last streams mirrored.
+        """
+        return json_answer(request, self._mirrors().status())
+
+    @app.route("/api/v1/mirrors", methods=["POST"])
+    def export_to_mirror(self, request: IRequest) -> bytes:
+        """
+        Export a stream to a mirror: C{{"sd_hash": ..., "target": ...}}.
+        The answer (202) is the export's job, to follow with C{GET
+        /api/v1/mirrors/jobs/<id>}; asking again while it waits or runs
+        gives the same job.
+        """
+        body = json_body(request)
+        sd_hash, target = body.get("sd_hash"), body.get("target")
+        if set(body) != {"sd_hash", "target"} or not isinstance(sd_hash, str) or not isinstance(
+            target, str
+        ):
+            raise APIError(400, "bad_argument",
+                           'give {"sd_hash": "<96 hex digits>", "target": "<a mirror\'s name>"}')
+        sd_hash = sd_hash_arg(sd_hash)
+        mirrors = self._mirrors()
+        try:
+            job = mirrors.export(sd_hash, target)
+        except UnknownMirrorError as e:
+            raise APIError(404, "unknown_mirror", str(e)) from None
+        except StreamNotHeldError as e:
+            raise APIError(404, "unknown_stream", str(e)) from None
+        except StreamUnfinishedError as e:
+            raise APIError(409, "stream_unfinished", str(e)) from None
+        except MirrorUnavailableError as e:
+            raise APIError(409, "mirror_unavailable", str(e)) from None
+        return json_answer(request, {"job": job.to_json()}, 202)
+
+    @app.route("/api/v1/mirrors/jobs/<string:job_id>", methods=["GET"])
+    def mirror_job(self, request: IRequest, job_id: str) -> bytes:
+        job = self._mirrors().job(int(job_id)) if job_id.isdigit() and len(job_id) < 19 else None
+        if job is None:
+            raise APIError(404, "unknown_job",
+                           f"this node has no export numbered {job_id[:40]!r} (it may have "
+                           "ended long ago: GET /api/v1/mirrors lists those it keeps)")
+        return json_answer(request, {"job": job.to_json()})
+
+    def _mirrors(self) -> MirrorService:
+        mirrors = self.parts.mirrors
+        if mirrors is None:
+            raise APIError(404, "no_mirrors",
+                           "this node has no mirrors (twistd p2pblob --mirror NAME=PLUGIN)")
+        return mirrors
 
     # reading
 
