@@ -35,7 +35,7 @@ from zope.interface import implementer
 from p2pblob._threads import BlockingRunner
 from p2pblob.blob import _files
 from p2pblob.blob._index import BlobIndex
-from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
+from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.blob.store import BlobStore
 from p2pblob.blob.writer import BlobWriter, ChunkSink
 from p2pblob.errors import (
@@ -231,20 +231,9 @@ class BackendBlobStore(BlobStore):
 
     # writing
 
-    def open_writer(self, blob_hash: str, length: int) -> BlobWriter:
-        check_blob_hash(blob_hash)
-        if not 0 <= length <= MAX_BLOB_SIZE:
-            raise BlobTooLargeError(blob_hash, length, MAX_BLOB_SIZE)
-        if blob_hash in self._lengths:
-            writer = BlobWriter(self, blob_hash, length, ChunkSink())
-            writer.cancel()
-            return writer
-        self._reserve(length)
-        writer = BlobWriter(self, blob_hash, length, ChunkSink())
-        self._add_writer(writer)
-        if length == 0:
-            writer._verify()
-        return writer
+    def _new_sink(self, blob_hash: str) -> ChunkSink:
+        # (a blob is sent whole once verified: it is gathered in memory)
+        return ChunkSink()
 
     def put_blob(
         self, data: bytes | bytearray | memoryview, expected_hash: str | None = None
@@ -285,46 +274,13 @@ class BackendBlobStore(BlobStore):
             raise StorageError("the blob store was stopped while storing a blob")
         self._verified(blob_hash, len(data))
 
-    def _commit(self, writer: BlobWriter) -> None:
-        blob_hash = writer.blob_hash
-        if blob_hash in self._lengths:
-            writer.cancel()
-            return
-        active = self._committing.get(blob_hash)
-        if active is not None:
-            active[1].append(writer)
-            return
-        self._committing[blob_hash] = (writer, [])
+    def _persist(self, writer: BlobWriter) -> Deferred[None]:
+        # the whole blob, in one piece: visible all at once
         sink = writer.sink
         assert isinstance(sink, ChunkSink)
-        d = self._host.upload_file(blob_hash, sink.data())
-
-        def committed(_: None) -> None:
-            del self._committing[blob_hash]
-            sink.discard()
-            if self._index is None:
-                # stopped meanwhile: the blob is stored, but not indexed; it
-                # is fetched again when wanted, and written over then
-                return
-            self._verified(blob_hash, writer.length, writer)
-
-        def failed(failure: Failure) -> None:
-            _, waiting = self._committing.pop(blob_hash)
-            sink.discard()
-            error = failure.value
-            if not isinstance(error, P2PBlobError):
-                error = StorageError(f"could not store blob {blob_hash[:16]}: {error}")
-            _log.error(
-                "The {plugin} storage backend could not store blob {blob}: {error}",
-                plugin=self.backend_name, blob=blob_hash, error=error,
-            )
-            assert isinstance(error, Exception)
-            writer._fail(error)
-            for other in waiting:
-                if other.state == "committing":
-                    self._commit(other)
-
-        d.addCallbacks(committed, failed)
+        data = sink.data()
+        sink.discard()
+        return self._host.upload_file(writer.blob_hash, data)
 
     # removing
 

@@ -28,7 +28,7 @@ from p2pblob.blob import _files
 from p2pblob.blob._index import ROLE_DOWNLOADED, ROLE_PUBLISHED, BlobIndex
 from p2pblob.blob._space import SpaceKeeper
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
-from p2pblob.blob.writer import BlobWriter, ChunkSink, TempFileSink
+from p2pblob.blob.writer import BlobWriter, ChunkSink, Sink, TempFileSink
 from p2pblob.errors import (
     BlobHashMismatchError,
     BlobNotFoundError,
@@ -257,7 +257,7 @@ class BlobStore(SpaceKeeper):
             return writer
         self._reserve(length)
         try:
-            sink = TempFileSink(*_files.new_temp_file(self._blob_dir, blob_hash))
+            sink = self._new_sink(blob_hash)
         except OSError as e:
             self._reserved -= length
             raise StorageError(f"could not write to the blob store: {e}") from None
@@ -266,6 +266,13 @@ class BlobStore(SpaceKeeper):
         if length == 0:
             writer._verify()
         return writer
+
+    def _new_sink(self, blob_hash: str) -> Sink:
+        """
+        Where a writer's bytes go until they are verified: a temporary file
+        of the blob directory.
+        """
+        return TempFileSink(*_files.new_temp_file(self._blob_dir, blob_hash))
 
     def put_blob(
         self, data: bytes | bytearray | memoryview, expected_hash: str | None = None
@@ -455,6 +462,17 @@ class BlobStore(SpaceKeeper):
         active = self._committing.get(writer.blob_hash)
         return active is not None and active[0] is writer
 
+    def _persist(self, writer: BlobWriter) -> Deferred[None]:
+        """
+        Make a verified writer's bytes durable under the blob's name: its
+        temporary file is synced and renamed into place.
+        """
+        sink = writer.sink
+        assert isinstance(sink, TempFileSink)
+        return self._run(
+            _files.commit_temp_file, sink.file, sink.temp, self.path_of(writer.blob_hash)
+        )
+
     def _commit(self, writer: BlobWriter) -> None:
         blob_hash = writer.blob_hash
         if blob_hash in self._lengths:
@@ -465,15 +483,14 @@ class BlobStore(SpaceKeeper):
             active[1].append(writer)
             return
         self._committing[blob_hash] = (writer, [])
-        sink = writer.sink
-        assert isinstance(sink, TempFileSink)
-        d = self._run(_files.commit_temp_file, sink.file, sink.temp, self.path_of(blob_hash))
+        d = self._persist(writer)
 
         def committed(_: None) -> None:
             del self._committing[blob_hash]
             if self._index is None:
-                # Stopped meanwhile; the file is durable and the next start
-                # adopts it after re-hashing.
+                # Stopped meanwhile: the blob is stored but not indexed (the
+                # next start of the disk store adopts the file after
+                # re-hashing it; a backend's is written again when wanted).
                 return
             self._verified(blob_hash, writer.length, writer)
 

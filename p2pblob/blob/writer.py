@@ -28,7 +28,7 @@ from p2pblob.errors import (
 )
 from p2pblob.interfaces import IBlob, IBlobWriter
 
-__all__ = ["BlobWriter", "ChunkSink", "TempFileSink", "WriterOwner"]
+__all__ = ["BlobWriter", "ChunkSink", "Sink", "TempFileSink", "WriterOwner"]
 
 
 class Sink(Protocol):

@@ -14,7 +14,7 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from p2pblob._sqlite import transaction
+from p2pblob._sqlite import open_database, transaction
 from p2pblob.errors import StorageError
 
 __all__ = ["PublishedFile", "Signature", "WatchState"]
@@ -92,22 +92,10 @@ class WatchState:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), isolation_level=None)
-        except (OSError, sqlite3.Error) as e:
-            raise StorageError(
-                f"cannot open the list of the watched folder's files {path}: {e}"
-            ) from None
-        try:
-            self._prepare()
-        except sqlite3.Error as e:
-            self._db.close()
-            raise StorageError(
-                f"cannot read the list of the watched folder's files {path}: {e}"
-            ) from None
+        self._db = open_database(path, "the list of the watched folder's files", self._prepare)
 
-    def _prepare(self) -> None:
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        self._db = db
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > _SCHEMA_VERSION:
             raise sqlite3.DatabaseError(f"written by a newer p2pblob (schema {version})")

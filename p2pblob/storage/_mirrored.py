@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from p2pblob._sqlite import transaction
+from p2pblob._sqlite import open_database, transaction
 from p2pblob.errors import StorageError
 
 __all__ = ["MirrorRecord", "MirrorRecords"]
@@ -90,25 +90,13 @@ class MirrorRecords:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
-        try:
-            if str(path) != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
-        except (OSError, sqlite3.Error) as e:
-            raise StorageError(f"cannot open the list of mirrored streams {path}: {e}") from None
-        try:
-            self._prepare()
-        except sqlite3.Error as e:
-            self._db.close()
-            raise StorageError(
-                f"cannot use the list of mirrored streams {path}: {e} (move it away, and "
-                "the mirrors' rules export their streams again)"
-            ) from None
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_database(
+            path, "the list of mirrored streams", self._prepare,
+            damaged="move it away, and the mirrors' rules export their streams again",
+        )
 
-    def _prepare(self) -> None:
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        self._db = db
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
         if version > _SCHEMA_VERSION:
             raise StorageError(

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from p2pblob._sqlite import transaction
+from p2pblob._sqlite import open_database, transaction
 from p2pblob.errors import StorageError
 
 __all__ = ["APPLICATION_ID", "JournalEntry", "TransferJournal"]
@@ -131,27 +131,14 @@ class TransferJournal:
 
     def __init__(self, path: Path | str) -> None:
         self.path = path
-        try:
-            if str(path) != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
-        except (OSError, sqlite3.Error) as e:
-            raise StorageError(f"cannot open the transfer journal {path}: {e}") from None
-        try:
-            self._prepare()
-        except sqlite3.Error as e:
-            self._db.close()
-            raise StorageError(
-                f"cannot use the transfer journal {path}: {e}; it is damaged or "
-                "is not a transfer journal (move it away and the unfinished "
-                "uploads it lists start again from the beginning)"
-            ) from None
-        except BaseException:
-            self._db.close()
-            raise
+        self._db = open_database(
+            path, "the transfer journal", self._prepare,
+            damaged="it is damaged or is not a transfer journal: move it away and the "
+            "unfinished uploads it lists start again from the beginning",
+        )
 
-    def _prepare(self) -> None:
-        db = self._db
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        self._db = db  # (for _durably)
         (application_id,) = db.execute("PRAGMA application_id").fetchone()
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if application_id != APPLICATION_ID:
