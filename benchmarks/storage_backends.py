@@ -31,11 +31,10 @@ sys.path.insert(0, str(ROOT))
 from p2pblob.config import parse_size  # noqa: E402
 from tests.integration._nodes import Seeder, publish, random_file, start_download  # noqa: E402
 from tests.storage_conformance._moto import (  # noqa: E402
-    ACCESS_KEY,
-    SECRET_KEY,
     moto_server,
     new_bucket,
     remove_bucket,
+    s3_arguments,
 )
 
 
@@ -98,10 +97,7 @@ def main() -> int:
             "S3 (moto)": statistics.median(measure(
                 work, "s3", source, size, args.runs,
                 "--blob-storage", "s3",
-                "--blob-storage-option", f"bucket={bucket}",
-                "--blob-storage-option", f"endpoint_url={endpoint}",
-                "--blob-storage-option", f"access_key={ACCESS_KEY}",
-                "--blob-storage-option", f"secret_key={SECRET_KEY}",
+                *s3_arguments(endpoint, bucket, "--blob-storage-option"),
             )),
         }
         for kind, median in medians.items():

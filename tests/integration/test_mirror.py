@@ -14,11 +14,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from tests._process import p2pblob
 from tests.integration._nodes import Seeder, publish, random_file
 from tests.storage_conformance._moto import (
-    ACCESS_KEY,
-    SECRET_KEY,
     moto_server,
     new_bucket,
     remove_bucket,
+    s3_arguments,
     s3_client,
 )
 
@@ -39,11 +38,7 @@ class MirrorCommandTests(SynchronousTestCase):
         node = Seeder(
             node_dir, "--no-dht",
             "--mirror", "backup=s3",
-            "--mirror-option", f"backup:bucket={bucket}",
-            "--mirror-option", f"backup:endpoint_url={endpoint}",
-            "--mirror-option", f"backup:access_key={ACCESS_KEY}",
-            "--mirror-option", f"backup:secret_key={SECRET_KEY}",
-            "--mirror-option", "backup:prefix=mirror/",
+            *s3_arguments(endpoint, bucket, "--mirror-option backup:", prefix="mirror/"),
         )
         self.addCleanup(node.kill)
         node.wait_for(rb"HTTP API on ")

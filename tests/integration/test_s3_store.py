@@ -15,11 +15,10 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pblob.stream.descriptor import parse_sd_blob
 from tests.integration._nodes import Seeder, publish, random_file, start_download
 from tests.storage_conformance._moto import (
-    ACCESS_KEY,
-    SECRET_KEY,
     moto_server,
     new_bucket,
     remove_bucket,
+    s3_arguments,
     s3_client,
 )
 
@@ -43,11 +42,7 @@ class S3BlobStoreNodeTests(SynchronousTestCase):
         seeder = Seeder(
             seeder_dir, "--no-dht",
             "--blob-storage", "s3",
-            "--blob-storage-option", f"bucket={bucket}",
-            "--blob-storage-option", f"endpoint_url={endpoint}",
-            "--blob-storage-option", f"access_key={ACCESS_KEY}",
-            "--blob-storage-option", f"secret_key={SECRET_KEY}",
-            "--blob-storage-option", "prefix=blobs/",
+            *s3_arguments(endpoint, bucket, "--blob-storage-option", prefix="blobs/"),
         )
         self.addCleanup(seeder.kill)
         seeder.wait_for(rb"Blob store in the s3 storage backend: 0 blobs")

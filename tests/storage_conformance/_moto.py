@@ -35,6 +35,7 @@ __all__ = [
     "new_bucket",
     "remove_bucket",
     "s3_client",
+    "s3_arguments",
     "s3_options",
 ]
 
@@ -221,3 +222,22 @@ def remove_bucket(endpoint: str, bucket: str) -> None:
         if keys:
             client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
     client.delete_bucket(Bucket=bucket)
+
+
+def s3_arguments(endpoint: str, bucket: str, option: str, **more: str) -> list[str]:
+    """
+    The command-line arguments of C{twistd p2pblob} that give an C{s3}
+    plugin a bucket of the server at C{endpoint}.
+
+    @param option: how each is given: C{"--blob-storage-option"} for the
+        blob store, or C{"--mirror-option NAME:"} for a mirror (the part
+        after the space prefixes each C{NAME=VALUE}).
+    @param more: other options of the plugin (C{prefix="blobs/"}).
+    """
+    flag, _, prefix = option.partition(" ")
+    values = {"bucket": bucket, "endpoint_url": endpoint, "access_key": ACCESS_KEY,
+              "secret_key": SECRET_KEY, **more}
+    arguments = []
+    for name, value in values.items():
+        arguments += [flag, f"{prefix}{name}={value}"]
+    return arguments
