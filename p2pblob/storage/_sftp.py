@@ -1482,18 +1482,22 @@ def make_backend(
     Make the C{sftp} plugin's backend.
 
     @param options: its options, each checked and converted.
-    @param clock: the time source for timeouts.
+    @param clock: the time source for timeouts; the node's reactor (the
+        host is given it), which also makes the connections.
     @param endpoint: how to reach the server; by default, TCP to C{host}
-        and C{port} through the global reactor (this is where the node's
-        configuration meets the reactor).
+        and C{port} through C{clock} if it is a reactor (else the global
+        one: for tools that pass a bare clock).
 
     @raise ConfigError: the options cannot work together.
     """
     settings = settings_from_options(options)
     if endpoint is None:
-        from twisted.internet import reactor
         from twisted.internet.endpoints import HostnameEndpoint
+        from twisted.internet.interfaces import IReactorTCP
 
+        reactor: Any = clock
+        if not IReactorTCP.providedBy(clock):
+            from twisted.internet import reactor
         endpoint = HostnameEndpoint(
             reactor, settings.host, settings.port, timeout=max(1, round(settings.timeout))
         )
