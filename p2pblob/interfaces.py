@@ -28,6 +28,8 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.interfaces import IConsumer, IReactorTime
+    from twisted.python.failure import Failure
+    from twisted.web.server import Request
 
 __all__ = [
     "IBlob",
@@ -35,6 +37,7 @@ __all__ = [
     "IBlobSender",
     "IBlobStore",
     "IBlobWriter",
+    "IBodyReceiver",
     "IConnectionManager",
     "IConnectionRateLimiter",
     "IDownloadManager",
@@ -1707,4 +1710,79 @@ class IStoragePlugin(IPlugin):
         @rtype: L{IStorageBackend} provider
         @raise p2pblob.errors.ConfigError: the options cannot work together.
         @raise p2pblob.errors.DriverError: the backend cannot be made.
+        """
+
+
+# ---------------------------------------------------------------------------
+# HTTP request bodies (added by p2pblob)
+# ---------------------------------------------------------------------------
+
+
+class IBodyReceiver(Interface):
+    """
+    Takes the body of one HTTP request as it arrives, instead of the body
+    being buffered before the request is rendered (see
+    L{p2pblob.http._body}): an upload streamed into a stream creator, for
+    instance.
+
+    The calls come in this order, on the reactor thread: L{body_started};
+    then L{body_chunk} any number of times, each only once the Deferred it
+    answered before (if any) has fired; then L{body_finished} or
+    L{body_lost}, unless the receiver refused the body or failed.
+    """
+
+    def body_started(request: Request) -> None:
+        """
+        The request's headers are in and no byte of its body has been read.
+
+        The receiver may refuse the body here by setting an error status on
+        the request (C{request.setResponseCode} with 400 or more): it then
+        gets nothing more, the body is thrown away (a client that asked
+        for C{Expect: 100-continue} is answered at once instead), and the
+        resource renders the refusal.
+
+        @param request: the request, its method and target not yet set
+            (they are given to the route that chose this receiver).
+        @type request: L{p2pblob.http._body.StreamingRequest}
+
+        @return: C{None}
+        """
+
+    def body_chunk(data: bytes) -> Deferred[None] | None:
+        """
+        Take the next piece of the body (any size; chunked transfer coding
+        already removed).
+
+        @param data: the bytes.
+        @type data: C{bytes}
+
+        @return: a Deferred that fires with C{None} when the receiver is
+            ready for more (the connection is not read from meanwhile, so
+            that a slow receiver makes the client wait), or C{None} if it
+            is ready at once.  If the Deferred fails (or the call raises),
+            the receiver is given nothing more, the rest of the body is
+            thrown away, the failure is kept in the request's
+            C{body_failure} and the request is rendered once the body
+            ends.
+        """
+
+    def body_finished() -> None:
+        """
+        The whole body has arrived and been taken; the request is rendered
+        next.
+
+        @return: C{None}
+        """
+
+    def body_lost(reason: Failure) -> None:
+        """
+        The connection closed before the body was complete (it was shorter
+        than its C{Content-Length}, its chunked coding was malformed, the
+        client went away or timed out).  The request is never rendered.
+        Called even while a Deferred of L{body_chunk} is pending.
+
+        @param reason: why the connection closed.
+        @type reason: L{twisted.python.failure.Failure}
+
+        @return: C{None}
         """

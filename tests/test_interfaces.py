@@ -205,6 +205,16 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "backend": (("options", "clock"), False),
         },
     ),
+    # a request body taken as it arrives (p2pblob.http._body)
+    "IBodyReceiver": (
+        set(),
+        {
+            "body_started": (("request",), False),
+            "body_chunk": (("data",), True),
+            "body_finished": ((), False),
+            "body_lost": (("reason",), False),
+        },
+    ),
     # IRateLimiter's methods, and those of per-connection accounting
     "IConnectionRateLimiter": (
         set(),
