@@ -42,6 +42,8 @@ setup(
             "boto3>=1.34",
             "moto[server]>=5.0",
             "twisted[conch]>=24.7.0",
+            # an independent S3 client for the S3 gateway's tests
+            "awscli>=1.36",
         ],
     },
     entry_points={"console_scripts": ["p2pblob = p2pblob.cli.main:main"]},

@@ -181,6 +181,21 @@ class Config:
     @ivar mirrors: the storage backends the node exports streams to as
         plain files (L{p2pblob.storage.mirror}), each with its plugin, its
         options and its rule.
+    @ivar s3_listen: the endpoint of the S3-compatible gateway
+        (L{p2pblob.gateway.service}), or L{None} for none.
+    @ivar s3_keys: the gateway's C{(access key, secret)} pairs.
+    @ivar s3_anonymous: whether the gateway also takes unsigned requests
+        (only on a loopback endpoint, from loopback).
+    @ivar s3_quota: the most bytes the gateway's objects may hold, or
+        L{None}.
+    @ivar s3_max_objects: the most objects the gateway may hold, or
+        L{None}.
+    @ivar publish_prefixes: the prefixes (namespaces of names) files are
+        published into over HTTP (L{p2pblob.publish.manifest}), C{files}
+        first.
+    @ivar publish_quota: the bytes each of them may hold, or L{None}.
+    @ivar publish_ttl: seconds a transfer key of manifest publishing stays
+        valid.
     """
 
     data_dir: Path
@@ -214,10 +229,23 @@ class Config:
     blob_storage_options: tuple[tuple[str, str], ...] = ()
     watch: WatchRules | None = None
     mirrors: tuple[MirrorTarget, ...] = ()
+    s3_listen: str | None = None
+    s3_keys: tuple[tuple[str, str], ...] = ()
+    s3_anonymous: bool = False
+    s3_quota: int | None = None
+    s3_max_objects: int | None = None
+    publish_prefixes: tuple[str, ...] = ("files",)
+    publish_quota: int | None = None
+    publish_ttl: float = 3600.0
 
     def __post_init__(self) -> None:
+        self._check_s3()
         if self.disk_limit is not None and self.disk_limit <= 0:
             raise ConfigError("disk-limit must be positive (or 0 for no limit)")
+        if not (math.isfinite(self.publish_ttl) and self.publish_ttl > 0):
+            raise ConfigError("publish-ttl must be a positive number of seconds")
+        if self.publish_quota is not None and self.publish_quota <= 0:
+            raise ConfigError("publish-quota must be positive (or 0 for no limit)")
         if self.max_request_size < 64:
             raise ConfigError("max-request-size must be at least 64 bytes")
         if self.idle_timeout <= 0:
@@ -313,6 +341,40 @@ class Config:
         resuming them.
         """
         return self.data_dir / "transfers.sqlite"
+
+    def _check_s3(self) -> None:
+        from p2pblob.http.auth import listens_on_loopback
+
+        if self.s3_listen is None:
+            if self.s3_keys or self.s3_anonymous or self.s3_quota or self.s3_max_objects:
+                raise ConfigError("the s3-* options need --s3-listen ENDPOINT (e.g. "
+                                  "tcp:9000:interface=127.0.0.1)")
+            return
+        if not self.s3_keys and not self.s3_anonymous:
+            raise ConfigError("s3-listen: give the gateway's keys (--s3-key ACCESS:SECRET), "
+                              "or --s3-anonymous on a loopback endpoint")
+        if self.s3_anonymous and not listens_on_loopback(self.s3_listen):
+            raise ConfigError(f"s3-anonymous: the gateway's endpoint {self.s3_listen!r} is not "
+                              "bound to loopback (add :interface=127.0.0.1): unsigned requests "
+                              "are taken from this machine only")
+        if self.s3_max_objects is not None and self.s3_max_objects < 1:
+            raise ConfigError("s3-max-objects must be at least 1")
+        if self.s3_quota is not None and self.s3_quota <= 0:
+            raise ConfigError("s3-quota must be positive (or 0 for no limit)")
+
+    @property
+    def gateway_path(self) -> Path:
+        """
+        The S3 gateway's buckets and names.
+        """
+        return self.data_dir / "gateway.sqlite"
+
+    @property
+    def publish_state_path(self) -> Path:
+        """
+        The names published over HTTP, and the transfers under way.
+        """
+        return self.data_dir / "publish.sqlite"
 
     @property
     def mirrors_state_path(self) -> Path:

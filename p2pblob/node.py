@@ -19,15 +19,18 @@ from p2pblob.discovery.holdings import store_holdings
 from p2pblob.discovery.node_finder import node_peer_finder
 from p2pblob.download.fetching import BlobFetcher
 from p2pblob.download.service import DownloadService
+from p2pblob.gateway.service import GatewayService
 from p2pblob.http.api import NodeAPI, NodeParts
 from p2pblob.http.auth import RequestGuard, listens_on_loopback, load_or_create_token
 from p2pblob.http.metrics import DownloadStats, MetricsResource, metrics_registry
+from p2pblob.http.publishing import APIRoot, PublishResource
 from p2pblob.http.service import APIService
 from p2pblob.interfaces import IBlobStore
 from p2pblob.peer.handlers import BlobRequestHandlerFactory
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.server import BlobServerFactory
 from p2pblob.peer.service import PeerServerService, make_server_factory
+from p2pblob.publish.manifest import ManifestPublisher, store_room
 from p2pblob.publish.watch import FolderWatcher, store_publisher
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
 from p2pblob.storage.mirror import MirrorService
@@ -59,6 +62,10 @@ class Node(MultiService):
     @ivar watcher: the L{FolderWatcher} of the watched folder, if any.
     @ivar mirrors: the L{MirrorService} that exports streams to the
         configured mirrors, if there are any.
+    @ivar gateway: the S3-compatible L{GatewayService}, if it is
+        configured.
+    @ivar publisher: the L{ManifestPublisher} of the files published over
+        HTTP (C{/publish/} on the API), if the node has an API.
     """
 
     def __init__(
@@ -75,6 +82,8 @@ class Node(MultiService):
         downloads: DownloadService | None = None,
         watcher: FolderWatcher | None = None,
         mirrors: MirrorService | None = None,
+        gateway: GatewayService | None = None,
+        publisher: ManifestPublisher | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -107,6 +116,14 @@ class Node(MultiService):
             # (after the store: stopped before it, so that no upload reads a
             # closed store)
             mirrors.setServiceParent(self)
+        self.gateway = gateway
+        if gateway is not None:
+            # (after the store and the downloads: stopped before them)
+            gateway.setServiceParent(self)
+        self.publisher = publisher
+        if publisher is not None:
+            # (after the store: stopped before it, its uploads saved first)
+            publisher.setServiceParent(self)
         self.api = api
         if api is not None:
             api.setServiceParent(self)
@@ -156,15 +173,84 @@ def make_node(reactor: Any, config: Config) -> Node:
                                     registry)
     watcher = _watcher(reactor, config, blob_store, announcer)
     mirrors = _mirrors(reactor, config, blob_store)
+    gateway = _gateway(reactor, config, blob_store, fetcher, announcer)
+    publisher = _publisher(reactor, config, blob_store, announcer)
     api = _api(reactor, config, NodeParts(config, blob_store.store, rate_limiter, wallet, rates,
                                           dht, peer_server.address, fetch_blob=fetcher,
                                           downloads=downloads, peer_registry=registry,
                                           run=blob_store.worker, announcer=announcer,
-                                          watcher=watcher, mirrors=mirrors),
+                                          watcher=watcher, mirrors=mirrors,
+                                          publisher=publisher),
                factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
                 wallet=wallet, rates=rates, api=api, downloads=downloads, watcher=watcher,
-                mirrors=mirrors)
+                mirrors=mirrors, gateway=gateway, publisher=publisher)
+
+
+def _gateway(
+    reactor: Any,
+    config: Config,
+    blob_store: BlobStoreService,
+    fetcher: BlobFetcher,
+    announcer: Announcer | None,
+) -> GatewayService | None:
+    """
+    The S3-compatible gateway, if it has an endpoint: its objects are
+    streams of the blob store, and the blobs it lacks come from peers
+    through the same fetcher as the stream gateway's.
+    """
+    if config.s3_listen is None:
+        return None
+
+    def announce() -> None:
+        if announcer is not None and announcer.running:
+            announcer.scan()
+
+    return GatewayService(
+        reactor,
+        config.s3_listen,
+        blob_store.store,
+        blob_store.worker,
+        config.gateway_path,
+        store_ready=blob_store.ready,
+        fetcher=fetcher,
+        has_stream=lambda sd_hash: blob_store.store.index.has_stream(sd_hash),
+        announce=announce,
+        keys=dict(config.s3_keys),
+        anonymous=config.s3_anonymous,
+        quota=config.s3_quota,
+        max_objects=config.s3_max_objects,
+    )
+
+
+def _publisher(
+    reactor: Any, config: Config, blob_store: BlobStoreService, announcer: Announcer | None
+) -> ManifestPublisher | None:
+    """
+    The publisher of files uploaded over HTTP (C{/publish/} on the API), if
+    the node has an API: into its prefixes, with its quota, keeping 5 % of
+    the disk (and of the disk-use limit) free; announced at once.
+    """
+    if config.api_listen is None:
+        return None
+
+    def announce() -> None:
+        if announcer is not None and announcer.running:
+            announcer.scan()
+
+    local = config.blob_storage == "local"
+    return ManifestPublisher(
+        reactor,
+        blob_store.store,
+        blob_store.worker,
+        config.publish_state_path,
+        prefixes=config.publish_prefixes,
+        ttl=config.publish_ttl,
+        quota=config.publish_quota,
+        room=store_room(blob_store.store, config.blob_dir if local else None),
+        announce=announce,
+        store_ready=blob_store.ready,
+    )
 
 
 def _mirrors(reactor: Any, config: Config, blob_store: BlobStoreService) -> MirrorService | None:
@@ -311,6 +397,12 @@ def _api(
         # it is not needed, so that it is there when the API is moved)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         token = load_or_create_token(config.api_token_path)
-        return NodeAPI(parts, RequestGuard(token, loopback), metrics=metrics).resource()
+        api = NodeAPI(parts, RequestGuard(token, loopback), metrics=metrics).resource()
+        if parts.publisher is None:
+            return api
+        # /publish/ beside the API, behind a guard of its own (the token
+        # always; uploads streamed, not JSON)
+        return APIRoot(api, PublishResource(parts.publisher, parts.blob_store, parts.fetch_blob,
+                                            token, loopback))
 
     return APIService(reactor, endpoint, resource, config.api_address_path)

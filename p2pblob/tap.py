@@ -26,6 +26,7 @@ from p2pblob.config import (
 )
 from p2pblob.discovery.static import parse_peer
 from p2pblob.errors import ConfigError
+from p2pblob.publish.manifest import check_prefix
 from p2pblob.publish.watch import DEFAULT_EXCLUDE, WatchRules
 from p2pblob.storage.configured import check_blob_storage, parse_assignment
 from p2pblob.storage.mirror_config import (
@@ -118,6 +119,21 @@ class Options(usage.Options):
          "Seconds between two looks at the watched folder."],
         ["watch-settle-time", None, "2",
          "Seconds a watched file must stay unchanged before it is published."],
+        ["publish-quota", None, None,
+         "Most bytes each publishing prefix (files published over HTTP, under "
+         "/publish/PREFIX/) may hold, pending uploads included, e.g. 50GB; 0 for no limit "
+         "[default: no limit]."],
+        ["publish-ttl", None, "3600",
+         "Seconds a transfer key of HTTP publishing stays valid after it is issued or its "
+         "last upload ended; then its files not uploaded are dropped."],
+        ["s3-listen", None, None,
+         "Endpoint of the S3-compatible gateway (path-style; buckets of names for "
+         "streams), e.g. tcp:9000:interface=127.0.0.1 [default: none, no gateway]."],
+        ["s3-quota", None, None,
+         "Most bytes the gateway's objects (and multipart parts) may hold, e.g. 100GB; "
+         "0 for no limit [default: no limit]."],
+        ["s3-max-objects", None, None,
+         "Most objects the gateway may hold [default: no limit]."],
     ]
     optFlags = [
         ["no-dht", None, "Do not join the DHT (serve only peers who know this node)."],
@@ -131,6 +147,9 @@ class Options(usage.Options):
         ["watch-flat", None,
          "Publish only the files at the top of the watched folder, not those in "
          "folders inside it."],
+        ["s3-anonymous", None,
+         "The S3 gateway also takes unsigned requests, from this machine only (its "
+         "--s3-listen must be bound to loopback); for development."],
     ]
 
     def __init__(self) -> None:
@@ -143,6 +162,8 @@ class Options(usage.Options):
         self["mirrors"] = []
         self["mirror-options"] = []
         self["mirror-rules"] = []
+        self["publish-prefixes"] = ["files"]
+        self["s3-keys"] = []
 
     def opt_mirror(self, value: str) -> None:
         """
@@ -152,6 +173,27 @@ class Options(usage.Options):
         exports a stream to it.
         """
         self._assignment(self["mirrors"], parse_mirror, value)
+
+    def opt_s3_key(self, value: str) -> None:
+        """
+        A key of the S3 gateway, ACCESS:SECRET (repeatable; also
+        $P2PBLOB_S3_KEYS, comma-separated); requests are signed with it
+        (AWS Signature Version 4).
+        """
+        self._assignment(self["s3-keys"], parse_s3_key, value)
+
+    def opt_publish_prefix(self, value: str) -> None:
+        """
+        Another prefix files may be published into over HTTP, besides files
+        (repeatable): /publish/NAME/ on the API (lowercase letters, digits,
+        '.', '_' and '-').
+        """
+        try:
+            prefix = check_prefix(value)
+        except ValueError as e:
+            raise usage.UsageError(f"publish-prefix: {e}") from None
+        if prefix not in self["publish-prefixes"]:
+            self["publish-prefixes"].append(prefix)
 
     def opt_mirror_option(self, value: str) -> None:
         """
@@ -272,6 +314,20 @@ class Options(usage.Options):
                 mirrors=mirror_targets(
                     self["mirrors"], self["mirror-options"], self["mirror-rules"]
                 ),
+                publish_prefixes=tuple(self["publish-prefixes"]),
+                publish_quota=_size_or_none(self["publish-quota"], "publish-quota"),
+                publish_ttl=_number(float, self["publish-ttl"], "publish-ttl"),
+                s3_listen=(
+                    None if self["s3-listen"] is None
+                    else _endpoint_or_none(self["s3-listen"])
+                ),
+                s3_keys=s3_keys_from(self["s3-keys"]),
+                s3_anonymous=bool(self["s3-anonymous"]),
+                s3_quota=_size_or_none(self["s3-quota"], "s3-quota"),
+                s3_max_objects=(
+                    None if self["s3-max-objects"] is None
+                    else _number(int, self["s3-max-objects"], "s3-max-objects")
+                ),
             )
             check_blob_storage(self["blob-storage"], self["blob-storage-options"])
             check_mirrors(self["config"].mirrors)
@@ -317,6 +373,32 @@ def _watch_rules(options: usage.Options) -> WatchRules | None:
         scan_interval=_number(float, options["watch-scan-interval"], "watch-scan-interval"),
         settle_time=_number(float, options["watch-settle-time"], "watch-settle-time"),
     )
+
+
+def parse_s3_key(text: str) -> tuple[str, str]:
+    """
+    An S3 gateway key, C{ACCESS:SECRET}.
+
+    @raise ConfigError: if it is not one.
+    """
+    access, colon, secret = text.strip().partition(":")
+    if not colon or not access or not secret or any(c.isspace() for c in access):
+        # (the text is not shown: it may hold a secret)
+        raise ConfigError("s3-key: give ACCESS:SECRET (an access key without spaces, a colon, "
+                          "a secret)")
+    return access, secret
+
+
+def s3_keys_from(given: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """
+    The S3 gateway's keys from options, then from C{$P2PBLOB_S3_KEYS}
+    (comma-separated C{ACCESS:SECRET}s; kept out of the process list).
+    """
+    keys = list(given)
+    for text in os.environ.get("P2PBLOB_S3_KEYS", "").split(","):
+        if text.strip():
+            keys.append(parse_s3_key(text))
+    return tuple(dict(keys).items())
 
 
 def _size_or_none(text: str | None, option: str) -> int | None:

@@ -29,6 +29,7 @@ from p2pblob.cli._mirror import describe_mirrors, list_mirrors, mirror_through_n
 from p2pblob.cli._network import dht_services, join_dht
 from p2pblob.cli._network import peers as peers_from_options
 from p2pblob.cli._progress import DownloadLine, ProgressLine
+from p2pblob.cli._publish_http import publish_over_http
 from p2pblob.cli._run import Options, run, run_client
 from p2pblob.cli._status import describe_status
 from p2pblob.cli._wallet import describe_wallet
@@ -640,6 +641,47 @@ def mirror(options: Options, sd: str | None, target: str | None, listing: bool,
 
     async def command(reactor: Any, config: Config) -> int:
         return await mirror_through_node(reactor, config, sd, target)
+
+    run_client(options, command)
+
+
+@cli.command(name="publish-http")
+@click.argument("url")
+@click.argument("files", nargs=-1, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--token", envvar="P2PBLOB_TOKEN", metavar="TOKEN",
+              help="The node's API token [default: $P2PBLOB_TOKEN, else the one in the data "
+              "directory].")
+@click.option("--resume", "resume", metavar="KEY",
+              help="Go on with the files of transfer KEY (given again, in the same order) "
+              "instead of sending a new manifest.")
+@click.option("--cancel", "cancel", metavar="KEY",
+              help="Cancel the files of transfer KEY not yet published.")
+@click.option("--list", "listing", is_flag=True,
+              help="List the names published in the prefix, and the files pending there.")
+@click.option("--keep", is_flag=True,
+              help="On Ctrl-C, keep the files not yet published pending (for --resume) "
+              "instead of cancelling them.")
+@click.option("--retries", type=click.IntRange(0, 100), default=5, show_default=True,
+              help="Times an upload cut off is resumed before giving up.")
+@click.pass_obj
+def publish_http(options: Options, url: str, files: tuple[Path, ...], token: str | None,
+                 resume: str | None, cancel: str | None, listing: bool, keep: bool,
+                 retries: int) -> None:
+    """
+    Publish FILES into a node over HTTP, under their names: URL is the
+    node's publishing prefix (http://HOST:PORT/publish/PREFIX/; the node's
+    own URL for the prefix files).  The node admits all the files or none;
+    each is uploaded with a progress line, checked (size, MD5) and
+    published; its sd hash and name are printed.  An upload cut off is
+    resumed; Ctrl-C cancels the files not yet published.
+    """
+    if resume is not None and cancel is not None:
+        raise click.UsageError("give --resume or --cancel, not both")
+
+    async def command(reactor: Any, config: Config) -> int:
+        return await publish_over_http(reactor, config, url, files, token=token, resume=resume,
+                                       cancel=cancel, listing=listing, keep=keep,
+                                       retries=retries)
 
     run_client(options, command)
 

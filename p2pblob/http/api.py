@@ -12,10 +12,12 @@ bad JSON, a setting of the wrong type), 401/403 from the request guard
 logged with its traceback and answered without it.
 
 Routes so far (besides C{GET /stream/<sd hash>}, L{p2pblob.http.streaming},
-and C{GET /metrics}, L{p2pblob.http.metrics})::
+C{GET /metrics}, L{p2pblob.http.metrics}, and C{/publish/}, manifest
+publishing, L{p2pblob.http.publishing}, which has a guard of its own)::
 
     GET   /api/v1/status     version, peer port, DHT, bandwidth, disk use,
-                             limits, wallet balance, prices
+                             limits, wallet balance, prices, and the names
+                             published and pending in each publishing prefix
     GET   /api/v1/blobs      the blobs held (?offset=&limit=, sorted by hash)
     GET   /api/v1/watch      the watched folder's state and published files
     GET   /api/v1/blobs/<h>  one blob: its length, or 404
@@ -118,6 +120,8 @@ class NodeParts:
         only.
     @ivar mirrors: the node's L{MirrorService}, or L{None} (then the mirror
         routes answer 404).
+    @ivar publisher: the node's L{p2pblob.publish.manifest.ManifestPublisher}
+        (served under C{/publish/}, L{p2pblob.http.publishing}), or L{None}.
     """
 
     config: Config
@@ -134,6 +138,7 @@ class NodeParts:
     announcer: Any = None
     watcher: Any = None
     mirrors: MirrorService | None = None
+    publisher: Any = None
 
 
 # the node's prices, in points per MiB
@@ -406,6 +411,8 @@ class NodeAPI:
             "prices": self._prices(),
             "wallet": self._balance(),
         }
+        if parts.publisher is not None:
+            body["publish"] = parts.publisher.summary()
         return json_answer(request, body)
 
     @app.route("/api/v1/blobs", methods=["GET"])

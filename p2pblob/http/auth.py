@@ -43,6 +43,8 @@ __all__ = [
     "RequestGuard",
     "listens_on_loopback",
     "load_or_create_token",
+    "loopback_host",
+    "same_origin",
 ]
 
 TOKEN_FILE = "api-token"
@@ -165,11 +167,11 @@ class RequestGuard:
         L{None} if C{request} may go on, else why not.
         """
         host = _header(request, b"host")
-        if self.loopback and not _loopback_host(host):
+        if self.loopback and not loopback_host(host):
             return Refusal(403, "forbidden_host",
                            f"this API answers requests for localhost only, not for {host!r}")
         origin = _header(request, b"origin")
-        if origin is not None and not _same_origin(origin, host, request.isSecure()):
+        if origin is not None and not same_origin(origin, host, request.isSecure()):
             return Refusal(403, "forbidden_origin",
                            f"requests from web pages of other origins ({origin}) are refused")
         if not self.loopback and not _public(request) and not self._authorized(request):
@@ -216,7 +218,7 @@ def _host_name(host: str) -> str:
     return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
-def _loopback_host(host: str | None) -> bool:
+def loopback_host(host: str | None) -> bool:
     if host is None:
         # (HTTP/1.0 clients such as some monitoring probes send no Host)
         return True
@@ -229,7 +231,7 @@ def _loopback_host(host: str | None) -> bool:
         return False
 
 
-def _same_origin(origin: str, host: str | None, secure: bool) -> bool:
+def same_origin(origin: str, host: str | None, secure: bool) -> bool:
     scheme, sep, rest = origin.partition("://")
     if not sep or host is None:
         return False

@@ -1,7 +1,9 @@
 """
 The node's HTTP service: L{APIService} serves the API (and, as they come,
-the stream gateway, the dashboard and the metrics) on the configured
-endpoint, and tells local programs where it is.
+the stream gateway, the dashboard, the metrics and manifest publishing) on
+the configured endpoint, and tells local programs where it is.  Request
+bodies the resource routes (uploads) reach it as they arrive
+(L{p2pblob.http._body}).
 
 Once it listens it writes C{api.json} in the data directory::
 
@@ -26,9 +28,9 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
-from twisted.web.server import Site
 
 from p2pblob.errors import P2PBlobError
+from p2pblob.http._body import BodyRoute, streaming_site
 
 __all__ = ["APIService", "url_of"]
 
@@ -79,11 +81,12 @@ class APIService(Service):
     def startService(self) -> None:
         super().startService()
         try:
-            site = Site(self._resource())
+            resource = self._resource()
         except P2PBlobError:
             # (its API token cannot be read or made)
             self._failed(Failure())
             return
+        site = streaming_site(resource, _body_route(resource))
         site.displayTracebacks = False
         listening = serverFromString(self._reactor, self.endpoint).listen(site)
         listening.addCallbacks(self._listening, self._failed)
@@ -131,6 +134,19 @@ class APIService(Service):
                       error=e.strerror)
         stopped: Deferred[None] = Deferred.fromCoroutine(_stop(port))
         return stopped
+
+
+def _body_route(resource: IResource) -> BodyRoute:
+    """
+    Where the bodies of the API's requests go: to the receivers the
+    resource's C{route_body} gives as soon as a request's headers are in
+    (the uploads of L{p2pblob.http.publishing}, streamed as they arrive),
+    else buffered as twisted.web does.
+    """
+    route: BodyRoute | None = getattr(resource, "route_body", None)
+    if route is not None:
+        return route
+    return lambda method, target, headers: None
 
 
 async def _stop(port: IListeningPort) -> None:
