@@ -14,8 +14,8 @@ from twisted.web.iweb import IRequest
 
 from p2pblob.gateway.xml import S3Error, error_document
 
-__all__ = ["REQUEST_ID", "ResponseHeaders", "error_body", "request_id", "send_error", "send_xml",
-           "use_response_headers"]
+__all__ = ["REQUEST_ID", "ResponseHeaders", "empty", "error_body", "quoted", "request_id",
+           "send_error", "send_xml", "use_response_headers"]
 
 REQUEST_ID = b"x-amz-request-id"
 _METADATA = b"x-amz-meta-"
@@ -109,3 +109,23 @@ def send_xml(request: IRequest, body: bytes, status: int = 200,
     request.setHeader(b"content-length", b"%d" % len(body))
     request.write(body)
     request.finish()
+
+
+def empty(request: IRequest, status: int = 200,
+          headers: dict[bytes, bytes] | None = None) -> None:
+    """
+    Answer with no body.
+    """
+    request.setResponseCode(status)
+    for name, value in (headers or {}).items():
+        request.setHeader(name, value)
+    if status != 204:
+        request.setHeader(b"content-length", b"0")
+    request.finish()
+
+
+def quoted(etag: str) -> bytes:
+    """
+    An ETag as answers carry it, in double quotes.
+    """
+    return b'"%s"' % etag.encode("ascii")

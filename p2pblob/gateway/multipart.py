@@ -127,7 +127,6 @@ class Multipart:
         try:
             replaced = self._namespace.put_part(part)
         except KeyError:
-            self._namespace.own_stream(sd_hash)
             self._objects.release([sd_hash])
             raise no_such_upload(upload_id) from None
         if replaced is not None and replaced != sd_hash:
@@ -234,7 +233,6 @@ class Multipart:
                               upload.content_type, upload.headers, upload.metadata, now, now)
         if self._namespace.get_upload(upload.upload_id) is None:
             if owned:
-                self._namespace.own_stream(sd_hash)
                 objects.release([sd_hash])
             raise no_such_upload(upload.upload_id)
         released = [part.sd_hash for part in self._namespace.parts(upload.upload_id)]

@@ -1,8 +1,9 @@
 """
 The S3 gateway's names, in SQLite (C{DATA_DIR/gateway.sqlite}): buckets,
 the objects in them (a name for a stream, with its size, digests, headers
-and user metadata), the multipart uploads in progress and their parts, and
-which streams the gateway made (L{Namespace}).
+and user metadata), the multipart uploads in progress and their parts,
+which streams the gateway made, and what the streams it is making have put
+in the blob store so far (L{Namespace}).
 
 Every call runs on the reactor thread and each change is one transaction,
 so that a listing made right after a write sees it, and a name never points
@@ -14,6 +15,14 @@ streams the gateway made or brought into the blob store that no object and
 no part refers to any longer; the gateway removes them from the blob store
 and then calls L{Namespace.forget_stream}, so that a crash in between only
 delays the removal to the next start.
+
+A stream being made (or brought in) is a draft until it is whole: each of
+its blobs is noted here before it is written, and the sd hash of each
+stream it records in the blob store before that is recorded
+(L{Namespace.note_blob}, L{Namespace.note_stream}).  A whole stream becomes
+owned and stops being a draft in one transaction
+(L{Namespace.finish_draft}); a draft left by a crash is undone at the next
+start from what was noted.
 """
 
 from __future__ import annotations
@@ -29,7 +38,7 @@ from p2pblob._sqlite import open_database, transaction
 
 __all__ = ["Namespace", "ObjectRecord", "PartRecord", "UploadRecord", "Usage"]
 
-_SCHEMA_VERSION = 1
+_SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS bucket (
@@ -78,6 +87,20 @@ CREATE TABLE IF NOT EXISTS part (
     PRIMARY KEY (upload_id, number)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS part_by_stream ON part (sd_hash);
+CREATE TABLE IF NOT EXISTS draft (
+    id      INTEGER PRIMARY KEY,
+    started REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS draft_blob (
+    draft     INTEGER NOT NULL REFERENCES draft (id) ON DELETE CASCADE,
+    blob_hash TEXT NOT NULL,
+    PRIMARY KEY (draft, blob_hash)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS draft_stream (
+    draft   INTEGER NOT NULL REFERENCES draft (id) ON DELETE CASCADE,
+    sd_hash TEXT NOT NULL,
+    PRIMARY KEY (draft, sd_hash)
+) WITHOUT ROWID;
 """
 
 _OBJECT_COLUMNS = ("bucket, key, sd_hash, size, etag, md5, crc32, content_type, headers, "
@@ -519,3 +542,61 @@ class Namespace:
         The stream C{sd_hash} was removed from the blob store.
         """
         self._db.execute("DELETE FROM owned_stream WHERE sd_hash = ?", (sd_hash,))
+
+    # drafts: streams being made or brought in
+
+    def begin_draft(self, now: float) -> int:
+        """
+        Start a draft; return its id.
+        """
+        cursor = self._db.execute("INSERT INTO draft (started) VALUES (?)", (now,))
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def note_blob(self, draft: int, blob_hash: str) -> None:
+        """
+        The draft is about to write the blob C{blob_hash} (committed before
+        this returns).
+        """
+        self._db.execute("INSERT OR IGNORE INTO draft_blob (draft, blob_hash) VALUES (?, ?)",
+                         (draft, blob_hash))
+
+    def note_stream(self, draft: int, sd_hash: str) -> None:
+        """
+        The draft is about to record the stream C{sd_hash} in the blob
+        store (committed before this returns).
+        """
+        self._db.execute("INSERT OR IGNORE INTO draft_stream (draft, sd_hash) VALUES (?, ?)",
+                         (draft, sd_hash))
+
+    def drafts(self) -> list[int]:
+        """
+        The drafts not finished nor forgotten, oldest first.
+        """
+        return [int(draft) for (draft,) in self._db.execute("SELECT id FROM draft ORDER BY id")]
+
+    def draft_names(self, draft: int) -> tuple[list[str], list[str]]:
+        """
+        The blobs and the streams the draft noted.
+        """
+        blobs = [str(h) for (h,) in self._db.execute(
+            "SELECT blob_hash FROM draft_blob WHERE draft = ? ORDER BY blob_hash", (draft,))]
+        streams = [str(h) for (h,) in self._db.execute(
+            "SELECT sd_hash FROM draft_stream WHERE draft = ? ORDER BY sd_hash", (draft,))]
+        return blobs, streams
+
+    def finish_draft(self, draft: int, sd_hash: str) -> None:
+        """
+        The draft is the whole stream C{sd_hash}: the gateway owns it (so
+        that it goes once nothing names it), and the draft is forgotten.
+        """
+        with transaction(self._db, "BEGIN IMMEDIATE"):
+            self._db.execute("INSERT OR IGNORE INTO owned_stream (sd_hash) VALUES (?)",
+                             (sd_hash,))
+            self._db.execute("DELETE FROM draft WHERE id = ?", (draft,))
+
+    def forget_draft(self, draft: int) -> None:
+        """
+        Forget a draft whose blobs and streams are gone.
+        """
+        self._db.execute("DELETE FROM draft WHERE id = ?", (draft,))

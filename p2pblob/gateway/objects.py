@@ -10,21 +10,30 @@ no object and no part of a multipart upload refers to it; a stream that
 was in the store before (published through the API, downloaded) is only
 ever unnamed.  A stream being read is removed once its last reader is
 done, so that a C{DELETE} never cuts a C{GET} short.
+
+A crash (the node killed, the machine down) leaves nothing unaccounted for:
+a stream being made or imported is a draft of the namespace, and each blob
+it writes and each stream it records in the blob store is noted there
+first (through a L{NotingStore}); once whole, the stream is owned before it
+is named.  At start (L{Objects.start}), what the drafts left is removed,
+then every owned stream that nothing names.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
+from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from p2pblob._threads import BlockingRunner
 from p2pblob.blob._index import ROLE_DOWNLOADED
-from p2pblob.errors import DiskLimitError
+from p2pblob.blob.noted import NotingStore, remove_unused_blobs
+from p2pblob.errors import DiskLimitError, P2PBlobError
 from p2pblob.gateway.namespace import Namespace, ObjectRecord, Usage
 from p2pblob.gateway.xml import S3Error
 from p2pblob.http._blobs import Fetcher, Refusal, StreamBlobs, load_descriptor
@@ -35,6 +44,8 @@ from p2pblob.stream.writer import StreamCreator
 __all__ = ["Objects", "quota_exceeded", "refusal_error", "stream_name"]
 
 _log = Logger()
+
+_T = TypeVar("_T")
 
 
 def stream_name(key: str) -> str:
@@ -68,6 +79,10 @@ def disk_limit_error(error: DiskLimitError) -> S3Error:
     return quota_exceeded(f"this node's blob store is full: {error}")
 
 
+def _stopping() -> S3Error:
+    return S3Error(503, "ServiceUnavailable", "the gateway is stopping")
+
+
 class Objects:
     """
     The objects of the gateway: its L{Namespace} over a blob store.
@@ -99,10 +114,13 @@ class Objects:
         self.max_objects = max_objects
         self._has_stream = has_stream
         self._announce = announce
-        self._creators: set[StreamCreator] = set()
+        # the creators at work, and their drafts
+        self._creators: dict[StreamCreator, int] = {}
         self._readers: Counter[str] = Counter()
         # streams to remove once their readers are done
         self._doomed: set[str] = set()
+        # removals under way that write to the namespace once done
+        self._work: set[Deferred[Any]] = set()
         self._stopped = False
 
     def now(self) -> float:
@@ -113,52 +131,148 @@ class Objects:
     def creator(self, key: str) -> StreamCreator:
         """
         A new L{StreamCreator} for the object C{key}, cancelled if the
-        gateway stops before it is finished.
+        gateway stops before it is finished.  It is a draft: every blob it
+        writes, and every stream it records, is noted in the namespace
+        first.
         """
-        creator = StreamCreator(self.store, self.run, stream_name(key))
-        self._creators.add(creator)
+        namespace = self.namespace
+        draft = namespace.begin_draft(self.now())
+        store = NotingStore(self.store, lambda blob_hash: namespace.note_blob(draft, blob_hash),
+                            note_stream=lambda sd_hash: namespace.note_stream(draft, sd_hash))
+        creator = StreamCreator(store, self.run, stream_name(key))
+        self._creators[creator] = draft
         return creator
 
     async def finish(self, creator: StreamCreator,
                      announce: bool = True) -> tuple[str, int, str, int]:
         """
         Finish a creator: its stream's sd hash, size, MD5 (hex) and CRC32.
+        The gateway owns the stream from then on: the caller names it, or
+        releases it.
 
         @param announce: have the stream announced (not a part's, which
             goes away once its upload completes).
 
-        @raise S3Error: QuotaExceeded if the blob store is full.
+        @raise S3Error: QuotaExceeded if the blob store is full,
+            ServiceUnavailable if the gateway is stopping.
         """
         try:
             result = await creator.finish()
-        except DiskLimitError as e:
-            raise disk_limit_error(e) from None
-        finally:
-            self._creators.discard(creator)
+        except Exception as e:
+            await self._track(self._abandon(creator))
+            if isinstance(e, DiskLimitError):
+                raise disk_limit_error(e) from None
+            raise
+        draft = self._creators.pop(creator, None)
+        if draft is None:
+            # (stopped meanwhile: the next start removes the stream)
+            raise _stopping()
+        self.namespace.finish_draft(draft, result.sd_hash)
         if announce:
             self._announce()
         return result.sd_hash, result.size, result.md5, result.crc32
 
     def cancel(self, creator: StreamCreator) -> Deferred[None]:
         """
-        Cancel a creator: the blobs it made are removed.
+        Cancel a creator: the blobs it made are removed.  Never fails.
         """
-        self._creators.discard(creator)
-        return creator.cancel()
+        return self._track(self._abandon(creator))
+
+    async def _abandon(self, creator: StreamCreator) -> None:
+        draft = self._creators.pop(creator, None)
+        await creator.cancel()
+        if draft is not None:
+            await self._undo(draft)
 
     def stop(self) -> Deferred[None]:
         """
-        Cancel the uploads in progress; fires once their blobs are removed.
+        Cancel the uploads in progress; fires once their blobs are removed
+        and no removal under way writes to the namespace any more (their
+        drafts are left to the next start).
         """
         self._stopped = True
         cancelled = [creator.cancel() for creator in self._creators]
         self._creators.clear()
+        working: list[Deferred[Any]] = [*cancelled, *self._work]
 
         async def wait() -> None:
-            for done in cancelled:
-                await done
+            await DeferredList(working)
 
         return Deferred.fromCoroutine(wait())
+
+    def _track(self, work: Coroutine[Any, Any, _T]) -> Deferred[_T]:
+        """
+        Run C{work}, which never fails, so that L{stop} waits for it.
+        """
+        running = Deferred.fromCoroutine(work)
+        if not running.called:
+            self._work.add(running)
+
+            def done(result: _T) -> _T:
+                self._work.discard(running)
+                return result
+
+            running.addBoth(done)
+        return running
+
+    # drafts
+
+    def start(self) -> Deferred[None]:
+        """
+        Remove what a crash left in the blob store: the blobs and streams of
+        the drafts (objects and parts cut short, streams finished but not
+        yet owned, imports cut short), then the streams the gateway owns
+        that nothing names (finished but not yet named, or unnamed but not
+        yet removed).  Fires once they are gone; never fails.  (Before the
+        gateway serves: a draft being written is not told from one a crash
+        left.)
+        """
+        return self._track(self._sweep())
+
+    async def _sweep(self) -> None:
+        for draft in self.namespace.drafts():
+            if self._stopped:
+                return
+            blobs, streams = self.namespace.draft_names(draft)
+            held = sum(1 for blob_hash in blobs if self.store.has_blob(blob_hash))
+            recorded = sum(1 for sd_hash in streams if self._has_stream(sd_hash))
+            if await self._undo(draft) and (held or recorded):
+                _log.info("Removed {blobs} blobs and {streams} streams left by an upload cut "
+                          "short when the node stopped", blobs=held, streams=recorded)
+        for sd_hash in self.namespace.collectable():
+            if self._stopped:
+                return
+            await self._remove(sd_hash)
+
+    async def _undo(self, draft: int) -> bool:
+        """
+        Remove the streams a draft recorded (but own one that an object
+        names meanwhile: an import of a stream imported again) and its
+        blobs that no stream recorded in the blob store uses, then forget
+        the draft.  Never fails: a failure is logged, and the draft is left
+        to the next start.
+
+        @return: whether the draft is forgotten.
+        """
+        if self._stopped:
+            return False
+        try:
+            blobs, streams = self.namespace.draft_names(draft)
+            for sd_hash in streams:
+                if self.namespace.is_referenced(sd_hash):
+                    self.namespace.own_stream(sd_hash)
+                else:
+                    await self.store.remove_stream(sd_hash, True)
+            await remove_unused_blobs(self.store, blobs)
+            self.namespace.forget_draft(draft)
+        except P2PBlobError as e:
+            _log.warn("Could not remove what an upload left in the blob store ({error}); "
+                      "it is tried again at the next start", error=e)
+            return False
+        except Exception:
+            _log.failure("Could not remove what an upload left in the blob store")
+            return False
+        return True
 
     # quotas
 
@@ -266,18 +380,24 @@ class Objects:
         """
         descriptor = await self.descriptor(sd_hash)
         owned = not self._has_stream(sd_hash) and not self.namespace.is_referenced(sd_hash)
-        if owned:
-            # its blobs are kept (never evicted) while a name refers to it
-            await self.store.add_stream(sd_hash, [sd_hash, *descriptor.blob_hashes],
-                                        ROLE_DOWNLOADED)
-            await self.store.pin_stream(sd_hash, True)
+        draft = self.namespace.begin_draft(self.now()) if owned else None
         try:
+            if draft is not None:
+                self.namespace.note_stream(draft, sd_hash)
+                # its blobs are kept (never evicted) while a name refers to it
+                await self.store.add_stream(sd_hash, [sd_hash, *descriptor.blob_hashes],
+                                            ROLE_DOWNLOADED)
+                await self.store.pin_stream(sd_hash, True)
             with self.reading(sd_hash):
                 size = await self.stream_size(descriptor)
-        except BaseException:
-            if owned and not self.namespace.is_referenced(sd_hash):
-                await self.store.remove_stream(sd_hash, True)
+        except Exception:
+            if draft is not None:
+                await self._track(self._undo(draft))
             raise
+        if draft is not None:
+            if self._stopped:
+                raise _stopping()
+            self.namespace.finish_draft(draft, sd_hash)
         self._announce()
         return size, owned or self.namespace.is_owned(sd_hash)
 
@@ -295,13 +415,6 @@ class Objects:
             else:
                 self._readers.pop(sd_hash, None)
                 Deferred.fromCoroutine(self._remove(sd_hash))
-
-    def collect(self) -> None:
-        """
-        Remove every stream the gateway owns that nothing refers to (those
-        left by a stop between a change of names and the removal).
-        """
-        self.release(self.namespace.collectable())
 
     async def _remove(self, sd_hash: str) -> None:
         try:

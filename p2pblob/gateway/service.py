@@ -46,6 +46,11 @@ ETags: the quoted MD5 of the content; for a multipart upload, S3's form
 sd hash, its quoted sd hash until it is first read in full, then its MD5
 (conditions accept either).
 
+Crashes: the blobs of an object or a part being put are noted in the
+namespace before they are written; at start, before the gateway listens,
+those of the uploads a crash cut short are removed, and so are the streams
+finished but never named (L{p2pblob.gateway.objects.Objects.start}).
+
 Authentication: SigV4 (header or presigned URL) with the configured keys;
 unsigned requests only with C{--s3-anonymous}, which needs a loopback
 endpoint, and then only from loopback.  Quotas (C{--s3-quota} bytes of
@@ -186,8 +191,13 @@ class GatewayService(Service):
         self._objects = objects
         self.gateway = S3Gateway(objects, Multipart(objects, self._min_part_size), self._keys,
                                  self._anonymous)
-        # the streams a stop left unnamed
-        objects.collect()
+        # what a crash left (uploads cut short, streams not yet named)
+        # goes before the gateway serves
+        objects.start().addCallback(lambda _: self._listen(objects))
+
+    def _listen(self, objects: Objects) -> None:
+        if not self.running or self._objects is not objects or self.gateway is None:
+            return
         self._connections = _Connections(self.gateway.site(reactor=self._reactor))
         listening = serverFromString(self._reactor, self.endpoint).listen(self._connections)
         listening.addCallbacks(self._listening, self._failed)

@@ -6,6 +6,7 @@ a model of S3's rules with hypothesis.
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -169,6 +170,67 @@ class UploadTests(NamespaceTestCase):
         upload = self.namespace.get_upload("u")
         assert upload is not None
         self.assertEqual((upload.headers, upload.metadata), ({"cache-control": "x"}, {"k": "v"}))
+
+
+class DraftTests(NamespaceTestCase):
+    """
+    Streams being made or brought in: what they noted survives a crash
+    (a reopening), until they are finished or forgotten.
+    """
+
+    def test_noted(self) -> None:
+        first = self.namespace.begin_draft(1.0)
+        second = self.namespace.begin_draft(2.0)
+        self.namespace.note_blob(first, SD2)
+        self.namespace.note_blob(first, SD1)
+        self.namespace.note_blob(first, SD1)
+        self.namespace.note_stream(first, SD3)
+        self.namespace.close()
+        again = self.open()
+        self.assertEqual(again.drafts(), [first, second])
+        self.assertEqual(again.draft_names(first), ([SD1, SD2], [SD3]))
+        self.assertEqual(again.draft_names(second), ([], []))
+
+    def test_finish(self) -> None:
+        """
+        A finished draft's stream is owned, and its notes are gone, in one
+        transaction: nothing names it yet, so it is collectable.
+        """
+        draft = self.namespace.begin_draft(1.0)
+        self.namespace.note_blob(draft, SD1)
+        self.namespace.note_stream(draft, SD2)
+        self.namespace.finish_draft(draft, SD2)
+        self.assertEqual(self.namespace.drafts(), [])
+        self.assertEqual(self.namespace.draft_names(draft), ([], []))
+        self.assertTrue(self.namespace.is_owned(SD2))
+        self.assertEqual(self.namespace.collectable(), [SD2])
+
+    def test_forget(self) -> None:
+        draft = self.namespace.begin_draft(1.0)
+        self.namespace.note_blob(draft, SD1)
+        self.namespace.forget_draft(draft)
+        self.assertEqual((self.namespace.drafts(), self.namespace.draft_names(draft)),
+                         ([], ([], [])))
+        self.assertFalse(self.namespace.is_owned(SD1))
+
+    def test_from_version_1(self) -> None:
+        """
+        A file of the first version (no drafts) is brought up to date, its
+        names kept.
+        """
+        self.namespace.create_bucket("b", 1.0)
+        self.namespace.close()
+        db = sqlite3.connect(self.path)
+        db.execute("DROP TABLE draft_blob")
+        db.execute("DROP TABLE draft_stream")
+        db.execute("DROP TABLE draft")
+        db.execute("PRAGMA user_version=1")
+        db.commit()
+        db.close()
+        again = self.open()
+        self.assertTrue(again.has_bucket("b"))
+        self.assertEqual(again.drafts(), [])
+        again.note_blob(again.begin_draft(1.0), SD1)
 
 
 _ALPHABET = st.sampled_from(["a", "b", "/", "-", "ü", "\U0010ffff", "\x7f"])

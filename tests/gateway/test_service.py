@@ -15,6 +15,7 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pblob._threads import run_inline
+from p2pblob.blob.hashing import blob_hash
 from p2pblob.blob.store import BlobStore
 from p2pblob.config import Config
 from p2pblob.errors import ConfigError
@@ -71,6 +72,54 @@ class GatewayServiceTests(SynchronousTestCase):
         self.service.startService()
         self.assertFalse(self.store.index.has_stream(sd_hash))
         self.successResultOf(self.service.stopService())
+
+    def test_sweeps_before_listening(self) -> None:
+        """
+        The blobs of an upload a crash cut short are removed at start, and
+        the gateway listens once they are gone.
+        """
+        namespace = Namespace(self.directory / "gateway.sqlite")
+        draft = namespace.begin_draft(1.0)
+        namespace.note_blob(draft, blob_hash(b"cut short"))
+        namespace.close()
+        self.successResultOf(self.store.put_blob(b"cut short"))
+        deleting: list[Deferred[None]] = []
+        delete_blobs = self.store.delete_blobs
+
+        def held(blob_hashes: list[str]) -> Deferred[None]:
+            deleting.append(Deferred())
+            return deleting[-1].addCallback(lambda _: delete_blobs(blob_hashes))
+
+        self.patch(self.store, "delete_blobs", held)
+        self.ready.callback(None)
+        with capturedLogs() as events:
+            self.service.startService()
+            self.assertEqual(self.reactor.tcpServers, [])
+            deleting[0].callback(None)
+        self.assertEqual(len(self.reactor.tcpServers), 1)
+        self.assertFalse(self.store.has_blob(blob_hash(b"cut short")))
+        self.assertIn("left by an upload cut short",
+                      " ".join(e["log_format"] for e in events))
+        self.successResultOf(self.service.stopService())
+
+    def test_stopped_while_sweeping(self) -> None:
+        """
+        A stop while the start's removals run waits for them, and the
+        gateway never listens.
+        """
+        namespace = Namespace(self.directory / "gateway.sqlite")
+        namespace.note_blob(namespace.begin_draft(1.0), blob_hash(b"cut short"))
+        namespace.close()
+        self.successResultOf(self.store.put_blob(b"cut short"))
+        deleting: Deferred[None] = Deferred()
+        self.patch(self.store, "delete_blobs", lambda blob_hashes: deleting)
+        self.ready.callback(None)
+        self.service.startService()
+        stopped = self.service.stopService()
+        self.assertNoResult(stopped)
+        deleting.callback(None)
+        self.successResultOf(stopped)
+        self.assertEqual(self.reactor.tcpServers, [])
 
     def test_stopped_before_ready(self) -> None:
         self.service.startService()

@@ -14,14 +14,18 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import http.client
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,7 +40,10 @@ from tests.integration._nodes import Seeder, random_file
 try:
     import boto3
     from botocore import UNSIGNED
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
     from botocore.config import Config as BotoConfig
+    from botocore.credentials import Credentials
     from botocore.exceptions import ClientError
 except ImportError:  # pragma: no cover
     boto3 = None
@@ -177,6 +184,8 @@ class Boto3Tests(InProcessTestCase):
             self.assertEqual((overridden["ContentType"], overridden["ContentDisposition"],
                               overridden["CacheControl"], overridden["ContentLanguage"]),
                              ("image/png", "inline", "no-cache", "de"))
+            # (read to its end: a stream being read goes only once its reads end)
+            self.assertEqual(overridden["Body"].read(), data)
             s3.delete_object(Bucket="bkt", Key="dir/film.bin")
             self.assertEqual(error_of(lambda: s3.get_object(Bucket="bkt", Key="dir/film.bin")),
                              (404, "NoSuchKey"))
@@ -498,6 +507,14 @@ class AwsCliTests(InProcessTestCase):
         self.assertIn("SignatureDoesNotMatch", denied.stderr)
 
 
+def _blob_files(directory: Path) -> set[str]:
+    """
+    The names of the blob files of the node whose data directory is
+    C{directory} (its temporary files excluded).
+    """
+    return {p.name for p in (directory / "blobfiles").iterdir() if not p.name.startswith(".")}
+
+
 def _gateway(seeder: Seeder, after: int = 0) -> str:
     """
     The gateway URL C{seeder} logged (after the first C{after} bytes of its
@@ -545,6 +562,56 @@ class NodeProcessTests(TestCase):
             MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": one},
                                        {"PartNumber": 2, "ETag": two}]})
         self.assertEqual(s3.get_object(Bucket="bkt", Key="big")["Body"].read(), first + second)
+        self.assertNotIn(b"Traceback", seeder.output)
+
+    def test_killed_during_put(self) -> None:
+        """
+        A node killed (SIGKILL) in the middle of a large PutObject leaves
+        blobs in no stream; when it starts again, they are removed before
+        its gateway serves: the store holds the blobs of its named objects,
+        and nothing else.
+        """
+        directory = Path(self.mktemp()).absolute()
+        kept = os.urandom(3 * MiB)
+        seeder, url = self.start(directory)
+        s3 = client(url)
+        s3.create_bucket(Bucket="bkt")
+        s3.put_object(Bucket="bkt", Key="kept", Body=kept)
+        named = _blob_files(directory)
+        self.assertEqual(len(named), 3)
+        # a 30 MiB PUT, signed by botocore, of which 12 MiB are sent
+        data = os.urandom(30 * MiB)
+        request = AWSRequest(method="PUT", url=f"{url}/bkt/film.bin", data=data)
+        S3SigV4Auth(Credentials(ACCESS, SECRET), "s3", "us-east-1").add_auth(request)
+        connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=60)
+        self.addCleanup(connection.close)
+        connection.putrequest("PUT", "/bkt/film.bin", skip_accept_encoding=True)
+        for name, value in request.headers.items():
+            connection.putheader(name, value)
+        connection.putheader("Content-Length", str(len(data)))
+        connection.endheaders()
+        connection.send(data[:12 * MiB])
+        deadline = time.monotonic() + 60
+        while len(_blob_files(directory)) < len(named) + 4:
+            self.assertLess(time.monotonic(), deadline, seeder.output.decode()[-2000:])
+            time.sleep(0.01)
+        seeder.kill()
+        self.assertEqual(seeder.process.returncode, -9)
+        left = _blob_files(directory) - named
+        self.assertGreaterEqual(len(left), 4)
+        # the blobs were noted before they were written
+        with closing(sqlite3.connect(directory / "gateway.sqlite")) as db:
+            noted = {h for (h,) in db.execute("SELECT blob_hash FROM draft_blob")}
+        self.assertLessEqual(left, noted)
+
+        seeder, url = self.start(directory)
+        self.assertEqual(_blob_files(directory), named)
+        self.assertIn(b"left by an upload cut short", seeder.output)
+        s3 = client(url)
+        self.assertEqual(s3.get_object(Bucket="bkt", Key="kept")["Body"].read(), kept)
+        self.assertEqual([o["Key"] for o in s3.list_objects_v2(Bucket="bkt")["Contents"]],
+                         ["kept"])
+        self.assertEqual(seeder.stop(), -15, seeder.output.decode()[-2000:])
         self.assertNotIn(b"Traceback", seeder.output)
 
     def test_read_through_another_node(self) -> None:
