@@ -9,6 +9,13 @@ what went wrong; the instances carry the details as attributes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from p2pblob.publish._manifest_state import Upload
+
 __all__ = [
     "P2PBlobError",
     "ConfigError",
@@ -36,6 +43,20 @@ __all__ = [
     "DecryptionError",
     "IncompleteStreamError",
     "UnknownStreamError",
+    "PublishError",
+    "ManifestError",
+    "UnknownPrefixError",
+    "PublisherNotReadyError",
+    "Refusal",
+    "ManifestRefusedError",
+    "UnknownUploadError",
+    "UploadCompleteError",
+    "UploadCancelledError",
+    "UploadBusyError",
+    "OffsetMismatchError",
+    "WrongLengthError",
+    "ChecksumMismatchError",
+    "UnknownNameError",
     "PeerError",
     "ProtocolViolationError",
     "PeerTimeoutError",
@@ -379,6 +400,173 @@ class UnknownStreamError(P2PBlobError):
     def __init__(self, sd_hash: str) -> None:
         super().__init__(f"this node has no download of stream {sd_hash!r:.110}")
         self.sd_hash = sd_hash
+
+
+class PublishError(P2PBlobError):
+    """
+    Publishing files sent over HTTP (a manifest, then its uploads) could
+    not do what was asked.
+    """
+
+
+class ManifestError(PublishError):
+    """
+    A manifest is malformed: not JSON, not a list of files, or a file
+    without a name, a size or an MD5 of the right form.
+    """
+
+
+class UnknownPrefixError(PublishError):
+    """
+    No prefix of that name: the node publishes only into its configured
+    prefixes.
+    """
+
+
+class PublisherNotReadyError(PublishError):
+    """
+    The node is starting or stopping (its blob store is not open), or its
+    publishing state cannot be used: nothing can be published right now.
+    """
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """
+    Why one file of a manifest was refused (the details of a
+    L{ManifestRefusedError}).
+
+    @ivar number: its place in the manifest, from 0.
+    @ivar name: its name, as given.
+    @ivar code: C{bad_name}, C{too_large}, C{duplicate_name},
+        C{name_taken}, C{quota} or C{disk_full}.
+    @ivar reason: words for the user.
+    """
+
+    number: int
+    name: str
+    code: str
+    reason: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"n": self.number, "name": self.name, "code": self.code, "reason": self.reason}
+
+
+class ManifestRefusedError(PublishError):
+    """
+    A manifest was not admitted: at least one of its files was refused (a
+    name not valid or already taken, a file too large, or no room left for
+    it), so none was.
+
+    @ivar refusals: a L{Refusal} for each file refused.
+    @ivar kind: the worst problem, from the caller's side: C{bad_name}
+        (a name must change), C{too_large}, C{name_taken} (a name is in
+        use), or C{no_room} (the quota or the disk is full).
+    """
+
+    def __init__(self, refusals: Sequence[Refusal], total: int) -> None:
+        self.refusals = tuple(refusals)
+        codes = {r.code for r in refusals}
+        if "bad_name" in codes:
+            self.kind = "bad_name"
+        elif "too_large" in codes:
+            self.kind = "too_large"
+        elif codes & {"duplicate_name", "name_taken"}:
+            self.kind = "name_taken"
+        else:
+            self.kind = "no_room"
+        reasons = "; ".join(f"{r.name[:80]!r}: {r.reason}" for r in self.refusals[:5])
+        more = f"; and {len(self.refusals) - 5} more" if len(self.refusals) > 5 else ""
+        super().__init__(f"{len(self.refusals)} of the {total} file(s) of the manifest "
+                         f"refused, so none was admitted: {reasons}{more}")
+
+
+class UnknownUploadError(PublishError):
+    """
+    No such transfer key, or no such file in it: the key may have expired.
+    """
+
+
+class UploadCompleteError(PublishError):
+    """
+    That file of the transfer was already uploaded and published.
+
+    @ivar upload: the file.
+    """
+
+    def __init__(self, upload: Upload) -> None:
+        super().__init__(f"{upload.name!r} was already uploaded and published as stream "
+                         f"{upload.sd_hash}")
+        self.upload = upload
+
+
+class UploadCancelledError(PublishError):
+    """
+    That file of the transfer was cancelled (it was asked for, its MD5 did
+    not match, or its transfer key expired), or its upload was stopped:
+    send a new manifest to upload it again.
+    """
+
+
+class UploadBusyError(PublishError):
+    """
+    That file is being uploaded by another request right now.
+    """
+
+
+class OffsetMismatchError(PublishError):
+    """
+    An upload meant to go on from one offset, but the node holds the file
+    up to another.
+
+    @ivar offset: where the node can go on from.
+    """
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class WrongLengthError(PublishError):
+    """
+    An upload did not carry the bytes the manifest declared: too many, too
+    few, or a range that does not end with the file's last byte.
+
+    @ivar offset: where the node can go on from.
+    """
+
+    def __init__(self, offset: int, message: str) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+class ChecksumMismatchError(PublishError):
+    """
+    The bytes uploaded do not have the MD5 the manifest declared: the file
+    was not published, its blobs are removed and its entry cancelled.
+
+    @ivar expected: the MD5 declared.
+    @ivar actual: the MD5 of the bytes uploaded.
+    """
+
+    def __init__(self, upload: Upload, md5: str) -> None:
+        super().__init__(f"the {upload.size} bytes uploaded for {upload.name!r} have the MD5 "
+                         f"{md5}, not {upload.md5} as the manifest declared; the file was not "
+                         "published, and its entry is cancelled")
+        self.expected = upload.md5
+        self.actual = md5
+
+
+class UnknownNameError(PublishError):
+    """
+    No file is published under that name (it may still be pending).
+
+    @ivar pending: whether it is pending: admitted, not yet uploaded.
+    """
+
+    def __init__(self, message: str, pending: bool = False) -> None:
+        super().__init__(message)
+        self.pending = pending
 
 
 class PeerError(P2PBlobError):

@@ -33,7 +33,8 @@ for a name already taken (or given twice), 507 for the prefix's quota or the
 disk's room.  A malformed manifest is a 400.
 
 An upload's body goes into the stream creator as it arrives, never spooled
-(L{p2pblob.http._body}).  Its C{Content-Length} must be the file's declared
+(L{p2pblob.http._publish_bodies}, on the streaming site of
+L{p2pblob.http._body}).  Its C{Content-Length} must be the file's declared
 size (or the rest of it, from a C{Content-Range: bytes <offset>-<size -
 1>/<size>}); chunked bodies are taken too, and checked as they come.
 Answers: 200 with the sd hash and URLs once published; 400 for the wrong
@@ -58,140 +59,38 @@ a name still pending is a 404 that says so.
 from __future__ import annotations
 
 import hmac
-import json
-import re
-from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote, unquote_to_bytes
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.http_headers import Headers
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
-from p2pblob.errors import DiskLimitError, P2PBlobError, StorageError, TransferCancelledError
+from p2pblob.errors import UploadCancelledError
+from p2pblob.http._publish_answers import (
+    Answer,
+    answer_of,
+    fail,
+    file_number,
+    finish,
+    header,
+    internal_error,
+    reply_error,
+    reply_json,
+    text,
+    watch,
+)
+from p2pblob.http._publish_bodies import ManifestReceiver, Receiver, UploadReceiver
 from p2pblob.http.auth import loopback_host, same_origin
 from p2pblob.http.streaming import Fetcher, StreamResource
 from p2pblob.interfaces import IBlobStore, IBodyReceiver
-from p2pblob.publish._manifest_checks import MAX_MANIFEST_BYTES
-from p2pblob.publish.manifest import (
-    IDLE_TAKEOVER,
-    ChecksumMismatchError,
-    ManifestError,
-    ManifestPublisher,
-    ManifestRefusedError,
-    OffsetMismatchError,
-    PublishedName,
-    PublisherNotReadyError,
-    Transfer,
-    UnknownNameError,
-    UnknownPrefixError,
-    UnknownUploadError,
-    Upload,
-    UploadBusyError,
-    UploadCancelledError,
-    UploadCompleteError,
-    UploadSession,
-    WrongLengthError,
-    parse_manifest,
-)
+from p2pblob.publish.manifest import ManifestPublisher, PublishedName, Transfer, Upload
 
 __all__ = ["APIRoot", "PublishResource"]
 
 _log = Logger()
-
-_CONTENT_RANGE = re.compile(rb"\s*bytes\s+(\d{1,20})-(\d{1,20})/(\d{1,20})\s*")
-_NUMBER = re.compile(r"\d{1,6}")
-# the status of each kind of refused manifest, and its code
-_REFUSED = {
-    "bad_name": (400, "bad_name"),
-    "too_large": (413, "file_too_large"),
-    "name_taken": (409, "name_taken"),
-    "no_room": (507, "insufficient_storage"),
-}
-
-
-class _Answer(Exception):
-    """
-    An error answer: C{status}, a JSON error of C{code} and C{message} (and
-    the C{extra} fields), and C{headers}.
-    """
-
-    def __init__(self, status: int, code: str, message: str,
-                 extra: dict[str, Any] | None = None,
-                 headers: dict[bytes, bytes] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
-        self.extra = extra or {}
-        self.headers = headers or {}
-
-
-def _answer_of(error: BaseException | None) -> _Answer | None:
-    """
-    The answer to a failure of publishing, or L{None} for a bug.
-    """
-    if isinstance(error, _Answer):
-        return error
-    if isinstance(error, ManifestRefusedError):
-        status, code = _REFUSED[error.kind]
-        return _Answer(status, code, str(error),
-                       {"files": [r.to_json() for r in error.refusals]})
-    offset = getattr(error, "offset", None)
-    moved = {} if offset is None else {b"upload-offset": b"%d" % offset}
-    fields = {} if offset is None else {"offset": offset}
-    table: list[tuple[type[BaseException], int, str]] = [
-        (ManifestError, 400, "bad_manifest"),
-        (UnknownPrefixError, 404, "unknown_prefix"),
-        (UnknownUploadError, 404, "unknown_upload"),
-        (UploadCompleteError, 409, "upload_complete"),
-        (UploadBusyError, 409, "upload_busy"),
-        (OffsetMismatchError, 409, "offset_mismatch"),
-        (WrongLengthError, 400, "wrong_length"),
-        (UploadCancelledError, 410, "upload_cancelled"),
-        (TransferCancelledError, 410, "upload_cancelled"),
-        (ChecksumMismatchError, 422, "md5_mismatch"),
-        (PublisherNotReadyError, 503, "not_ready"),
-        (DiskLimitError, 507, "disk_limit"),
-        (StorageError, 503, "storage_error"),
-    ]
-    for kind, status, code in table:
-        if isinstance(error, kind):
-            headers = dict(moved)
-            if isinstance(error, UploadBusyError):
-                headers[b"retry-after"] = b"%d" % IDLE_TAKEOVER
-            elif isinstance(error, PublisherNotReadyError):
-                headers[b"retry-after"] = b"5"
-            return _Answer(status, code, str(error), fields, headers)
-    if isinstance(error, UnknownNameError):
-        return _Answer(404, "pending" if error.pending else "unknown_name", str(error))
-    return None
-
-
-def _json(request: Request, body: Any, status: int = 200,
-          headers: dict[bytes, bytes] | None = None) -> bytes:
-    data = json.dumps(body, sort_keys=True).encode("utf-8") + b"\n"
-    request.setResponseCode(status)
-    for name, value in {b"content-type": b"application/json; charset=utf-8",
-                        b"content-length": b"%d" % len(data),
-                        b"cache-control": b"no-store",
-                        b"x-content-type-options": b"nosniff", **(headers or {})}.items():
-        request.setHeader(name, value)
-    return data
-
-
-def _error(request: Request, answer: _Answer) -> bytes:
-    if answer.status == 401:
-        answer.headers[b"www-authenticate"] = b'Bearer realm="p2pblob"'
-    body = {"error": {"code": answer.code, "message": answer.message, **answer.extra}}
-    return _json(request, body, answer.status, answer.headers)
-
-
-def _header(headers: Headers, name: bytes) -> bytes | None:
-    values = headers.getRawHeaders(name)
-    return None if not values else values[-1]
 
 
 def _publishing(target: bytes) -> bool:
@@ -207,7 +106,7 @@ def _segments(target: bytes) -> list[str]:
     The parts of a C{/publish/...} request target after C{publish},
     decoded (an empty last part for a trailing C{/}).
 
-    @raise _Answer: a part is not UTF-8 (404).
+    @raise Answer: a part is not UTF-8 (404).
     """
     path = target.split(b"?", 1)[0]
     if path == b"/publish":
@@ -216,7 +115,7 @@ def _segments(target: bytes) -> list[str]:
         return [unquote_to_bytes(part).decode("utf-8")
                 for part in path[len(b"/publish/"):].split(b"/")]
     except UnicodeDecodeError:
-        raise _Answer(404, "not_found", "no such publishing path (names are UTF-8)") from None
+        raise Answer(404, "not_found", "no such publishing path (names are UTF-8)") from None
 
 
 class PublishResource(Resource):
@@ -243,22 +142,22 @@ class PublishResource(Resource):
 
     # who may
 
-    def refusal(self, headers: Headers, secure: bool) -> _Answer | None:
+    def refusal(self, headers: Headers, secure: bool) -> Answer | None:
         """
         Why a request with C{headers} may not publish, or L{None}.
         """
-        host = _text(_header(headers, b"host"))
+        host = text(header(headers, b"host"))
         if self._loopback and not loopback_host(host):
-            return _Answer(403, "forbidden_host",
+            return Answer(403, "forbidden_host",
                            f"this API answers requests for localhost only, not for {host!r}")
-        origin = _text(_header(headers, b"origin"))
+        origin = text(header(headers, b"origin"))
         if origin is not None and not same_origin(origin, host, secure):
-            return _Answer(403, "forbidden_origin",
+            return Answer(403, "forbidden_origin",
                            f"requests from web pages of other origins ({origin}) are refused")
-        scheme, _, given = (_text(_header(headers, b"authorization")) or "").partition(" ")
+        scheme, _, given = (text(header(headers, b"authorization")) or "").partition(" ")
         if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode("utf-8", "replace"), self._token.encode("ascii")):
-            return _Answer(401, "unauthorized",
+            return Answer(401, "unauthorized",
                            "publishing needs the API token: send 'Authorization: Bearer <token>' "
                            "(the token is in the node's data directory, file api-token)")
         return None
@@ -274,12 +173,12 @@ class PublishResource(Resource):
             return None
         try:
             parts = _segments(target)
-        except _Answer:
+        except Answer:
             return None
         if method in (b"PUT", b"POST") and len(parts) == 3:
-            return _UploadReceiver(self, parts[0], parts[1], parts[2])
+            return UploadReceiver(self, parts[0], parts[1], parts[2])
         if method == b"POST" and len(parts) == 2 and parts[1] == "manifest":
-            return _ManifestReceiver(self, parts[0])
+            return ManifestReceiver(self, parts[0])
         return None
 
     def render(self, request: Request) -> bytes | int:
@@ -287,32 +186,31 @@ class PublishResource(Resource):
             receiver = getattr(request, "body_receiver", None)
             if receiver is None and request.method in (b"PUT", b"POST"):
                 receiver = self._buffered(request)
-            if isinstance(receiver, _Receiver):
+            if isinstance(receiver, Receiver):
                 return receiver.render(request)
             return self._render(request)
         except Exception as e:
-            answer = _answer_of(e)
+            answer = answer_of(e)
             if answer is None:
                 _log.failure("Publishing failed answering {method} {uri}",
                              method=request.method, uri=request.uri)
-                answer = _Answer(500, "internal_error",
-                                 "the node failed answering this request; its log has the details")
-            return _error(request, answer)
+                answer = internal_error("answering this request")
+            return reply_error(request, answer)
 
-    def _buffered(self, request: Request) -> _Receiver | None:
+    def _buffered(self, request: Request) -> Receiver | None:
         """
         The receiver of a body twisted.web buffered (a site that does not
         stream bodies): a manifest is taken from the buffer; an upload is
         not (it would have been spooled to a temporary file).
         """
         receiver = self.route_body(request.method, request.uri, request.requestHeaders)
-        if isinstance(receiver, _ManifestReceiver):
+        if isinstance(receiver, ManifestReceiver):
             receiver.take_buffered(request)
             return receiver
         if receiver is not None:
             _log.error("Uploads need a site that streams bodies (p2pblob.http._body)")
-            raise _Answer(500, "internal_error",
-                          "this server does not stream request bodies, so it takes no uploads")
+            raise Answer(500, "internal_error",
+                         "this server does not stream request bodies, so it takes no uploads")
         return None
 
     def _render(self, request: Request) -> bytes | int:
@@ -323,11 +221,11 @@ class PublishResource(Resource):
         method = request.method
         if len(parts) == 1 and parts[0] == "":
             self._allow(method, b"GET, HEAD")
-            return _json(request, self._prefixes(request))
+            return reply_json(request, self._prefixes(request))
         prefix = parts[0]
         if len(parts) == 1 or (len(parts) == 2 and parts[1] == ""):
             self._allow(method, b"GET, HEAD")
-            return _json(request, self._listing(request, prefix))
+            return reply_json(request, self._listing(request, prefix))
         if len(parts) == 2:
             if method == b"DELETE":
                 return self._cancel(request, self.publisher.cancel_transfer(prefix, parts[1]))
@@ -335,7 +233,7 @@ class PublishResource(Resource):
                         else b"GET, HEAD, DELETE, POST")
             return self._download(request, prefix, parts[1])
         if len(parts) == 3:
-            number = _number(parts[2])
+            number = file_number(parts[2])
             if method == b"DELETE":
                 return self._cancel(request,
                                     self.publisher.cancel_upload(prefix, parts[1], number))
@@ -343,24 +241,24 @@ class PublishResource(Resource):
             upload = self.publisher.upload(prefix, parts[1], number)
             if upload.state == "cancelled":
                 raise UploadCancelledError(f"the upload of {upload.name!r} was cancelled")
-            return _json(request, self._upload_json(request, upload),
-                         headers=_offset_headers(upload, self.publisher.offset(upload)))
-        raise _Answer(404, "not_found", "no such publishing path")
+            return reply_json(request, self._upload_json(request, upload),
+                              headers=_offset_headers(upload, self.publisher.offset(upload)))
+        raise Answer(404, "not_found", "no such publishing path")
 
     def _allow(self, method: bytes, allowed: bytes) -> None:
         if method not in allowed.split(b", "):
-            raise _Answer(405, "method_not_allowed",
-                          f"{method.decode('ascii', 'replace')} is not allowed here (allowed: "
-                          f"{allowed.decode('ascii')})", headers={b"allow": allowed})
+            raise Answer(405, "method_not_allowed",
+                         f"{method.decode('ascii', 'replace')} is not allowed here (allowed: "
+                         f"{allowed.decode('ascii')})", headers={b"allow": allowed})
 
     def _cancel(self, request: Request, cancelled: Deferred[list[Upload]]) -> int:
-        gone = _watch(request)
+        gone = watch(request)
 
         def answer(uploads: list[Upload]) -> None:
-            _finish(request, _json(request, {"cancelled": [
+            finish(request, reply_json(request, {"cancelled": [
                 {"n": u.number, "name": u.name} for u in uploads]}), gone)
 
-        cancelled.addCallbacks(answer, lambda f: _fail(request, f, gone))
+        cancelled.addCallbacks(answer, lambda f: fail(request, f, gone))
         return NOT_DONE_YET
 
     # reading
@@ -430,21 +328,11 @@ class PublishResource(Resource):
                 "n": upload.number}
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("latin-1")
-
-
-def _number(text: str) -> int:
-    if not _NUMBER.fullmatch(text):
-        raise UnknownUploadError(f"{text[:20]!r} is not a file number")
-    return int(text)
-
-
 def _base(request: Request) -> str:
     """
     The base URL of this request's server, as the client named it.
     """
-    host = _text(request.getHeader(b"host"))
+    host = text(request.getHeader(b"host"))
     if not host:
         address = request.getHost()
         host = f"{getattr(address, 'host', '127.0.0.1')}:{getattr(address, 'port', 80)}"
@@ -466,223 +354,6 @@ def _offset_headers(upload: Upload, offset: int) -> dict[bytes, bytes]:
     if offset:
         headers[b"range"] = b"bytes=0-%d" % (offset - 1)
     return headers
-
-
-def _watch(request: Request) -> Callable[[], bool]:
-    """
-    A function that tells whether C{request}'s connection is gone.
-    """
-    gone: list[Failure] = []
-    request.notifyFinish().addErrback(gone.append)
-    return lambda: bool(gone)
-
-
-def _finish(request: Request, body: bytes, gone: Callable[[], bool]) -> None:
-    if not gone():
-        request.write(body)
-        request.finish()
-
-
-def _cut(request: Request) -> None:
-    """
-    Drop C{request}'s connection (its upload was cancelled or taken over).
-    """
-    transport = getattr(getattr(request, "channel", None), "transport", None)
-    if transport is not None:
-        abort = getattr(transport, "abortConnection", None)
-        (abort or transport.loseConnection)()
-
-
-def _fail(request: Request, failure: Failure, gone: Callable[[], bool]) -> None:
-    answer = _answer_of(failure.value)
-    if answer is None:
-        _log.failure("Publishing failed answering {method} {uri}", failure,
-                     method=request.method, uri=request.uri)
-        answer = _Answer(500, "internal_error",
-                         "the node failed answering this request; its log has the details")
-    _finish(request, _error(request, answer), gone)
-
-
-class _Receiver:
-    """
-    What the receivers of bodies share: a refusal decided before any byte
-    was read, or the failure met while reading.
-    """
-
-    def __init__(self, resource: PublishResource, prefix: str) -> None:
-        self._resource = resource
-        self._prefix = prefix
-        self._refused: _Answer | None = None
-
-    def _refuse(self, request: Request, error: BaseException) -> None:
-        answer = _answer_of(error)
-        if answer is None:
-            raise error
-        self._refused = answer
-        request.setResponseCode(answer.status)
-
-    def body_started(self, request: Request) -> None:
-        refusal = self._resource.refusal(request.requestHeaders, request.isSecure())
-        try:
-            if refusal is not None:
-                raise refusal
-            self.start(request)
-        except Exception as e:
-            self._refuse(request, e)
-
-    def start(self, request: Request) -> None:
-        raise NotImplementedError
-
-    def body_chunk(self, data: bytes) -> Deferred[None] | None:
-        raise NotImplementedError
-
-    def body_finished(self) -> None:
-        raise NotImplementedError
-
-    def render(self, request: Request) -> bytes | int:
-        if self._refused is not None:
-            return _error(request, self._refused)
-        failure = getattr(request, "body_failure", None)
-        if isinstance(failure, Failure):
-            answer = _answer_of(failure.value)
-            if answer is not None:
-                return _error(request, answer)
-            _log.failure("Publishing failed taking the body of {uri}", failure, uri=request.uri)
-            return _error(request, _Answer(500, "internal_error", "the node failed taking this "
-                                           "request's body; its log has the details"))
-        return self.answer(request)
-
-    def answer(self, request: Request) -> bytes | int:
-        raise NotImplementedError
-
-
-@implementer(IBodyReceiver)
-class _ManifestReceiver(_Receiver):
-    """
-    A manifest's body, kept in memory up to L{MAX_MANIFEST_BYTES}.
-    """
-
-    def __init__(self, resource: PublishResource, prefix: str) -> None:
-        super().__init__(resource, prefix)
-        self._data = bytearray()
-
-    def start(self, request: Request) -> None:
-        length = _header(request.requestHeaders, b"content-length")
-        if length is not None and length.strip().isdigit() and int(length) > MAX_MANIFEST_BYTES:
-            raise _Answer(413, "manifest_too_large",
-                          f"a manifest may be {MAX_MANIFEST_BYTES} bytes at most")
-        self._resource.publisher.require_prefix(self._prefix)
-
-    def body_chunk(self, data: bytes) -> None:
-        self._data += data
-        if len(self._data) > MAX_MANIFEST_BYTES:
-            raise _Answer(413, "manifest_too_large",
-                          f"a manifest may be {MAX_MANIFEST_BYTES} bytes at most")
-
-    def body_finished(self) -> None:
-        pass
-
-    def body_lost(self, reason: Failure) -> None:
-        pass
-
-    def take_buffered(self, request: Request) -> None:
-        """
-        Be given a body twisted.web buffered.
-        """
-        self.body_started(request)
-        content = request.content
-        if self._refused is None and content is not None:
-            content.seek(0)
-            try:
-                self.body_chunk(content.read(MAX_MANIFEST_BYTES + 1))
-            except _Answer as e:
-                self._refuse(request, e)
-
-    def answer(self, request: Request) -> bytes:
-        try:
-            transfer = self._resource.publisher.admit(self._prefix, parse_manifest(bytes(self._data)))
-        except P2PBlobError as e:
-            answer = _answer_of(e)
-            if answer is None:
-                raise
-            return _error(request, answer)
-        return _json(request, self._resource.transfer_json(request, transfer), 201)
-
-
-@implementer(IBodyReceiver)
-class _UploadReceiver(_Receiver):
-    """
-    An upload's body, into an L{UploadSession} as it arrives.
-    """
-
-    def __init__(self, resource: PublishResource, prefix: str, key: str, number: str) -> None:
-        super().__init__(resource, prefix)
-        self._key = key
-        self._number = number
-        self._session: UploadSession | None = None
-        self._finished: Deferred[PublishedName] | None = None
-
-    def start(self, request: Request) -> None:
-        headers = request.requestHeaders
-        number = _number(self._number)
-        publisher = self._resource.publisher
-        upload = publisher.upload(self._prefix, self._key, number)
-        start, length = 0, None
-        given = _header(headers, b"content-length")
-        if given is not None:
-            length = int(given) if given.strip().isdigit() else None
-        ranged = _header(headers, b"content-range")
-        if ranged is not None:
-            start = _content_range(ranged, upload, publisher.offset(upload))
-        session = publisher.begin(self._prefix, self._key, number, start=start, length=length)
-        session.cut = lambda: _cut(request)
-        self._session = session
-
-    def body_chunk(self, data: bytes) -> Deferred[None] | None:
-        assert self._session is not None
-        return self._session.write(data)
-
-    def body_finished(self) -> None:
-        assert self._session is not None
-        self._finished = self._session.finish()
-
-    def body_lost(self, reason: Failure) -> None:
-        if self._session is not None:
-            self._session.abandon(f"the connection was lost: {reason.getErrorMessage()}")
-
-    def answer(self, request: Request) -> int:
-        finished = self._finished
-        assert finished is not None and self._session is not None
-        upload = self._session.upload
-
-        gone = _watch(request)
-
-        def published(name: PublishedName) -> None:
-            _finish(request, _json(request, self._resource.published_json(request, name, upload)),
-                    gone)
-
-        finished.addCallbacks(published, lambda f: _fail(request, f, gone))
-        return NOT_DONE_YET
-
-
-def _content_range(value: bytes, upload: Upload, offset: int) -> int:
-    """
-    Where a C{Content-Range: bytes <first>-<last>/<size>} upload starts.
-
-    @raise WrongLengthError: it does not parse, or is not the rest of the
-        file from some byte.
-    """
-    match = _CONTENT_RANGE.fullmatch(value)
-    size = upload.size
-    if match is None:
-        raise WrongLengthError(offset, f"send 'Content-Range: bytes {offset}-{size - 1}/{size}' "
-                                       "to go on with the upload (other forms are not taken)")
-    first, last, total = (int(group) for group in match.groups())
-    if total != size or last != size - 1 or first > last:
-        raise WrongLengthError(offset, f"{upload.name!r} is {size} bytes: an upload goes on to "
-                                       f"its end, with 'Content-Range: bytes {offset}-{size - 1}/"
-                                       f"{size}'")
-    return first
 
 
 class APIRoot(Resource):

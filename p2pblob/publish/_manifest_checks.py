@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from p2pblob.blob.store import BlobStore
-from p2pblob.errors import P2PBlobError
+from p2pblob.errors import ManifestError
 from p2pblob.interfaces import IBlobStore
 from p2pblob.stream.crypt import BLOCK_SIZE, PLAINTEXT_CHUNK_SIZE
 
@@ -25,7 +25,6 @@ __all__ = [
     "MAX_FILE_SIZE",
     "MAX_MANIFEST_BYTES",
     "FileSpec",
-    "ManifestError",
     "check_name",
     "check_prefix",
     "parse_manifest",
@@ -68,13 +67,6 @@ _BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u20
 # (about what an sd blob takes per blob, and for the rest of it)
 _SD_BYTES_PER_BLOB = 200
 _SD_BYTES = 1024
-
-
-class ManifestError(P2PBlobError):
-    """
-    A manifest is malformed: not JSON, not a list of files, or a file
-    without a name, a size or an MD5 of the right form.
-    """
 
 
 @dataclass(frozen=True)

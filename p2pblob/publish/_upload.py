@@ -16,13 +16,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pblob._threads import BlockingRunner
-from p2pblob.interfaces import IBlobStore
-from p2pblob.publish._manifest_errors import (
+from p2pblob.errors import (
     ChecksumMismatchError,
     OffsetMismatchError,
     UploadCancelledError,
     WrongLengthError,
 )
+from p2pblob.interfaces import IBlobStore
 from p2pblob.publish._manifest_state import PublishedName, Upload
 from p2pblob.stream.writer import StreamCreator
 

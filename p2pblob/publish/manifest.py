@@ -7,15 +7,12 @@ flow, with its holes fixed; L{p2pblob.http.publishing} is its HTTP face.)
 A node publishes into I{prefixes}: namespaces of names, each name naming one
 stream (C{files} by default; more with C{--publish-prefix}).  The flow:
 
-  1. A manifest lists files.  L{ManifestPublisher.admit} checks every one:
-     a valid name (any UTF-8 text, spaces included, but no C{/}, control
-     characters or white space at either end; see L{check_name}), free in
-     the prefix (neither published nor pending there, nor twice in the
-     manifest), a size one stream can hold, the prefix's quota, and room in
-     the blob store with 5 % of the disk (and of the disk-use limit) kept
-     free.  All pass and the manifest is admitted under a new I{transfer
-     key}, its files I{pending} (listed, not downloadable); or none is, and
-     the refusal names each file refused and why.
+  1. A manifest lists files.  L{ManifestPublisher.admit} checks every one
+     (its name, see L{check_name}; its size; the prefix's quota and the
+     room in the blob store: L{p2pblob.publish._admission}).  All pass and
+     the manifest is admitted under a new I{transfer key}, its files
+     I{pending} (listed, not downloadable); or none is, and the refusal
+     names each file refused and why.
 
   2. Each file is uploaded (L{ManifestPublisher.begin}: an L{UploadSession})
      into a L{StreamCreator} as its bytes arrive, and is published when the
@@ -34,13 +31,11 @@ stream (C{files} by default; more with C{--publish-prefix}).  The flow:
      again from its first byte.
 
   4. A transfer key expires C{ttl} seconds after it was issued or after
-     the last upload of it ended, whichever is later (never while one of
-     its files is being uploaded).  Then its files still pending are
-     cancelled and their blobs removed; the files it published stay
-     published.  Cancelling a transfer (or one of its files) does the same
-     at once.  When the node starts, cancellations a crash interrupted are
-     finished and expired transfers swept; transfers still valid survive
-     the restart, so that their uploads can resume.
+     the last upload of it ended (L{p2pblob.publish._lifetime}).  Then its
+     files still pending are cancelled and their blobs removed, as
+     cancelling the transfer (or one of its files) does at once; the files
+     it published stay published.  Transfers still valid survive a restart
+     of the node, so that their uploads can resume.
 
 Every blob an upload stores is noted (by name, before it is written) in the
 state file, so that cancelling or expiring it removes them all, even after
@@ -53,46 +48,36 @@ travels to other nodes.
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from p2pblob._threads import BlockingRunner
-from p2pblob.errors import StorageError
-from p2pblob.interfaces import IBlobStore
-from p2pblob.publish._manifest_blobs import RecordingStore, remove_unused_blobs
-from p2pblob.publish._manifest_checks import (
-    MAX_FILE_SIZE,
-    FileSpec,
-    ManifestError,
-    check_name,
-    check_prefix,
-    parse_manifest,
-    store_room,
-    stored_size,
-)
-from p2pblob.publish._manifest_errors import (
-    ChecksumMismatchError,
-    ManifestRefusedError,
-    OffsetMismatchError,
+from p2pblob.blob.noted import NotingStore, remove_unused_blobs
+from p2pblob.errors import (
     PublisherNotReadyError,
-    PublishError,
-    Refusal,
+    StorageError,
     UnknownNameError,
     UnknownPrefixError,
     UnknownUploadError,
     UploadBusyError,
-    UploadCancelledError,
     UploadCompleteError,
-    WrongLengthError,
+)
+from p2pblob.interfaces import IBlobStore
+from p2pblob.publish._admission import admit, check_pending, check_range
+from p2pblob.publish._lifetime import TransferLifetime
+from p2pblob.publish._manifest_checks import (
+    FileSpec,
+    check_name,
+    check_prefix,
+    parse_manifest,
+    store_room,
 )
 from p2pblob.publish._manifest_state import (
     CANCELLED,
@@ -104,31 +89,17 @@ from p2pblob.publish._manifest_state import (
     Upload,
 )
 from p2pblob.publish._upload import SessionHooks, UploadSession
-from p2pblob.stream.crypt import random_key
 
 __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_TTL",
-    "ChecksumMismatchError",
+    "IDLE_TAKEOVER",
     "FileSpec",
-    "ManifestError",
     "ManifestPublisher",
-    "ManifestRefusedError",
-    "OffsetMismatchError",
-    "PublishError",
     "PublishedName",
-    "PublisherNotReadyError",
-    "Refusal",
     "Transfer",
-    "UnknownNameError",
-    "UnknownPrefixError",
-    "UnknownUploadError",
     "Upload",
-    "UploadBusyError",
-    "UploadCancelledError",
-    "UploadCompleteError",
     "UploadSession",
-    "WrongLengthError",
     "check_prefix",
     "parse_manifest",
     "store_room",
@@ -152,16 +123,6 @@ Seconds an upload must have received nothing before another upload of the
 same file may take its place (its client most likely vanished without
 closing the connection).
 """
-
-
-@dataclass
-class _Timer:
-    """
-    The next expiry sweep: when, and its delayed call.
-    """
-
-    when: float
-    call: IDelayedCall
 
 
 class ManifestPublisher(Service):
@@ -213,7 +174,6 @@ class ManifestPublisher(Service):
         self._prefixes: dict[str, None] = {}
         for prefix in prefixes:
             self.register_prefix(prefix)
-        self.ttl = ttl
         self.quota = quota
         self._room = room
         self._announce = announce
@@ -223,10 +183,17 @@ class ManifestPublisher(Service):
         self._serving = False
         self._sessions: dict[tuple[str, int], UploadSession] = {}
         self._ended_sessions: dict[tuple[str, int], UploadSession] = {}
-        self._timer: _Timer | None = None
-        self._sweeping: Deferred[None] | None = None
+        self._lifetime = TransferLifetime(clock, store, ttl, lambda: self._state,
+                                          self._sessions, self._ended_sessions)
         self._broken: str | None = None
         self.ready: Deferred[None] = Deferred()
+
+    @property
+    def ttl(self) -> float:
+        """
+        Seconds a transfer key stays valid.
+        """
+        return self._lifetime.ttl
 
     # prefixes
 
@@ -260,6 +227,7 @@ class ManifestPublisher(Service):
 
     def startService(self) -> None:
         super().startService()
+        self._lifetime.start()
         try:
             self._state = ManifestState(self._state_path)
         except StorageError as e:
@@ -277,7 +245,7 @@ class ManifestPublisher(Service):
                 return  # (the store logged why; the node stops)
         if not self.running:
             return
-        await self._sweep(start=True)
+        await self._lifetime.sweep(start=True)
         if not self.running:
             return
         self._serving = True
@@ -288,13 +256,9 @@ class ManifestPublisher(Service):
     def stopService(self) -> Deferred[None] | None:
         super().stopService()
         self._serving = False
-        if self._timer is not None:
-            if self._timer.call.active():
-                self._timer.call.cancel()
-            self._timer = None
+        sweeping = self._lifetime.stop()
         for session in list(self._sessions.values()):
             session.abandon("the node stops")
-        sweeping, self._sweeping = self._sweeping, None
         if sweeping is None:
             self._close()
             return None
@@ -333,74 +297,12 @@ class ManifestPublisher(Service):
             admitted).
         """
         self._check_prefix(prefix)
-        state = self.state
-        refusals: list[Refusal] = []
-        names: list[str] = []
-        seen: set[str] = set()
-        for number, spec in enumerate(files):
-            try:
-                name = check_name(spec.name)
-            except ValueError as e:
-                refusals.append(Refusal(number, spec.name, "bad_name", str(e)))
-                names.append(spec.name)
-                continue
-            names.append(name)
-            if spec.size > MAX_FILE_SIZE:
-                refusals.append(Refusal(number, spec.name, "too_large",
-                                        f"{spec.size} bytes is more than one stream may hold "
-                                        f"({MAX_FILE_SIZE} bytes)"))
-            elif name in seen:
-                refusals.append(Refusal(number, spec.name, "duplicate_name",
-                                        "the manifest lists this name twice"))
-            elif state.name_taken(prefix, name):
-                refusals.append(Refusal(number, spec.name, "name_taken",
-                                        f"the name is already published or pending in {prefix!r}"))
-            seen.add(name)
-        refusals.extend(self._room_refusals(prefix, files, {r.number for r in refusals}))
-        if refusals:
-            raise ManifestRefusedError(sorted(refusals, key=lambda r: r.number), len(files))
-        now = self._clock.seconds()
-        key = secrets.token_hex(16)
-        uploads = tuple(
-            Upload(key, number, prefix, name, spec.size, spec.md5, random_key(), PENDING)
-            for number, (name, spec) in enumerate(zip(names, files, strict=True)))
-        transfer = Transfer(key, prefix, now, now + self.ttl, uploads)
-        state.add_transfer(transfer)
+        transfer = admit(self.state, prefix, files, now=self._clock.seconds(), ttl=self.ttl,
+                         quota=self.quota, room=self._room)
         _log.info("Manifest of {count} file(s) admitted into {prefix} under transfer key {key}",
-                  count=len(uploads), prefix=prefix, key=key)
-        self._schedule()
+                  count=len(transfer.uploads), prefix=prefix, key=transfer.key)
+        self._lifetime.schedule()
         return transfer
-
-    def _room_refusals(self, prefix: str, files: Sequence[FileSpec],
-                       refused: set[int]) -> list[Refusal]:
-        """
-        The files that do not fit the prefix's quota or the store's room,
-        counted in manifest order (the files refused otherwise left out).
-        """
-        state = self.state
-        refusals = []
-        used = state.prefix_usage(prefix)
-        room = self._room()
-        # (what the pending files have yet to store)
-        needed = sum(stored_size(u.size) - u.stored for u in state.uploads(state=PENDING))
-        for number, spec in enumerate(files):
-            if number in refused:
-                continue
-            if self.quota is not None and used + spec.size > self.quota:
-                refusals.append(Refusal(
-                    number, spec.name, "quota",
-                    f"{spec.size} bytes do not fit the quota of {prefix!r} ({self.quota} bytes, "
-                    f"{max(self.quota - used, 0)} left for this file)"))
-                continue
-            if room is not None and needed + stored_size(spec.size) > room:
-                refusals.append(Refusal(
-                    number, spec.name, "disk_full",
-                    f"the blob store has room for {max(room - needed, 0)} more bytes (keeping "
-                    f"5 % free), not the {stored_size(spec.size)} this file needs"))
-                continue
-            used += spec.size
-            needed += stored_size(spec.size)
-        return refusals
 
     # looking up
 
@@ -492,11 +394,7 @@ class ManifestPublisher(Service):
         @raise WrongLengthError: C{length} is not the rest of the file.
         """
         upload = self.upload(prefix, key, number)
-        if upload.state == COMPLETE:
-            raise UploadCompleteError(upload)
-        if upload.state == CANCELLED:
-            raise UploadCancelledError(f"the upload of {upload.name!r} was cancelled; send a "
-                                       "new manifest to upload it again")
+        check_pending(upload)
         ended = self._ended_sessions.pop((key, number), None)
         if ended is not None:
             ended.superseded = True
@@ -508,14 +406,7 @@ class ManifestPublisher(Service):
                                       "right now")
             session.abandon(f"another request took over after {idle:.0f} s of silence")
             upload = self.upload(prefix, key, number)
-        if start not in (0, upload.stored):
-            raise OffsetMismatchError(
-                upload.stored, f"the node holds {upload.name!r} up to byte {upload.stored}, "
-                f"not {start}: go on from there")
-        if length is not None and length != upload.size - start:
-            raise WrongLengthError(
-                upload.stored, f"{upload.name!r} is {upload.size} bytes: an upload from byte "
-                f"{start} must carry {upload.size - start}, not {length}")
+        check_range(upload, start, length)
         session = UploadSession(upload, start, self._hooks(upload))
         if not session.ended:
             self._sessions[(key, number)] = session
@@ -533,7 +424,8 @@ class ManifestPublisher(Service):
 
         async def refused(upload: Upload, sd_hash: str) -> None:
             await self._store.remove_stream(sd_hash, True)
-            await self._cancel([upload], "refused: its MD5 is not the one declared")
+            await self._lifetime.cancel(self.state, [upload],
+                                        "refused: its MD5 is not the one declared")
 
         return SessionHooks(self._clock, self._recording_store(upload), self._run, self._workers,
                             save, self._ended, self._published, refused)
@@ -549,13 +441,7 @@ class ManifestPublisher(Service):
             # (its blobs still being stored are saved in its checkpoint as
             # they land, until another session of the file begins)
             self._ended_sessions[(upload.transfer_key, upload.number)] = session
-        if self._state is None:
-            return
-        transfer = self._state.transfer(upload.transfer_key)
-        if transfer is not None:
-            expires = max(transfer.expires, self._clock.seconds() + self.ttl)
-            self._state.set_expiry(transfer.key, expires)
-        self._schedule()
+        self._lifetime.extend(upload.transfer_key)
 
     def _published(self, upload: Upload, sd_hash: str) -> PublishedName:
         self._ended_sessions.pop((upload.transfer_key, upload.number), None)
@@ -587,13 +473,20 @@ class ManifestPublisher(Service):
             # (once the creator has counted it)
             self._clock.callLater(0, ended.save_late)
 
-    def _recording_store(self, upload: Upload) -> RecordingStore:
+    def _recording_store(self, upload: Upload) -> NotingStore:
         def record(blob_hash: str) -> None:
-            if self._state is not None:
-                self._state.record_blob(upload.transfer_key, upload.number, blob_hash)
+            # (a blob that cannot be noted is not written: once the state is
+            # closed, blobs still being made for the upload are dropped
+            # rather than left in the store unaccounted for)
+            if self._state is None:
+                raise StorageError(
+                    f"the publisher stopped: blob {blob_hash[:16]} of {upload.name!r:.100} "
+                    "is not stored (the upload resumes from its last checkpoint)"
+                )
+            self._state.record_blob(upload.transfer_key, upload.number, blob_hash)
 
-        return RecordingStore(self._store, record,
-                              lambda blob_hash: self._blob_stored(upload, blob_hash))
+        return NotingStore(self._store, record,
+                           lambda blob_hash: self._blob_stored(upload, blob_hash))
 
     # cancelling
 
@@ -607,7 +500,7 @@ class ManifestPublisher(Service):
         """
         transfer = self.transfer(prefix, key)
         pending = [u for u in transfer.uploads if u.state == PENDING]
-        return Deferred.fromCoroutine(self._cancel(pending, "cancelled"))
+        return Deferred.fromCoroutine(self._lifetime.cancel(self.state, pending, "cancelled"))
 
     def cancel_upload(self, prefix: str, key: str, number: int) -> Deferred[list[Upload]]:
         """
@@ -620,100 +513,7 @@ class ManifestPublisher(Service):
         if upload.state == COMPLETE:
             raise UploadCompleteError(upload)
         pending = [upload] if upload.state == PENDING else []
-        return Deferred.fromCoroutine(self._cancel(pending, "cancelled"))
-
-    async def _cancel(self, uploads: Sequence[Upload], why: str) -> list[Upload]:
-        state = self.state
-        for upload in uploads:
-            state.cancel(upload.transfer_key, upload.number)
-            _log.info("Upload of {name} into {prefix} {why} (transfer {key}, file {number})",
-                      name=upload.name, prefix=upload.prefix, why=why, key=upload.transfer_key,
-                      number=upload.number)
-        for upload in uploads:
-            self._ended_sessions.pop((upload.transfer_key, upload.number), None)
-            session = self._sessions.get((upload.transfer_key, upload.number))
-            if session is not None:
-                await session.cancel(why)
-            await self._remove_blobs(upload)
-        return list(uploads)
-
-    async def _remove_blobs(self, upload: Upload) -> None:
-        """
-        Remove the blobs noted for a cancelled upload, then forget them.
-        """
-        if self._state is None:
-            return
-        hashes = self._state.blobs_of(upload.transfer_key, upload.number)
-        await remove_unused_blobs(self._store, hashes)
-        if self._state is not None:
-            self._state.forget_blobs(upload.transfer_key, upload.number)
-
-    # expiry
-
-    def _schedule(self) -> None:
-        """
-        Have the next expiry swept when it is due.
-        """
-        if self._state is None or not self.running:
-            return
-        busy = {key for key, _ in self._sessions}
-        times = [t.expires for t in self._state.transfers() if t.key not in busy]
-        when = min(times, default=None)
-        timer = self._timer
-        if timer is not None and (when is None or timer.when != when):
-            if timer.call.active():
-                timer.call.cancel()
-            self._timer = timer = None
-        if when is not None and timer is None:
-            delay = max(when - self._clock.seconds(), 0.0)
-            self._timer = _Timer(when, self._clock.callLater(delay, self._due))
-
-    def _due(self) -> None:
-        self._timer = None
-        Deferred.fromCoroutine(self._sweep()).addErrback(
-            lambda f: _log.failure("Sweeping expired transfers failed", f))
-
-    async def _sweep(self, start: bool = False) -> None:
-        """
-        Cancel the pending files of the transfers expired (and at start,
-        finish removing the blobs of uploads cancelled before a crash).
-        """
-        if self._sweeping is not None:
-            return
-        done: Deferred[None] = Deferred()
-        self._sweeping = done
-        try:
-            await self._sweep_now(start)
-        except StorageError as e:
-            _log.error("Could not sweep expired transfers: {error}", error=e)
-        finally:
-            self._sweeping = None
-            done.callback(None)
-        self._schedule()
-
-    async def _sweep_now(self, start: bool) -> None:
-        if self._state is None:
-            return
-        if start:
-            for upload in self._state.uploads(state=CANCELLED):
-                await self._remove_blobs(upload)
-        now = self._clock.seconds()
-        busy = {key for key, _ in self._sessions}
-        for transfer in list(self._state.transfers()):
-            if transfer.expires > now or transfer.key in busy:
-                continue
-            pending = [u for u in transfer.uploads if u.state == PENDING]
-            for upload in pending:
-                self._state.cancel(upload.transfer_key, upload.number)
-                self._ended_sessions.pop((upload.transfer_key, upload.number), None)
-            for upload in pending:
-                _log.info("Transfer {key} expired: {name} was never uploaded into {prefix}; "
-                          "its entry and blobs are removed", key=transfer.key,
-                          name=upload.name, prefix=upload.prefix)
-                await self._remove_blobs(upload)
-                if self._state is None:
-                    return
-            self._state.drop_transfer(transfer.key)
+        return Deferred.fromCoroutine(self._lifetime.cancel(self.state, pending, "cancelled"))
 
     # reporting
 

@@ -127,6 +127,13 @@ class PublishingTestCase(SynchronousTestCase):
         self.successResultOf(Deferred.fromCoroutine(self.store.start()))
         self.addCleanup(self.store.stop)
         self.announced = 0
+        self.start_node()
+
+    def start_node(self) -> None:
+        """
+        Start a publisher (C{self.publisher}) over the state file of the
+        test's directory, and the API's site (C{self.site}) serving it.
+        """
         self.publisher = ManifestPublisher(
             self.clock, self.store, run_inline, self.directory / "publish.sqlite",
             prefixes=("files", "music"), ttl=TTL, quota=self.quota, announce=self.announce)
@@ -485,6 +492,36 @@ class UploadTests(PublishingTestCase):
             "Content-Range": f"bytes {2 * C}-{len(data) - 2}/{len(data)}"}), 400, "wrong_length")
         self.assertError(self.request("PUT", path, data[2 * C:], {"Content-Range": "bytes */1"}),
                          400, "wrong_length")
+        answer = self.request("PUT", path, data[2 * C:],
+                              {"Content-Range": f"bytes {2 * C}-{len(data) - 1}/{len(data)}"})
+        self.assertEqual(answer.status, 200, answer.body)
+        stream_key = self.publisher.state.uploads()[0].stream_key
+        self.assertEqual(answer.json["sd_hash"],
+                         one_shot_sd_hash(self, "video.bin", data, stream_key))
+        self.assertEqual(self.request("GET", "/publish/files/video.bin").body, data)
+
+    def test_node_stops_mid_upload(self) -> None:
+        """
+        When the node stops during an upload, the upload's connection is
+        cut, unanswered, and what it stored is kept: after a restart, HEAD
+        tells the offset of the checkpoint saved, and a PUT with
+        Content-Range carries on from it to the stream a one-shot publish
+        of the same file makes.
+        """
+        data = content(3 * C + 1234)
+        manifest = self.manifest(("video.bin", data))
+        path = manifest["files"][0]["upload_url"][len(HOST) + 7:]
+        connection = self.connect()
+        connection.send(self.head("PUT", path, length=len(data)) + data[:2 * C + C // 2])
+        self.assertIsNone(self.publisher.stopService())
+        self.assertTrue(connection.transport.disconnecting)
+        connection.drop()
+        self.assertEqual(connection.answers(), [])
+
+        self.start_node()
+        head = self.request("HEAD", path)
+        self.assertEqual((head.status, head.headers["upload-offset"], head.headers["upload-state"]),
+                         (200, str(2 * C), "pending"))
         answer = self.request("PUT", path, data[2 * C:],
                               {"Content-Range": f"bytes {2 * C}-{len(data) - 1}/{len(data)}"})
         self.assertEqual(answer.status, 200, answer.body)

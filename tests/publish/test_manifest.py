@@ -16,32 +16,20 @@ from typing import Any, TypeVar
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import capturedLogs
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from p2pblob._threads import run_inline
 from p2pblob.blob.hashing import blob_hash
+from p2pblob.blob.noted import NotingStore
 from p2pblob.blob.store import BlobStore
-from p2pblob.errors import BlobHashMismatchError, DiskLimitError
-from p2pblob.interfaces import IBlobStore
-from p2pblob.node import make_node
-from p2pblob.publish._manifest_blobs import RecordingStore
-from p2pblob.publish._manifest_checks import (
-    MAX_FILE_SIZE,
-    ManifestError,
-    check_name,
-    check_prefix,
-    parse_manifest,
-    store_room,
-    stored_size,
-)
-from p2pblob.publish._manifest_state import ManifestState
-from p2pblob.publish.manifest import (
-    IDLE_TAKEOVER,
+from p2pblob.errors import (
+    BlobHashMismatchError,
     ChecksumMismatchError,
-    FileSpec,
-    ManifestPublisher,
+    DiskLimitError,
+    ManifestError,
     ManifestRefusedError,
     OffsetMismatchError,
     PublisherNotReadyError,
@@ -53,6 +41,18 @@ from p2pblob.publish.manifest import (
     UploadCompleteError,
     WrongLengthError,
 )
+from p2pblob.interfaces import IBlobStore
+from p2pblob.node import make_node
+from p2pblob.publish._manifest_checks import (
+    MAX_FILE_SIZE,
+    check_name,
+    check_prefix,
+    parse_manifest,
+    store_room,
+    stored_size,
+)
+from p2pblob.publish._manifest_state import ManifestState
+from p2pblob.publish.manifest import IDLE_TAKEOVER, FileSpec, ManifestPublisher
 from p2pblob.stream.creator import publish_file
 from p2pblob.stream.crypt import PLAINTEXT_CHUNK_SIZE
 from p2pblob.stream.descriptor import parse_sd_blob
@@ -561,6 +561,106 @@ class ResumeTests(PublisherTestCase):
         published = self.upload(key, 0, data, start=C)
         self.assertEqual(published.sd_hash, one_shot_sd_hash(self, "video.bin", data, stream_key))
 
+    def held_run(self) -> list[Callable[[], None]]:
+        """
+        Have the blobs of uploads begun from now on wait to be made until
+        the jobs returned are run.
+        """
+        held: list[Callable[[], None]] = []
+
+        def run(f: Callable[..., _T], *args: Any) -> Deferred[_T]:
+            d: Deferred[_T] = Deferred()
+            held.append(lambda: d.callback(f(*args)))
+            return d
+
+        self.patch(self.publisher, "_run", run)
+        return held
+
+    def saved(self, key: str) -> tuple[str, int, bool]:
+        """
+        What the state file of the stopped publisher says of file 0 of
+        transfer C{key}: its state, the bytes its checkpoint holds, and
+        whether it has one.
+        """
+        state = ManifestState(self.directory / "publish.sqlite")
+        try:
+            upload = state.upload(key, 0)
+        finally:
+            state.close()
+        assert upload is not None
+        return upload.state, upload.stored, upload.checkpoint is not None
+
+    def test_node_stops_mid_upload(self) -> None:
+        """
+        When the node stops while a file is being uploaded, the checkpoint
+        of what the upload stored is saved (the blobs that landed since the
+        last bytes it took too), and its request is cut off: its connection
+        dropped, its session taking no more bytes.  After a restart over the
+        same state and store, the upload goes on from the checkpoint, and
+        the stream is the one a one-shot publish makes.
+        """
+        held = self.held_run()
+        data = content(3 * C + 77)
+        transfer = self.publisher.admit("files", [spec("video.bin", data)])
+        session = self.publisher.begin("files", transfer.key, 0, length=len(data))
+        cut: list[bool] = []
+        session.cut = lambda: cut.append(True)
+        self.result(session.write(data[:2 * C + 500]))
+        while held:
+            held.pop(0)()
+        self.clock.advance(0)
+        upload = self.publisher.upload("files", transfer.key, 0)
+        self.assertEqual((upload.stored, self.publisher.offset(upload)), (0, 2 * C))
+        with capturedLogs() as events:
+            self.stop(self.publisher)
+        self.assertEqual(cut, [True])
+        stopped = [e for e in events if e.get("why") == "the node stops"]
+        self.assertEqual([(e["name"], e["received"], e["offset"]) for e in stopped],
+                         [("video.bin", 2 * C + 500, 2 * C)])
+        self.failureResultOf(session.write(data[2 * C + 500:]), UploadCancelledError)
+        self.failureResultOf(session.finish(), UploadCancelledError)
+        self.assertEqual(self.saved(transfer.key), ("pending", 2 * C, True))
+
+        self.publisher = self.start_publisher()
+        upload = self.publisher.upload("files", transfer.key, 0)
+        self.assertEqual(self.publisher.offset(upload), 2 * C)
+        with self.assertRaises(OffsetMismatchError):
+            self.publisher.begin("files", transfer.key, 0, start=2 * C + 500)
+        published = self.upload(transfer.key, 0, data, start=2 * C)
+        self.assertEqual(published.sd_hash, one_shot_sd_hash(
+            self, "video.bin", data, transfer.uploads[0].stream_key))
+        self.assertEqual(self.blobs(), {published.sd_hash,
+                                        *self.store.index.stream_blobs(published.sd_hash)})
+
+    def test_node_stops_with_blobs_in_flight(self) -> None:
+        """
+        Blobs still being made when the node stops, that land once it
+        stopped, leave nothing behind: after a restart an upload goes on
+        from the checkpoint saved and gives the stream a one-shot publish
+        makes, and a file cancelled leaves no blob in the store.
+        """
+        held = self.held_run()
+        data = content(3 * C + 77)
+        transfer = self.publisher.admit("files", [spec("a", data), spec("b", data)])
+        for number in (0, 1):
+            self.publisher.begin("files", transfer.key, number).write(data[:2 * C + 10])
+        self.assertTrue(held)
+        stopped = self.publisher.stopService()
+        while held:
+            held.pop(0)()
+        self.clock.advance(0)
+        self.successResultOf(_fired(stopped))
+
+        self.publisher = self.start_publisher()
+        first = self.publisher.upload("files", transfer.key, 0)
+        offset = self.publisher.offset(first)
+        self.assertEqual(offset % C, 0)
+        published = self.upload(transfer.key, 0, data, start=offset)
+        self.assertEqual(published.sd_hash, one_shot_sd_hash(self, "a", data, first.stream_key))
+        self.result(self.publisher.cancel_upload("files", transfer.key, 1))
+        self.assertEqual(self.blobs(), {published.sd_hash,
+                                        *self.store.index.stream_blobs(published.sd_hash)})
+
     def test_whole_again(self) -> None:
         """
         An upload of the whole file starts again from its first byte.
@@ -757,7 +857,7 @@ class LifeCycleTests(SynchronousTestCase):
         self.successResultOf(Deferred.fromCoroutine(store.start()))
         self.addCleanup(store.stop)
         noted: list[tuple[str, str, bool]] = []
-        recording = RecordingStore(
+        recording = NotingStore(
             store, lambda h: noted.append(("record", h, store.has_blob(h))),
             lambda h: noted.append(("stored", h, store.has_blob(h))))
         verifyObject(IBlobStore, recording)
