@@ -19,19 +19,15 @@ from __future__ import annotations
 import hashlib
 import zlib
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.server import Request
-from zope.interface import implementer
 
 from p2pblob.gateway._answers import error_body
 from p2pblob.gateway.namespace import ObjectRecord
 from p2pblob.gateway.objects import Objects, refusal_error
 from p2pblob.gateway.xml import S3Error
-from p2pblob.http._blobs import Refusal
-from p2pblob.stream.crypt import PLAINTEXT_CHUNK_SIZE
+from p2pblob.http._blobs import RangeAnswer, Refusal
 
 __all__ = ["ObjectAnswer"]
 
@@ -54,38 +50,21 @@ class _Digests:
         self.size += len(data)
 
 
-@implementer(IPushProducer)
-class ObjectAnswer:
+class ObjectAnswer(RangeAnswer):
     """
     The answer to one C{GET} of an object: bytes C{start} to C{end} (both
-    included) of its content, with C{status} and C{headers}.
+    included) of its content, with C{status} and C{headers} (see
+    L{RangeAnswer}: one blob at a time, the status with the first bytes).
     """
 
     def __init__(self, request: Request, objects: Objects, record: ObjectRecord,
                  span: tuple[int, int], status: int, headers: dict[bytes, bytes]) -> None:
-        self._request = request
+        super().__init__(request)
         self._objects = objects
         self._record = record
         self._start, self._end = span
         self._status = status
         self._headers = headers
-        self._started = False
-        self._gone = False
-        self._paused: Deferred[None] | None = None
-        request.notifyFinish().addErrback(lambda _: self.stopProducing())
-
-    def pauseProducing(self) -> None:
-        if self._paused is None:
-            self._paused = Deferred()
-
-    def resumeProducing(self) -> None:
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
-
-    def stopProducing(self) -> None:
-        self._gone = True
-        self.resumeProducing()
 
     async def run(self) -> None:
         """
@@ -95,47 +74,19 @@ class ObjectAnswer:
         with self._objects.reading(record.sd_hash):
             descriptor = await self._objects.descriptor(record.sd_hash)
             blobs = self._objects.blobs(descriptor)
-            numbers = range(self._start // PLAINTEXT_CHUNK_SIZE,
-                            self._end // PLAINTEXT_CHUNK_SIZE + 1)
             whole = self._start == 0 and self._end == record.size - 1
             digests = _Digests() if whole and record.md5 is None else None
-            if self._gone:
-                return
-            self._request.registerProducer(self, True)
-            try:
-                for number in numbers:
-                    while self._paused is not None:
-                        await self._paused
-                    if self._gone:
-                        return
-                    await blobs.obtain(number)
-                    if self._gone:
-                        return
-                    if number + 1 in numbers:
-                        blobs.fetch_ahead(number + 1)
-                    plain = await blobs.plaintext(number)
-                    base = number * PLAINTEXT_CHUNK_SIZE
-                    piece = plain[max(self._start - base, 0):self._end + 1 - base]
-                    if digests is not None:
-                        await self._objects.run(digests.update, piece)
-                    self._begin()
-                    self._request.write(piece)
-            finally:
-                if not self._gone:
-                    self._request.unregisterProducer()
-            if digests is not None and digests.size == record.size:
+
+            async def hash_piece(piece: bytes) -> None:
+                assert digests is not None
+                await self._objects.run(digests.update, piece)
+
+            sent = await self._send(blobs, self._start, self._end,
+                                    None if digests is None else hash_piece)
+            if sent and digests is not None and digests.size == record.size:
                 self._objects.namespace.learn_digests(record.sd_hash, digests.md5.hexdigest(),
                                                       digests.crc32)
-        if not self._gone:
-            self._request.finish()
-
-    def _begin(self) -> None:
-        if self._started:
-            return
-        self._started = True
-        self._request.setResponseCode(self._status)
-        for name, value in self._headers.items():
-            self._request.setHeader(name, value)
+        self._finish()
 
     def fail(self, failure: Failure) -> None:
         """
@@ -150,12 +101,5 @@ class ObjectAnswer:
             _log.failure("Failed serving {uri}", failure, uri=self._request.uri)
             error = S3Error(500, "InternalError",
                             "the node failed serving this object; its log has the details")
-        if self._gone:
-            return
-        if self._started:
-            _log.warn("Cut the connection serving {uri}: {reason}",
-                      uri=self._request.uri, reason=error.message)
-            self._request.loseConnection()
-        else:
-            self._request.write(error_body(self._request, error))
-            self._request.finish()
+        s3_error = error
+        self._end_with(lambda: error_body(self._request, s3_error), s3_error.message)

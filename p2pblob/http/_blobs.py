@@ -14,9 +14,13 @@ padding of the last blob (L{StreamBlobs.total_length}).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.web.server import Request
+from zope.interface import implementer
 
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, blob_hash, is_blob_hash
 from p2pblob.errors import BlobNotFoundError, DecryptionError, InvalidDescriptorError
@@ -25,7 +29,16 @@ from p2pblob.interfaces import IBlobStore
 from p2pblob.stream.crypt import BLOCK_SIZE, PLAINTEXT_CHUNK_SIZE, decrypt_blob
 from p2pblob.stream.descriptor import BlobInfo, StreamDescriptor, parse_sd_blob
 
-__all__ = ["Fetcher", "Refusal", "StreamBlobs", "blob_missing", "load_descriptor"]
+__all__ = [
+    "Fetcher",
+    "RangeAnswer",
+    "Refusal",
+    "StreamBlobs",
+    "blob_missing",
+    "load_descriptor",
+]
+
+_log = Logger()
 
 Fetcher = Callable[[str], Deferred[None]]
 """
@@ -192,3 +205,113 @@ class StreamBlobs:
                            f"blob {number} holds {len(plain)} bytes, not {PLAINTEXT_CHUNK_SIZE}:"
                            " ranges of this stream cannot be served")
         return plain
+
+
+@implementer(IPushProducer)
+class RangeAnswer:
+    """
+    The body of an answer that sends part of a stream's content, written
+    one blob at a time as its request's push producer: while the client's
+    connection is paused no further blob is read, so that about one blob is
+    held in memory whatever the range, and when the client goes away the
+    answer stops.  The status and headers go out with the first bytes
+    (L{_begin}), so that a failure to get the first blob can still be
+    answered with an error.  (The stream gateway's and the S3 gateway's
+    answers are made of it.)
+    """
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self._status = 200
+        self._headers: dict[bytes, bytes] = {}
+        self._started = False
+        self._gone = False
+        self._paused: Deferred[None] | None = None
+        request.notifyFinish().addErrback(lambda _: self.stopProducing())
+
+    def pauseProducing(self) -> None:
+        if self._paused is None:
+            self._paused = Deferred()
+
+    def resumeProducing(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
+
+    def stopProducing(self) -> None:
+        self._gone = True
+        self.resumeProducing()
+
+    def _begin(self) -> None:
+        """
+        Send the status and headers, once.
+        """
+        if self._started:
+            return
+        self._started = True
+        self._request.setResponseCode(self._status)
+        for name, value in self._headers.items():
+            self._request.setHeader(name, value)
+
+    async def _send(
+        self,
+        blobs: StreamBlobs,
+        start: int,
+        end: int,
+        each: Callable[[bytes], Awaitable[None]] | None = None,
+    ) -> bool:
+        """
+        Write bytes C{start} to C{end} (both included) of the content,
+        fetching the next missing blob while one is sent.
+
+        @param each: given each piece before it is written (to hash it).
+        @return: whether every byte was written (C{False}: the client went
+            away).
+        """
+        if self._gone:
+            return False
+        numbers = range(start // PLAINTEXT_CHUNK_SIZE, end // PLAINTEXT_CHUNK_SIZE + 1)
+        self._request.registerProducer(self, True)
+        try:
+            for number in numbers:
+                while self._paused is not None:
+                    await self._paused
+                if not self._gone:
+                    await blobs.obtain(number)
+                if self._gone:
+                    return False
+                if number + 1 in numbers:
+                    blobs.fetch_ahead(number + 1)
+                plain = await blobs.plaintext(number)
+                base = number * PLAINTEXT_CHUNK_SIZE
+                piece = plain[max(start - base, 0) : end + 1 - base]
+                if each is not None:
+                    await each(piece)
+                self._begin()
+                self._request.write(piece)
+        finally:
+            if not self._gone:
+                self._request.unregisterProducer()
+        self._begin()  # (an empty range sends the headers alone)
+        return True
+
+    def _finish(self) -> None:
+        if not self._gone:
+            self._request.finish()
+
+    def _end_with(self, error_body: Callable[[], bytes], reason: str) -> None:
+        """
+        End the answer after a failure: with the error C{error_body()}
+        makes (setting its status) while no byte of the content is sent,
+        else (the status is gone) by cutting the connection, which the
+        client sees as a short body.
+        """
+        if self._gone:
+            return
+        if self._started:
+            _log.warn("Cut the connection serving {uri}: {reason}",
+                      uri=self._request.uri, reason=reason)
+            self._request.loseConnection()
+        else:
+            self._request.write(error_body())
+            self._request.finish()

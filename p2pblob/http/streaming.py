@@ -32,14 +32,12 @@ import re
 from urllib.parse import quote
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import NOT_DONE_YET, Request
-from zope.interface import implementer
 
-from p2pblob.http._blobs import Fetcher, StreamBlobs, load_descriptor
+from p2pblob.http._blobs import Fetcher, RangeAnswer, StreamBlobs, load_descriptor
 from p2pblob.http._blobs import Refusal as _Refusal
 from p2pblob.http._blobs import blob_missing as _missing
 from p2pblob.http._ranges import last_blob_plaintext_length, parse_range, satisfiable_range
@@ -144,42 +142,18 @@ def _requested_span(request: Request, etag: bytes, total: int) -> tuple[int, int
     return span
 
 
-@implementer(IPushProducer)
-class _Answer:
+class _Answer(RangeAnswer):
     """
-    The answer to one request for a stream's content.
-
-    It writes the body one blob at a time as the request's push producer:
-    while the client's connection is paused no further blob is read, so
-    that about one blob is held in memory whatever the range, and when the
-    client goes away it stops.  The status and headers go out with the
-    first bytes of the body, so that a failure to get the first blob is
-    still answered with a JSON error.
+    The answer to one request for a stream's content (see L{RangeAnswer}:
+    one blob at a time, the status with the first bytes).
     """
 
     def __init__(self, request: Request, store: IBlobStore, fetcher: Fetcher | None,
                  sd_hash: str) -> None:
-        self._request = request
+        super().__init__(request)
         self._store = store
         self._fetcher = fetcher
         self._sd_hash = sd_hash
-        self._started = False
-        self._gone = False
-        self._paused: Deferred[None] | None = None
-        request.notifyFinish().addErrback(lambda _: self.stopProducing())
-
-    def pauseProducing(self) -> None:
-        if self._paused is None:
-            self._paused = Deferred()
-
-    def resumeProducing(self) -> None:
-        paused, self._paused = self._paused, None
-        if paused is not None:
-            paused.callback(None)
-
-    def stopProducing(self) -> None:
-        self._gone = True
-        self.resumeProducing()
 
     async def run(self) -> None:
         """
@@ -190,7 +164,8 @@ class _Answer:
         headers = _entity_headers(self._sd_hash, descriptor)
         etag = headers[b"etag"]
         if _none_match(_header(request, b"if-none-match"), etag):
-            self._begin(304, {b"etag": etag, b"cache-control": _CACHE_CONTROL})
+            self._status, self._headers = 304, {b"etag": etag, b"cache-control": _CACHE_CONTROL}
+            self._begin()
             return self._finish()
         blobs = StreamBlobs(self._store, self._fetcher, descriptor)
         early = self._fetch_early(blobs, request, descriptor)
@@ -205,23 +180,16 @@ class _Answer:
         headers[b"content-length"] = b"%d" % (end + 1 - start,)
         if span is not None:
             headers[b"content-range"] = b"bytes %d-%d/%d" % (start, end, total)
-        status = 200 if span is None else 206
+        self._status, self._headers = (200 if span is None else 206), headers
         if request.method == b"HEAD" or total == 0:
-            self._begin(status, headers)
+            self._begin()
             return self._finish()
         numbers = range(start // PLAINTEXT_CHUNK_SIZE, end // PLAINTEXT_CHUNK_SIZE + 1)
         missing = blobs.first_missing(numbers) if self._fetcher is None else None
         if missing is not None:
             raise _missing(missing)
-        if self._gone:
-            return
-        request.registerProducer(self, True)
-        try:
-            await self._write(blobs, numbers, start, end, status, headers)
-        finally:
-            if not self._gone:
-                request.unregisterProducer()
-        self._finish()
+        if await self._send(blobs, start, end):
+            self._finish()
 
     def _fetch_early(self, blobs: StreamBlobs, request: Request,
                      descriptor: StreamDescriptor) -> Deferred[None] | None:
@@ -240,33 +208,6 @@ class _Answer:
             return None
         return Deferred.fromCoroutine(blobs.obtain(number))
 
-    async def _write(self, blobs: StreamBlobs, numbers: range, start: int, end: int,
-                     status: int, headers: dict[bytes, bytes]) -> None:
-        for number in numbers:
-            while self._paused is not None:
-                await self._paused
-            if not self._gone:
-                await blobs.obtain(number)
-            if self._gone:
-                return
-            if number + 1 in numbers:
-                blobs.fetch_ahead(number + 1)
-            plain = await blobs.plaintext(number)
-            if not self._started:
-                self._begin(status, headers)
-            base = number * PLAINTEXT_CHUNK_SIZE
-            self._request.write(plain[max(start - base, 0):end + 1 - base])
-
-    def _begin(self, status: int, headers: dict[bytes, bytes]) -> None:
-        self._request.setResponseCode(status)
-        for name, value in headers.items():
-            self._request.setHeader(name, value)
-        self._started = True
-
-    def _finish(self) -> None:
-        if not self._gone:
-            self._request.finish()
-
     def fail(self, failure: Failure) -> None:
         """
         End the answer after C{failure}: with a JSON error while no byte is
@@ -278,15 +219,7 @@ class _Answer:
             _log.failure("Failed serving {uri}", failure, uri=self._request.uri)
             refusal = _Refusal(500, "internal_error",
                                "the node failed serving this stream; its log has the details")
-        if self._gone:
-            return
-        if self._started:
-            _log.warn("Cut the connection serving {uri}: {reason}",
-                      uri=self._request.uri, reason=refusal.message)
-            self._request.loseConnection()
-        else:
-            self._request.write(_error_body(self._request, refusal))
-            self._request.finish()
+        self._end_with(lambda: _error_body(self._request, refusal), refusal.message)
 
 
 class StreamResource(Resource):
