@@ -10,6 +10,7 @@ from twisted.internet.interfaces import IReactorCore, IReactorThreads, IReactorT
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pblob._fatal import give_up
 from p2pblob._threads import ThreadWorker
 from p2pblob.blob._files import ScanResult
 from p2pblob.blob.backend import BackendBlobStore
@@ -76,12 +77,8 @@ class BlobStoreService(Service):
         started.addCallbacks(self.ready.callback, self._failed)
 
     def _failed(self, failure: Failure) -> None:
-        _log.critical(
-            "Could not open the blob store: {error}; stopping", error=failure.value
-        )
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda f: None)
-        self._reactor.stop()
+        give_up(_log, self._reactor, self.ready, failure,
+                "Could not open the blob store: {error}; stopping")
 
     def stopService(self) -> None:
         super().stopService()

@@ -21,6 +21,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pblob._fatal import give_up
 from p2pblob.config import is_loopback
 from p2pblob.dht.addresses import is_valid_address
 from p2pblob.dht.constants import HASH_LENGTH
@@ -277,11 +278,8 @@ class DHTService(Service):
         if not self._fatal:
             self.ready.errback(failure)
             return
-        _log.critical("Cannot start the DHT: {error}; stopping", error=failure.value)
-        self.ready.errback(failure)
-        self.ready.addErrback(lambda f: None)
-        if self._reactor.running:
-            self._reactor.stop()
+        give_up(_log, self._reactor, self.ready, failure,
+                "Cannot start the DHT: {error}; stopping")
 
     def _save(self) -> None:
         if self.node is not None:

@@ -73,6 +73,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 
+from p2pblob._fatal import give_up
 from p2pblob._threads import BlockingRunner
 from p2pblob.errors import P2PBlobError
 from p2pblob.gateway.multipart import MIN_PART_SIZE, Multipart
@@ -213,15 +214,9 @@ class GatewayService(Service):
         self.listening.callback(port)
 
     def _failed(self, failure: Failure) -> None:
-        _log.critical("Cannot serve the S3 gateway on {endpoint}: {error}; stopping "
-                      "(use --s3-listen to choose another endpoint)",
-                      endpoint=self.endpoint, error=failure.value)
-        self.listening.errback(failure)
-        self.listening.addErrback(lambda f: None)
-        if self._reactor.running:
-            self._reactor.stop()
-        else:
-            self._reactor.callWhenRunning(self._reactor.stop)
+        give_up(_log, self._reactor, self.listening, failure,
+                "Cannot serve the S3 gateway on {endpoint}: {error}; stopping "
+                "(use --s3-listen to choose another endpoint)", endpoint=self.endpoint)
 
     def stopService(self) -> Deferred[None] | None:
         super().stopService()

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import IResource
 
+from p2pblob._fatal import give_up
 from p2pblob.errors import P2PBlobError
 from p2pblob.http._body import BodyRoute, streaming_site
 
@@ -103,16 +104,9 @@ class APIService(Service):
         self.listening.callback(port)
 
     def _failed(self, failure: Failure) -> None:
-        _log.critical("Cannot serve the HTTP API on {endpoint}: {error}; stopping "
-                      "(use --api-listen to choose another endpoint, or none)",
-                      endpoint=self.endpoint, error=failure.value)
-        self.listening.errback(failure)
-        self.listening.addErrback(lambda f: None)
-        # (twistd starts the services before it runs the reactor)
-        if self._reactor.running:
-            self._reactor.stop()
-        else:
-            self._reactor.callWhenRunning(self._reactor.stop)
+        give_up(_log, self._reactor, self.listening, failure,
+                "Cannot serve the HTTP API on {endpoint}: {error}; stopping "
+                "(use --api-listen to choose another endpoint, or none)", endpoint=self.endpoint)
 
     def _write_address(self, url: str) -> None:
         path = self._address_path

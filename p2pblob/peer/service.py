@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from p2pblob._fatal import give_up
 from p2pblob.interfaces import IBlobStore, IQueryHandlerFactory, IRateLimiter
 from p2pblob.peer.handlers import (
     BlobAvailabilityHandlerFactory,
@@ -127,14 +128,9 @@ class PeerServerService(Service):
             return port
 
         def failed(failure: Failure) -> None:
-            _log.critical(
-                "Cannot serve peers on {endpoint}: {error}; stopping",
-                endpoint=self.endpoint, error=failure.value,
-            )
-            self.listening.errback(failure)
-            self.listening.addErrback(lambda f: None)
-            if self._reactor.running:
-                self._reactor.stop()
+            give_up(_log, self._reactor, self.listening, failure,
+                    "Cannot serve peers on {endpoint}: {error}; stopping",
+                    endpoint=self.endpoint)
 
         def ready(result: object) -> object:
             Deferred.fromCoroutine(listen(result)).addCallbacks(self.listening.callback, failed)
