@@ -35,6 +35,8 @@ setup(
         # (boto3, run in threads) and on SFTP servers (twisted.conch)
         "s3": ["boto3>=1.34"],
         "sftp": ["twisted[conch]>=24.7.0"],
+        # UPnP port mapping on the LAN's router
+        "upnp": ["miniupnpc>=2.2"],
         "test": [
             "hypothesis>=6.100",
             "psutil>=5.9",
@@ -44,6 +46,8 @@ setup(
             "twisted[conch]>=24.7.0",
             # an independent S3 client for the S3 gateway's tests
             "awscli>=1.36",
+            # the UPnP client, tested against a real miniupnpd
+            "miniupnpc>=2.2",
         ],
     },
     entry_points={"console_scripts": ["p2pblob = p2pblob.cli.main:main"]},

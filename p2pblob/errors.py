@@ -69,6 +69,10 @@ __all__ = [
     "RPCTimeoutError",
     "RemoteDHTError",
     "NotAnnouncingError",
+    "PortMappingError",
+    "UPnPUnavailableError",
+    "NoGatewayError",
+    "MappingRefusedError",
     "PaymentError",
     "InsufficientFundsError",
     "ReservationError",
@@ -716,6 +720,63 @@ class NotAnnouncingError(DHTError):
         super().__init__(f"this node does not announce its blobs: {reason}")
         self.reason = reason
 
+
+
+class PortMappingError(P2PBlobError):
+    """
+    The router in front of this node could not be asked to forward its
+    ports, so peers on the internet cannot connect to it.  The node keeps
+    running; it does not announce itself unless an external address is
+    configured (for a port forwarded by hand).
+    """
+
+
+class UPnPUnavailableError(PortMappingError):
+    """
+    UPnP port mapping needs the C{miniupnpc} package, which is not
+    installed: C{pip install 'p2pblob[upnp]'}.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(
+            "UPnP port mapping needs the miniupnpc package, which is not"
+            " installed: pip install 'p2pblob[upnp]'"
+        )
+
+
+class NoGatewayError(PortMappingError):
+    """
+    No UPnP Internet Gateway Device answered on the local network: the
+    router does not speak UPnP, or has it switched off.
+
+    @ivar reason: what the UPnP library said, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            "no UPnP gateway answered on the local network (is UPnP enabled on"
+            f" the router?): {reason}"
+        )
+        self.reason = reason
+
+
+class MappingRefusedError(PortMappingError):
+    """
+    The UPnP gateway refused to forward one of this node's ports (the port
+    is taken by another machine, the router forbids it, or it failed).
+
+    @ivar protocol: C{"TCP"} or C{"UDP"}.
+    @ivar port: the port.
+    @ivar reason: what the gateway said, in words.
+    """
+
+    def __init__(self, protocol: str, port: int, reason: str) -> None:
+        super().__init__(
+            f"the UPnP gateway refused to forward {protocol} port {port}: {reason}"
+        )
+        self.protocol = protocol
+        self.port = port
+        self.reason = reason
 
 def _points(micro: int) -> str:
     """

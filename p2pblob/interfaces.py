@@ -45,6 +45,7 @@ __all__ = [
     "IMetadataHandler",
     "IPaymentRateManager",
     "IPeerFinder",
+    "IPortMapper",
     "IProgressManager",
     "IQueryHandler",
     "IQueryHandlerFactory",
@@ -1442,6 +1443,79 @@ class IHashAnnouncer(Interface):
             C{"failed"} (announcements that succeeded and failed since the
             start) and C{"last_announce"} (the time of the last successful
             announcement, in seconds since the epoch, or C{None}).
+        @rtype: C{dict}
+        """
+
+
+# ---------------------------------------------------------------------------
+# Being reachable from the internet (added by p2pblob)
+# ---------------------------------------------------------------------------
+
+
+class IPortMapper(Interface):
+    """
+    Asks the router in front of this node to forward the peer TCP port and
+    the DHT UDP port to it (UPnP, for instance), keeps those mappings alive
+    while the node runs and removes them when it stops cleanly, and learns
+    the address peers on the internet reach this node at.
+
+    It is a service (L{twisted.application.service.IService}): mapping
+    starts with C{startService} and ends with C{stopService}.  Failing to
+    map is not an error of the service: it says so once in the log, keeps
+    running (and retrying), and reports itself unreachable, so that the
+    node does not announce an address nobody can connect to.
+    """
+
+    mappings = Attribute(
+        "The mappings the router holds for this node now, a C{tuple} of"
+        " L{p2pblob.reach.PortMapping} (protocol C{'TCP'} or C{'UDP'},"
+        " external port, internal address, internal port, lease in seconds);"
+        " empty until mapped, while unreachable and once stopped."
+    )
+
+    external_address = Attribute(
+        "The IPv4 address peers on the internet reach this node at, a C{str}"
+        " (the one the user configured, if any, else the one the router"
+        " reports), or C{None} while it is not known."
+    )
+
+    reachable = Attribute(
+        "A C{bool}: whether peers on the internet can connect to this node"
+        " (every port is mapped, or the user configured an external address);"
+        " an unreachable node must not announce itself."
+    )
+
+    def startService() -> None:
+        """
+        Start mapping: find the gateway and map the ports in the background
+        (the result shows in L{mappings}, L{reachable} and L{status}), then
+        renew the mappings before their lease ends.
+
+        @return: C{None}
+        """
+
+    def stopService() -> Deferred[None]:
+        """
+        Stop renewing and remove the mappings this node made.
+
+        @return: a Deferred that fires with C{None} once the router has been
+            asked to remove every mapping (whether or not it could); it does
+            not fail.
+        @rtype: L{Deferred}
+        """
+
+    def status() -> dict[str, Any]:
+        """
+        Describe the mappings, for C{p2pblob status} and the API.
+
+        @return: a JSON-serialisable C{dict} with at least C{"method"} (how
+            ports are mapped, such as C{"upnp"}), C{"state"} (C{"stopped"},
+            C{"mapping"}, C{"mapped"} or C{"unreachable"}), C{"reachable"}
+            (as L{reachable}), C{"external_address"} (as
+            L{external_address}), C{"mappings"} (a C{list} of C{dict}s with
+            C{"protocol"}, C{"external_port"}, C{"internal_address"},
+            C{"internal_port"} and C{"lease"}) and C{"problem"} (why the
+            ports are not mapped, in words, or C{None}).
         @rtype: C{dict}
         """
 

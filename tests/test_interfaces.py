@@ -215,6 +215,15 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "body_lost": (("reason",), False),
         },
     ),
+    # being reachable: UPnP port mapping (p2pblob.reach)
+    "IPortMapper": (
+        {"mappings", "external_address", "reachable"},
+        {
+            "startService": ((), False),
+            "stopService": ((), True),
+            "status": ((), False),
+        },
+    ),
     # IRateLimiter's methods, and those of per-connection accounting
     "IConnectionRateLimiter": (
         set(),
