@@ -48,6 +48,7 @@ from p2pblob.blob import hashing
 from p2pblob.blob._index import ROLE_DOWNLOADED, ROLE_PUBLISHED
 from p2pblob.blob._space import SpaceKeeper
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, check_blob_hash
+from p2pblob.blob.proxy import BlobStoreProxy
 from p2pblob.blob.writer import BlobWriter, ChunkSink
 from p2pblob.errors import (
     BlobHashMismatchError,
@@ -60,7 +61,7 @@ from p2pblob.errors import (
     SourceGoneError,
     StorageKeyNotFoundError,
 )
-from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter, IStorageBackend, IStoragePlugin
+from p2pblob.interfaces import IBlob, IBlobStore, IStorageBackend, IStoragePlugin
 from p2pblob.storage.keys import split_key
 from p2pblob.storage.options import Option
 from p2pblob.storage.transfer import ITransferSource
@@ -347,63 +348,18 @@ class _CorruptBlob:
 verifyClass(IBlob, _CorruptBlob)
 
 
-@implementer(IBlobStore)
-class CorruptingBlobStore:
+class CorruptingBlobStore(BlobStoreProxy):
     """
     Another store, except that every blob it hands out reads back with a
     byte changed (what a faulty or hostile peer would serve).  Used by the
     node's testing-only C{--corrupt-uploads} option.
     """
 
-    def __init__(self, store: IBlobStore) -> None:
-        self._store = store
-
-    @property
-    def disk_limit(self) -> int | None:
-        return self._store.disk_limit  # type: ignore[no-any-return]
-
     def get_blob(self, blob_hash: str) -> IBlob:
         return _CorruptBlob(self._store.get_blob(blob_hash))
 
     def read_blob(self, blob_hash: str) -> Deferred[bytes]:
         return self.get_blob(blob_hash).read()
-
-    # everything else is the wrapped store's
-
-    def has_blob(self, blob_hash: str) -> bool:
-        return self._store.has_blob(blob_hash)
-
-    def open_writer(self, blob_hash: str, length: int) -> IBlobWriter:
-        return self._store.open_writer(blob_hash, length)
-
-    def put_blob(
-        self, data: bytes | bytearray | memoryview, expected_hash: str | None = None
-    ) -> Deferred[IBlob]:
-        return self._store.put_blob(data, expected_hash)
-
-    def check_blob(self, blob_hash: str) -> Deferred[str]:
-        return self._store.check_blob(blob_hash)
-
-    def delete_blobs(self, blob_hashes: list[str]) -> Deferred[None]:
-        return self._store.delete_blobs(blob_hashes)
-
-    def verified_blobs(self) -> Deferred[list[str]]:
-        return self._store.verified_blobs()
-
-    def used_bytes(self) -> int:
-        return self._store.used_bytes()
-
-    def add_stream(self, sd_hash: str, blob_hashes: list[str], role: str) -> Deferred[None]:
-        return self._store.add_stream(sd_hash, blob_hashes, role)
-
-    def set_stream_finished(self, sd_hash: str) -> Deferred[None]:
-        return self._store.set_stream_finished(sd_hash)
-
-    def pin_stream(self, sd_hash: str, pinned: bool) -> Deferred[None]:
-        return self._store.pin_stream(sd_hash, pinned)
-
-    def remove_stream(self, sd_hash: str, delete_blobs: bool) -> Deferred[None]:
-        return self._store.remove_stream(sd_hash, delete_blobs)
 
 
 verifyClass(IBlobStore, CorruptingBlobStore)

@@ -16,9 +16,9 @@ import hashlib
 from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred, fail
-from zope.interface import implementer
 
 from p2pblob.blob._index import ROLE_DOWNLOADED
+from p2pblob.blob.proxy import BlobStoreProxy
 from p2pblob.interfaces import IBlob, IBlobStore, IBlobWriter
 
 __all__ = ["NotingStore", "remove_unused_blobs"]
@@ -28,8 +28,7 @@ def _ignore(name: str) -> None:
     return None
 
 
-@implementer(IBlobStore)
-class NotingStore:
+class NotingStore(BlobStoreProxy):
     """
     C{store}, except that the name of every blob put in it is first given to
     C{note}, and then to C{stored} once the blob is in the store; and the sd
@@ -46,21 +45,10 @@ class NotingStore:
     def __init__(self, store: IBlobStore, note: Callable[[str], None],
                  stored: Callable[[str], None] = _ignore, *,
                  note_stream: Callable[[str], None] = _ignore) -> None:
-        self._store = store
+        super().__init__(store)
         self._note = note
         self._stored = stored
         self._note_stream = note_stream
-
-    @property
-    def disk_limit(self) -> int | None:
-        limit: int | None = self._store.disk_limit
-        return limit
-
-    def has_blob(self, blob_hash: str) -> bool:
-        return bool(self._store.has_blob(blob_hash))
-
-    def get_blob(self, blob_hash: str) -> IBlob:
-        return self._store.get_blob(blob_hash)
 
     def open_writer(self, blob_hash: str, length: int) -> IBlobWriter:
         self._note(blob_hash)
@@ -83,21 +71,6 @@ class NotingStore:
         stored: Deferred[IBlob] = self._store.put_blob(data, expected_hash)
         return stored.addCallback(put)
 
-    def read_blob(self, blob_hash: str) -> Deferred[bytes]:
-        return self._store.read_blob(blob_hash)
-
-    def check_blob(self, blob_hash: str) -> Deferred[str]:
-        return self._store.check_blob(blob_hash)
-
-    def delete_blobs(self, blob_hashes: list[str]) -> Deferred[None]:
-        return self._store.delete_blobs(blob_hashes)
-
-    def verified_blobs(self) -> Deferred[list[str]]:
-        return self._store.verified_blobs()
-
-    def used_bytes(self) -> int:
-        return int(self._store.used_bytes())
-
     def add_stream(self, sd_hash: str, blob_hashes: list[str], role: str) -> Deferred[None]:
         try:
             self._note_stream(sd_hash)
@@ -105,14 +78,6 @@ class NotingStore:
             return fail(e)
         return self._store.add_stream(sd_hash, blob_hashes, role)
 
-    def set_stream_finished(self, sd_hash: str) -> Deferred[None]:
-        return self._store.set_stream_finished(sd_hash)
-
-    def pin_stream(self, sd_hash: str, pinned: bool) -> Deferred[None]:
-        return self._store.pin_stream(sd_hash, pinned)
-
-    def remove_stream(self, sd_hash: str, delete_blobs: bool) -> Deferred[None]:
-        return self._store.remove_stream(sd_hash, delete_blobs)
 
 
 async def remove_unused_blobs(store: IBlobStore, blob_hashes: Iterable[str]) -> None:

@@ -31,11 +31,12 @@ from typing import Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
-from twisted.trial.unittest import SkipTest, TestCase
+from twisted.trial.unittest import TestCase
 
 from p2pblob.config import Config
 from p2pblob.node import Node, make_node
 from tests.integration._nodes import Seeder, random_file
+from tests.storage_conformance._moto import missing
 
 try:
     import boto3
@@ -65,7 +66,7 @@ def client(url: str, secret: str = SECRET, unsigned: bool = False) -> Any:
     retries (an error is seen as it is).
     """
     if boto3 is None:
-        raise SkipTest("boto3 is not installed (pip install 'p2pblob[test]')")
+        missing("boto3")
     config = BotoConfig(s3={"addressing_style": "path"}, retries={"max_attempts": 1},
                         signature_version=UNSIGNED if unsigned else "s3v4")
     return boto3.session.Session().client(
@@ -435,7 +436,7 @@ class AwsCliTests(InProcessTestCase):
         await super().setUp()
         program = shutil.which("aws") or str(Path(sys.executable).parent / "aws")
         if not Path(program).exists():
-            raise SkipTest("awscli is not installed (pip install 'p2pblob[test]')")
+            missing("awscli")
         self.program = program
         config = self.directory / "aws-config"
         config.write_text("[default]\nregion = us-east-1\ns3 =\n    addressing_style = path\n")
@@ -532,7 +533,7 @@ class NodeProcessTests(TestCase):
 
     def start(self, directory: Path, *extra: str) -> tuple[Seeder, str]:
         if boto3 is None:
-            raise SkipTest("boto3 is not installed (pip install 'p2pblob[test]')")
+            missing("boto3")
         seeder = Seeder(directory, "--no-dht", "--s3-listen", "tcp:0:interface=127.0.0.1",
                         *extra, env={"P2PBLOB_S3_KEYS": f"{ACCESS}:{SECRET}"})
         self.addCleanup(seeder.kill)

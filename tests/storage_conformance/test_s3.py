@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import reactor
 from twisted.internet.task import Clock
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from p2pblob.errors import ConfigError, DriverError, ServiceError, StorageKeyNotFoundError
 from p2pblob.storage.host import StorageHost
 from p2pblob.storage.s3 import MIN_PART, S3Backend, make_backend
 from tests.storage_conformance import StorageConformanceMixin, builtin_plugin, data, sha384
 from tests.storage_conformance._moto import (
+    missing,
     moto_server,
     new_bucket,
     remove_bucket,
@@ -536,7 +537,7 @@ class ErrorTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         if botocore_errors is None:
-            raise SkipTest("boto3 is not installed")
+            missing("boto3")
         self.errors = botocore_errors
 
     def backend(self, failure: BaseException | None = None, size: int = 0) -> S3Backend:
