@@ -37,6 +37,8 @@ setup(
         "sftp": ["twisted[conch]>=24.7.0"],
         # UPnP port mapping on the LAN's router
         "upnp": ["miniupnpc>=2.2"],
+        # an onion service and peers reached through Tor
+        "tor": ["txtorcon>=23.5"],
         "test": [
             "hypothesis>=6.100",
             "psutil>=5.9",
@@ -48,6 +50,8 @@ setup(
             "awscli>=1.36",
             # the UPnP client, tested against a real miniupnpd
             "miniupnpc>=2.2",
+            # the Tor provider, tested against a private Tor network
+            "txtorcon>=23.5",
         ],
     },
     entry_points={"console_scripts": ["p2pblob = p2pblob.cli.main:main"]},

@@ -1,0 +1,192 @@
+"""
+The private Tor network of L{tests.reach._tornet} carries an onion service
+end to end: txtorcon, connected to a client tor's ControlPort, publishes an
+ephemeral v3 service for a local echo server, and bytes sent to the
+C{.onion} through that tor's SocksPort come back.
+
+Everything stays on 127.0.0.1.  The test needs C{tor}, C{tor-gencert} and
+C{txtorcon}; without them it is skipped, unless C{P2PBLOB_REQUIRE_TOR} is
+set (as CI sets it): then it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, TimeoutError
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
+from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+from twisted.protocols.wire import Echo
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from tests.reach import _tornet
+
+_log = Logger()
+
+ONION_PORT = 80
+# The first connections to a fresh service may fail while its descriptor
+# and the circuits settle; retry until this many seconds have passed.
+CONNECT_SECONDS = 90.0
+ATTEMPT_SECONDS = 30.0
+RETRY_SECONDS = 1.0
+
+
+def _need_tor(case: TestCase) -> None:
+    reason = _tornet.cannot_run()
+    if reason is None:
+        return
+    if os.environ.get("P2PBLOB_REQUIRE_TOR"):
+        case.fail(f"the private Tor network cannot run ({reason}) but P2PBLOB_REQUIRE_TOR is set")
+    raise case.skipTest(f"the private Tor network cannot run: {reason}")
+
+
+class _Collector(Protocol):
+    """
+    Collects what the peer sends; L{expect} says how much to wait for.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self._wanted = 0
+        self._waiting: Deferred[bytes] | None = None
+
+    def expect(self, count: int) -> Deferred[bytes]:
+        """
+        @return: a L{Deferred} firing with all bytes received so far once
+            there are at least C{count}, or failing if the connection ends.
+        """
+        self._wanted = count
+        self._waiting = Deferred()
+        waiting = self._waiting
+        self._check()
+        return waiting
+
+    def _check(self) -> None:
+        if self._waiting is not None and len(self.received) >= self._wanted:
+            waiting, self._waiting = self._waiting, None
+            waiting.callback(bytes(self.received))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self._check()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.errback(reason)
+
+
+class OnionRoundTripTests(TestCase):
+    """
+    An onion service on the private network, reached through Tor.
+    """
+
+    timeout = 300
+
+    def setUp(self) -> None:
+        _need_tor(self)
+        directory = Path(self.mktemp())
+        directory.mkdir(parents=True)
+        self.network = _tornet.TorNetwork(directory, authorities=3, relays=1, clients=1)
+        self.addCleanup(self.network.stop)
+        began = time.monotonic()
+        self.network.start(timeout=180)
+        _log.info(
+            "private Tor network up in {seconds:.1f} s ({steps})",
+            seconds=time.monotonic() - began,
+            steps=", ".join(f"{step} {took:.1f} s" for step, took in self.network.timings.items()),
+        )
+
+    def test_echo_through_onion_service(self) -> Deferred[None]:
+        """
+        Bytes sent to an ephemeral v3 onion service through the client's
+        SocksPort reach the local echo server behind it and come back.
+        """
+        return Deferred.fromCoroutine(self._echo_through_onion_service())
+
+    async def _echo_through_onion_service(self) -> None:
+        import txtorcon
+
+        client = self.network.clients[0]
+        echo = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+            Factory.forProtocol(Echo)
+        )
+        self.addCleanup(echo.stopListening)
+
+        began = time.monotonic()
+        tor = await txtorcon.connect(
+            reactor, TCP4ClientEndpoint(reactor, "127.0.0.1", client.control_port)
+        )
+        self.addCleanup(tor.quit)
+        connected = time.monotonic() - began
+
+        began = time.monotonic()
+        onion = await tor.create_onion_service(
+            [(ONION_PORT, f"127.0.0.1:{echo.getHost().port}")], version=3
+        )
+        self.addCleanup(onion.remove)
+        published = time.monotonic() - began
+        self.assertTrue(onion.hostname.endswith(".onion"), onion.hostname)
+        self.assertEqual(len(onion.hostname), 56 + len(".onion"))
+
+        began = time.monotonic()
+        collector, attempts = await self._connect(
+            txtorcon.TorClientEndpoint(
+                onion.hostname, ONION_PORT,
+                socks_endpoint=TCP4ClientEndpoint(reactor, "127.0.0.1", client.socks_port),
+            )
+        )
+        reached = time.monotonic() - began
+        transport = collector.transport
+        assert transport is not None
+        try:
+            sent = b""
+            for size in (1, 1000, 100_000):
+                chunk = os.urandom(size)
+                transport.write(chunk)
+                sent += chunk
+                echoed = await collector.expect(len(sent)).addTimeout(ATTEMPT_SECONDS, reactor)
+                self.assertEqual(echoed, sent)
+        finally:
+            transport.loseConnection()
+        _log.info(
+            "txtorcon.connect {connected:.2f} s, onion service published in {published:.2f} s, "
+            "reached in {reached:.2f} s ({attempts} attempts)",
+            connected=connected, published=published, reached=reached, attempts=attempts,
+        )
+
+    async def _connect(self, endpoint: Any) -> tuple[_Collector, int]:
+        """
+        Connect a L{_Collector} through C{endpoint}, retrying failures
+        (SOCKS errors, lost or refused connections, slow attempts) until
+        L{CONNECT_SECONDS} have passed.
+
+        @return: the connected collector and the number of attempts made.
+        """
+        from txtorcon.socks import SocksError
+
+        deadline = time.monotonic() + CONNECT_SECONDS
+        attempts = 0
+        while True:
+            attempts += 1
+            try:
+                collector = await connectProtocol(endpoint, _Collector()).addTimeout(
+                    ATTEMPT_SECONDS, reactor
+                )
+            except (SocksError, ConnectError, ConnectionClosed, TimeoutError) as error:
+                if time.monotonic() + RETRY_SECONDS >= deadline:
+                    raise
+                _log.info("connection attempt {attempts} failed: {error!r}",
+                          attempts=attempts, error=error)
+                await deferLater(reactor, RETRY_SECONDS, lambda: None)
+                continue
+            assert isinstance(collector, _Collector)
+            return collector, attempts
