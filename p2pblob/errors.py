@@ -73,6 +73,14 @@ __all__ = [
     "UPnPUnavailableError",
     "NoGatewayError",
     "MappingRefusedError",
+    "TorError",
+    "TorUnavailableError",
+    "TorStartError",
+    "TorBootstrapError",
+    "TorLostError",
+    "TorNotRunningError",
+    "OnionServiceError",
+    "OnionKeyError",
     "PaymentError",
     "InsufficientFundsError",
     "ReservationError",
@@ -777,6 +785,151 @@ class MappingRefusedError(PortMappingError):
         self.protocol = protocol
         self.port = port
         self.reason = reason
+
+
+# ---------------------------------------------------------------------------
+# Tor
+# ---------------------------------------------------------------------------
+
+
+def _said(last_words: str | None) -> str:
+    """
+    What tor last printed, as the end of a message.
+    """
+    return f" (tor said: {last_words})" if last_words else ""
+
+
+class TorError(P2PBlobError):
+    """
+    Tor cannot be used: the node can neither publish its onion service nor
+    reach peers through Tor until the problem is fixed and the node is
+    restarted.
+    """
+
+
+class TorUnavailableError(TorError):
+    """
+    Tor is not installed: using it needs the C{txtorcon} package
+    (C{pip install 'p2pblob[tor]'}) and, to run a tor of the node's own,
+    the C{tor} program (C{apt-get install tor}).
+
+    @ivar reason: what is missing, in words.
+    """
+
+    def __init__(self, reason: str | None = None) -> None:
+        if reason is None:
+            reason = (
+                "using Tor needs the txtorcon package, which is not installed:"
+                " pip install 'p2pblob[tor]'"
+            )
+        super().__init__(reason)
+        self.reason = reason
+
+
+class TorStartError(TorError):
+    """
+    tor did not start, exited while starting, or its control port could not
+    be reached, within the time allowed.
+
+    @ivar reason: what went wrong, in words.
+    @ivar last_words: the last lines tor printed, when known.
+    """
+
+    def __init__(self, reason: str, last_words: str | None = None) -> None:
+        super().__init__(f"Tor could not start: {reason}{_said(last_words)}")
+        self.reason = reason
+        self.last_words = last_words
+
+
+class TorBootstrapError(TorError):
+    """
+    tor started but did not finish bootstrapping (joining the Tor network)
+    within the time allowed: the network is unreachable, blocked, or slow.
+
+    @ivar timeout: the time allowed, in seconds.
+    @ivar progress: how far tor got, in percent, when known.
+    @ivar summary: what tor was doing then, in its words, when known.
+    @ivar last_words: the last lines tor printed, when known.
+    """
+
+    def __init__(
+        self,
+        timeout: float,
+        progress: int | None = None,
+        summary: str | None = None,
+        last_words: str | None = None,
+    ) -> None:
+        where = ""
+        if progress is not None:
+            where = f": it got to {progress}%"
+            if summary:
+                where += f" ({summary})"
+        super().__init__(
+            f"Tor did not connect to the Tor network within {timeout:g} seconds{where}"
+            f"{_said(last_words)}"
+        )
+        self.timeout = timeout
+        self.progress = progress
+        self.summary = summary
+        self.last_words = last_words
+
+
+class TorLostError(TorError):
+    """
+    tor was ready but went away: the node's own tor exited, or the
+    connection to the configured tor's control port closed.
+
+    @ivar reason: what happened, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"Tor stopped working: {reason}")
+        self.reason = reason
+
+
+class TorNotRunningError(TorError):
+    """
+    Tor was asked for something while the node's use of it is stopped (the
+    node is shutting down).
+    """
+
+    def __init__(self, reason: str = "Tor is not running (the node is stopping)") -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class OnionServiceError(TorError):
+    """
+    The node's onion service could not be published (or its key kept), so
+    peers cannot reach the node through Tor.
+
+    @ivar reason: what went wrong, in words.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"could not publish the onion service: {reason}")
+        self.reason = reason
+
+
+class OnionKeyError(OnionServiceError):
+    """
+    The file holding the onion service's private key cannot be read or
+    does not hold a key.  The node never replaces it on its own: the key
+    I{is} the node's onion address, so a new key means a new address.
+
+    @ivar path: the file.
+    @ivar problem: what is wrong with it, in words.
+    """
+
+    def __init__(self, path: str, problem: str) -> None:
+        super().__init__(
+            f"the onion service key file {path} is unusable ({problem}); restore it"
+            " from a backup, or move it away to get a new onion address (peers"
+            " then lose the old one)"
+        )
+        self.path = path
+        self.problem = problem
+
 
 def _points(micro: int) -> str:
     """

@@ -27,7 +27,12 @@ from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
-    from twisted.internet.interfaces import IConsumer, IReactorTime
+    from twisted.internet.interfaces import (
+        IConsumer,
+        IReactorTime,
+        IStreamClientEndpoint,
+        IStreamServerEndpoint,
+    )
     from twisted.python.failure import Failure
     from twisted.web.server import Request
 
@@ -59,6 +64,7 @@ __all__ = [
     "IStorageBackend",
     "IStoragePlugin",
     "IStreamDownloaderFactory",
+    "ITorProvider",
     "IWallet",
 ]
 
@@ -1516,6 +1522,126 @@ class IPortMapper(Interface):
             C{"protocol"}, C{"external_port"}, C{"internal_address"},
             C{"internal_port"} and C{"lease"}) and C{"problem"} (why the
             ports are not mapped, in words, or C{None}).
+        @rtype: C{dict}
+        """
+
+
+class ITorProvider(Interface):
+    """
+    Gives the node Tor: a tor of its own (launched, with its state kept
+    between runs) or an existing tor reached through its control port.
+    Through it the node publishes an onion service (a C{.onion} address
+    that stays the same across restarts) and connects to peers through
+    tor's SOCKS port.
+
+    It is a service (L{twisted.application.service.IService}): tor is
+    started or connected to in the background by C{startService}, and left
+    by C{stopService}.  Failing is not an error of the service: it says
+    why once in the log and in L{status}, and every Deferred that waits for
+    tor then fails with a L{p2pblob.errors.TorError} saying why.
+    """
+
+    onion_address = Attribute(
+        "The onion service's address, a C{str} such as C{'xyz...xyz.onion'}"
+        " (56 letters and digits, then C{.onion}), or C{None} while no onion"
+        " service is published."
+    )
+
+    onion_port = Attribute(
+        "The onion service's virtual port (the port peers connect to at"
+        " L{onion_address}), an C{int}, or C{None} while none is published."
+    )
+
+    def startService() -> None:
+        """
+        Start tor, or connect to the configured one, in the background; the
+        progress shows in L{status} and L{when_ready}.
+
+        @return: C{None}
+        """
+
+    def stopService() -> Deferred[None]:
+        """
+        Remove the onion service, leave tor (a tor the node launched is
+        asked to exit, and waited for) and fail whatever still waits for
+        tor with L{p2pblob.errors.TorNotRunningError}.
+
+        @return: a Deferred that fires with C{None} once done; it does not
+            fail.
+        @rtype: L{Deferred}
+        """
+
+    def when_ready() -> Deferred[None]:
+        """
+        Wait until tor is connected and has joined the Tor network
+        (bootstrapped to 100%).  Asked before the service starts, it waits
+        for the start.
+
+        @return: a Deferred that fires with C{None} when tor is ready (at
+            once if it is).  It fails with L{p2pblob.errors.TorUnavailableError}
+            (C{txtorcon} or the C{tor} program is missing),
+            L{p2pblob.errors.TorStartError} (tor did not start, or its
+            control port could not be reached),
+            L{p2pblob.errors.TorBootstrapError} (tor did not join the
+            network in time), L{p2pblob.errors.TorLostError} (tor went
+            away) or L{p2pblob.errors.TorNotRunningError} (the service
+            stopped).  Cancelling it stops only this wait.
+        @rtype: L{Deferred}
+        """
+
+    def onion_endpoint(port: int) -> IStreamServerEndpoint:
+        """
+        An endpoint that serves a protocol as this node's onion service.
+
+        Its C{listen(factory)} waits for tor (as L{when_ready}), listens for
+        tor's connections on a free port of 127.0.0.1 (never on another
+        address), publishes a version 3 onion service whose virtual port is
+        C{port} and whose key is kept in the state directory (made the
+        first time, so that the address stays the same), and waits until
+        tor has uploaded the service's descriptor.
+
+        @param port: the onion service's virtual port.
+        @type port: C{int}
+
+        @return: an L{IStreamServerEndpoint}.  Its C{listen} fires with an
+            L{twisted.internet.interfaces.IListeningPort} (whose C{getHost}
+            is the local address tor forwards to, and whose
+            C{stopListening} removes the onion service), after setting
+            L{onion_address} and L{onion_port}; it fails with a
+            L{p2pblob.errors.TorError}: as L{when_ready}, or
+            L{p2pblob.errors.OnionKeyError} (the key file is unusable; it
+            is left untouched) or L{p2pblob.errors.OnionServiceError}.
+        """
+
+    def client_endpoint(host: str, port: int) -> IStreamClientEndpoint:
+        """
+        An endpoint that connects to C{host} (a C{.onion} address or a host
+        name) through tor's SOCKS port.  It may be made before tor is
+        ready: its C{connect} waits for tor first.
+
+        @param host: where to connect.
+        @type host: C{str}
+        @param port: the port there.
+        @type port: C{int}
+
+        @return: an L{IStreamClientEndpoint}.  Its C{connect} fails with a
+            L{p2pblob.errors.TorError} as L{when_ready} does, or with the
+            reason tor could not make the connection.
+        """
+
+    def status() -> dict[str, Any]:
+        """
+        Describe the use of Tor, for C{p2pblob status} and the API.
+
+        @return: a JSON-serialisable C{dict} with at least C{"method"}
+            (C{"launched"}: a tor of the node's own; C{"control"}: an
+            existing tor), C{"state"} (C{"stopped"}, C{"starting"},
+            C{"ready"} or C{"failed"}), C{"onion_address"} and
+            C{"onion_port"} (as the attributes), C{"socks"} (tor's SOCKS
+            listener, such as C{"127.0.0.1:9050"} or C{"unix:/path"}, or
+            C{None}), C{"version"} (tor's version, or C{None} while
+            unknown) and C{"problem"} (why Tor cannot be used, in words,
+            or C{None}).
         @rtype: C{dict}
         """
 

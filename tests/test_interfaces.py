@@ -224,6 +224,18 @@ ADDED: dict[str, tuple[set[str], dict[str, tuple[tuple[str, ...], bool]]]] = {
             "status": ((), False),
         },
     ),
+    # Tor: an onion service and connections through tor (p2pblob.reach.tor)
+    "ITorProvider": (
+        {"onion_address", "onion_port"},
+        {
+            "startService": ((), False),
+            "stopService": ((), True),
+            "when_ready": ((), True),
+            "onion_endpoint": (("port",), False),
+            "client_endpoint": (("host", "port"), False),
+            "status": ((), False),
+        },
+    ),
     # IRateLimiter's methods, and those of per-connection accounting
     "IConnectionRateLimiter": (
         set(),
