@@ -196,6 +196,24 @@ class Config:
     @ivar publish_quota: the bytes each of them may hold, or L{None}.
     @ivar publish_ttl: seconds a transfer key of manifest publishing stays
         valid.
+    @ivar upnp: whether the node asks the LAN's router to forward its ports
+        (UPnP, L{p2pblob.reach.upnp}).
+    @ivar upnp_lease: seconds each mapping lasts on the router (renewed at
+        half of it).
+    @ivar upnp_gateway: the router's UPnP root description URL, to skip
+        discovery, or L{None}.
+    @ivar external_address: the IP address peers reach this node at, if the
+        user knows it (ports forwarded by hand), or L{None}.
+    @ivar tor: whether the node uses Tor (L{p2pblob.reach.tor}): it serves
+        its peer port as an onion service as well and reaches C{.onion}
+        peers through Tor.
+    @ivar tor_control: the endpoint of a running tor's control port to use,
+        or L{None} to launch a tor of the node's own.
+    @ivar tor_only: whether every connection goes through Tor: no direct
+        connection, no listening on an IP address, no DHT (it is UDP, which
+        Tor does not carry, and would show the node's address).
+    @ivar tor_options: C{(option, value)} pairs of torrc options for the
+        tor the node launches, in order.
     """
 
     data_dir: Path
@@ -237,9 +255,18 @@ class Config:
     publish_prefixes: tuple[str, ...] = ("files",)
     publish_quota: int | None = None
     publish_ttl: float = 3600.0
+    upnp: bool = False
+    upnp_lease: int = 3600
+    upnp_gateway: str | None = None
+    external_address: str | None = None
+    tor: bool = False
+    tor_control: str | None = None
+    tor_only: bool = False
+    tor_options: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         self._check_s3()
+        self._check_reach()
         if self.disk_limit is not None and self.disk_limit <= 0:
             raise ConfigError("disk-limit must be positive (or 0 for no limit)")
         if not (math.isfinite(self.publish_ttl) and self.publish_ttl > 0):
@@ -282,6 +309,56 @@ class Config:
                 raise ConfigError(f"{option} must be a number of points from 0 to {most:g}")
         if self.data_dir.exists() and not self.data_dir.is_dir():
             raise ConfigError(f"data-dir: {self.data_dir} exists and is not a directory")
+
+    def _check_reach(self) -> None:
+        self.onion_port  # noqa: B018  (says if the onion: endpoint is malformed)
+        if not 60 <= self.upnp_lease <= 604800:
+            raise ConfigError("upnp-lease must be from 60 seconds to a week (604800)")
+        if self.external_address is not None:
+            try:
+                ipaddress.ip_address(self.external_address)
+            except ValueError:
+                raise ConfigError(
+                    f"external-address: {self.external_address!r} is not an IP address"
+                ) from None
+        if self.tor_only and (self.upnp or self.external_address is not None):
+            raise ConfigError(
+                "tor-only keeps this node's IP address to itself: it cannot be used with "
+                "--upnp or --external-address"
+            )
+
+    @property
+    def uses_tor(self) -> bool:
+        """
+        Whether the node runs a Tor provider: asked for with C{--tor},
+        C{--tor-only}, C{--tor-control} or an C{onion:} peer endpoint.
+        """
+        return (self.tor or self.tor_only or self.tor_control is not None
+                or self.onion_port is not None)
+
+    @property
+    def onion_port(self) -> int | None:
+        """
+        The port of an C{onion:PORT} peer endpoint (the peer server then
+        listens as an onion service only), or L{None}.
+        """
+        kind, _, rest = self.peer_listen.partition(":")
+        if kind.strip().lower() != "onion":
+            return None
+        port = rest.partition(":")[0].strip()
+        if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            raise ConfigError(
+                f"peer-listen: {self.peer_listen!r}: give the onion service's port, onion:PORT"
+            )
+        return int(port)
+
+    @property
+    def tor_dir(self) -> Path:
+        """
+        Where the Tor provider keeps its state: the onion service's key and
+        the data directory of the tor it launches.
+        """
+        return self.data_dir / "tor"
 
     @property
     def download_dir(self) -> Path:

@@ -26,6 +26,7 @@ from p2pblob.http.metrics import DownloadStats, MetricsResource, metrics_registr
 from p2pblob.http.publishing import APIRoot, PublishResource
 from p2pblob.http.service import APIService
 from p2pblob.interfaces import IBlobStore
+from p2pblob.node_reach import peer_servers, port_mapper_of, tor_dialer, tor_provider
 from p2pblob.peer.handlers import BlobRequestHandlerFactory
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.server import BlobServerFactory
@@ -33,6 +34,7 @@ from p2pblob.peer.service import PeerServerService, make_server_factory
 from p2pblob.publish.manifest import ManifestPublisher, store_room
 from p2pblob.publish.watch import FolderWatcher, store_publisher
 from p2pblob.ratelimit import RateLimiter, TrafficCounters
+from p2pblob.reach.reachability import MappingWhenListening, Reachability
 from p2pblob.storage.mirror import MirrorService
 from p2pblob.wallet.paying import DownloadPayments
 from p2pblob.wallet.rates import PaymentRateManager
@@ -66,6 +68,14 @@ class Node(MultiService):
         configured.
     @ivar publisher: the L{ManifestPublisher} of the files published over
         HTTP (C{/publish/} on the API), if the node has an API.
+    @ivar reach: the node's L{Reachability}: whether and where peers reach
+        it.
+    @ivar port_mapper: the UPnP port mapper (L{MappingWhenListening}), with
+        C{--upnp}.
+    @ivar tor: the L{p2pblob.reach.tor.TorProvider}, when the node uses Tor.
+    @ivar onion_server: the peer server's onion service (a second
+        L{PeerServerService} on the same factory), with C{--tor} unless the
+        peer server itself listens only as an onion service.
     """
 
     def __init__(
@@ -84,9 +94,19 @@ class Node(MultiService):
         mirrors: MirrorService | None = None,
         gateway: GatewayService | None = None,
         publisher: ManifestPublisher | None = None,
+        reach: Reachability | None = None,
+        port_mapper: MappingWhenListening | None = None,
+        tor: Any = None,
+        onion_server: PeerServerService | None = None,
     ) -> None:
         super().__init__()
         self.config = config
+        self.reach = reach if reach is not None else Reachability(config.reachable)
+        self.tor = tor
+        if tor is not None:
+            # (first: the peer server's onion service and the downloads'
+            # connections wait for it)
+            tor.setServiceParent(self)
         self.wallet = wallet
         self.rates = rates
         self.blob_store = blob_store
@@ -104,6 +124,14 @@ class Node(MultiService):
         if announcer is not None:
             announcer.setServiceParent(self)
         peer_server.setServiceParent(self)
+        self.onion_server = onion_server
+        if onion_server is not None:
+            onion_server.setServiceParent(self)
+        self.port_mapper = port_mapper
+        if port_mapper is not None:
+            # (after the DHT: both wait for the peer server to listen, and
+            # the mapper maps the DHT's port once it has one)
+            port_mapper.setServiceParent(self)
         self.watcher = watcher
         if watcher is not None:
             watcher.setServiceParent(self)
@@ -166,11 +194,17 @@ def make_node(reactor: Any, config: Config) -> Node:
             None if config.host_debt_limit is None else to_micro(config.host_debt_limit)
         ),
     )
-    peer_server = PeerServerService(reactor, config.peer_listen, factory, blob_store.ready)
-    dht, announcer = _dht(reactor, config, blob_store, peer_server) if config.dht else (None, None)
+    tor = tor_provider(reactor, config)
+    peer_server, onion_server = peer_servers(reactor, config, factory, blob_store, tor)
+    dht, announcer, port_mapper = None, None, None
+    reach = Reachability(config.reachable, config.external_address, tor=tor)
+    if config.dht and not config.tor_only:
+        dht, announcer = _dht(reactor, config, blob_store, peer_server, reach)
+    if config.upnp:
+        port_mapper = reach.mapper = port_mapper_of(reactor, config, peer_server, dht)
     registry = PeerRegistry(reactor)
     downloads, fetcher = _downloads(reactor, config, blob_store, rate_limiter, wallet, rates, dht,
-                                    registry)
+                                    registry, reach, tor)
     watcher = _watcher(reactor, config, blob_store, announcer)
     mirrors = _mirrors(reactor, config, blob_store)
     gateway = _gateway(reactor, config, blob_store, fetcher, announcer)
@@ -180,11 +214,12 @@ def make_node(reactor: Any, config: Config) -> Node:
                                           downloads=downloads, peer_registry=registry,
                                           run=blob_store.worker, announcer=announcer,
                                           watcher=watcher, mirrors=mirrors,
-                                          publisher=publisher),
+                                          publisher=publisher, reach=reach),
                factory, announcer)
     return Node(config, blob_store, peer_server, dht, announcer, rate_limiter=rate_limiter,
                 wallet=wallet, rates=rates, api=api, downloads=downloads, watcher=watcher,
-                mirrors=mirrors, gateway=gateway, publisher=publisher)
+                mirrors=mirrors, gateway=gateway, publisher=publisher, reach=reach,
+                port_mapper=port_mapper, tor=tor, onion_server=onion_server)
 
 
 def _gateway(
@@ -296,7 +331,11 @@ def _watcher(
 
 
 def _dht(
-    reactor: Any, config: Config, blob_store: BlobStoreService, peer_server: PeerServerService
+    reactor: Any,
+    config: Config,
+    blob_store: BlobStoreService,
+    peer_server: PeerServerService,
+    reach: Reachability,
 ) -> tuple[DHTService, Announcer]:
     """
     The node's DHT service, and the announcer of the blobs its store holds.
@@ -314,7 +353,7 @@ def _dht(
         dht=dht,
         holdings=store_holdings(blob_store.store),
         tcp_port=lambda: dht.tcp_port,
-        reachable=lambda: config.reachable,
+        reachable=lambda: reach.reachable,
         policy=config.announce,
         rate=config.announce_rate,
         max_concurrent=config.announce_concurrency,
@@ -339,19 +378,24 @@ def _downloads(
     rates: PaymentRateManager,
     dht: DHTService | None,
     registry: PeerRegistry,
+    reach: Reachability,
+    tor: Any,
 ) -> tuple[DownloadService, BlobFetcher]:
     """
     The node's own downloads, and the fetcher of single blobs for streams:
     from the configured peers and those the DHT names (downloads into
     C{DATA_DIR/downloads} unless told otherwise), paying at the node's
-    price in paid mode.
+    price in paid mode.  With Tor, onion peers (with C{--tor-only}, all
+    peers) are reached through it.
     """
 
     def payments() -> DownloadPayments | None:
         # (at the price of the moment: the API may change it)
         return DownloadPayments(wallet, rates.price) if rates.price > 0 else None
 
-    finder = node_peer_finder(reactor, config.peers, dht, registry)
+    finder = node_peer_finder(reactor, config.peers, dht, registry,
+                              external_address=lambda: reach.external_address)
+    dial = None if tor is None else tor_dialer(reactor, tor, config.tor_only)
     downloads = DownloadService(
         reactor,
         config,
@@ -362,9 +406,10 @@ def _downloads(
         default_output=config.download_dir,
         payments_factory=payments,
         store_ready=blob_store.ready,
+        dial=dial,
     )
     # the stream gateway fetches the blobs it lacks from the same peers
-    fetcher = BlobFetcher(reactor, blob_store.store, finder, rate_limiter, payments)
+    fetcher = BlobFetcher(reactor, blob_store.store, finder, rate_limiter, payments, dial=dial)
     return downloads, fetcher
 
 

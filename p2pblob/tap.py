@@ -134,6 +134,18 @@ class Options(usage.Options):
          "0 for no limit [default: no limit]."],
         ["s3-max-objects", None, None,
          "Most objects the gateway may hold [default: no limit]."],
+        ["upnp-lease", None, "3600",
+         "Seconds each UPnP mapping lasts on the router; renewed at half of it."],
+        ["upnp-gateway", None, None,
+         "The router's UPnP root description URL, e.g. http://192.168.1.1:5000/rootDesc.xml, "
+         "to skip discovery [default: discover]."],
+        ["external-address", None, None,
+         "The IP address peers reach this node at, when its ports are forwarded by hand "
+         "(the node then counts itself reachable even if UPnP fails)."],
+        ["tor-control", None, None,
+         "Use the running tor whose control port is at this endpoint, e.g. "
+         "tcp:127.0.0.1:9051 or unix:/run/tor/control (implies --tor) [default: launch a "
+         "tor of the node's own]."],
     ]
     optFlags = [
         ["no-dht", None, "Do not join the DHT (serve only peers who know this node)."],
@@ -150,6 +162,16 @@ class Options(usage.Options):
         ["s3-anonymous", None,
          "The S3 gateway also takes unsigned requests, from this machine only (its "
          "--s3-listen must be bound to loopback); for development."],
+        ["upnp", None,
+         "Ask the LAN's router to forward the peer and DHT ports (UPnP; needs "
+         "pip install 'p2pblob[upnp]'); the node does not announce itself while it cannot."],
+        ["tor", None,
+         "Use Tor (needs the tor program and pip install 'p2pblob[tor]'): serve the peer "
+         "port as an onion service too (its key kept in DATA_DIR/tor) and reach .onion "
+         "peers through Tor."],
+        ["tor-only", None,
+         "Connect only through Tor and listen only as an onion service: no direct "
+         "connection, no DHT (implies --tor)."],
     ]
 
     def __init__(self) -> None:
@@ -164,6 +186,17 @@ class Options(usage.Options):
         self["mirror-rules"] = []
         self["publish-prefixes"] = ["files"]
         self["s3-keys"] = []
+        self["tor-options"] = []
+
+    def opt_tor_option(self, value: str) -> None:
+        """
+        A torrc option for the tor the node launches, OPTION=VALUE (repeatable;
+        repeated options are kept in order), e.g. ExcludeNodes={us}.
+        """
+        try:
+            self["tor-options"].append(parse_assignment(value, "tor-option"))
+        except ConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def opt_mirror(self, value: str) -> None:
         """
@@ -328,6 +361,14 @@ class Options(usage.Options):
                     None if self["s3-max-objects"] is None
                     else _number(int, self["s3-max-objects"], "s3-max-objects")
                 ),
+                upnp=bool(self["upnp"]),
+                upnp_lease=_number(int, self["upnp-lease"], "upnp-lease"),
+                upnp_gateway=self["upnp-gateway"],
+                external_address=self["external-address"],
+                tor=bool(self["tor"]),
+                tor_control=self["tor-control"],
+                tor_only=bool(self["tor-only"]),
+                tor_options=tuple(self["tor-options"]),
             )
             check_blob_storage(self["blob-storage"], self["blob-storage-options"])
             check_mirrors(self["config"].mirrors)

@@ -131,6 +131,56 @@ class PluginTests(SynchronousTestCase):
             error = self.assertRaises(usage.UsageError, Options().parseOptions, arguments)
             self.assertIn(name, str(error))
 
+    def test_reach_options(self) -> None:
+        """
+        UPnP and Tor are off by default; their options land in the config.
+        """
+        options = Options()
+        options.parseOptions([])
+        config = options["config"]
+        self.assertEqual(
+            (config.upnp, config.upnp_lease, config.upnp_gateway, config.external_address,
+             config.uses_tor, config.tor_only, config.onion_port),
+            (False, 3600, None, None, False, False, None),
+        )
+        options = Options()
+        options.parseOptions([
+            "--upnp", "--upnp-lease", "600", "--external-address", "198.51.100.7",
+            "--upnp-gateway", "http://192.168.1.1:5000/rootDesc.xml",
+            "--tor-control", "tcp:127.0.0.1:9051",
+            "--tor-option", "DirAuthority=a0 orport=1 127.0.0.1:2 AB", "--tor-option",
+            "Sandbox=0",
+        ])
+        config = options["config"]
+        self.assertEqual(
+            (config.upnp, config.upnp_lease, config.external_address, config.upnp_gateway),
+            (True, 600, "198.51.100.7", "http://192.168.1.1:5000/rootDesc.xml"),
+        )
+        self.assertTrue(config.uses_tor)
+        self.assertEqual(config.tor_control, "tcp:127.0.0.1:9051")
+        self.assertEqual(config.tor_options, (("DirAuthority", "a0 orport=1 127.0.0.1:2 AB"),
+                                              ("Sandbox", "0")))
+        for arguments in (["--tor"], ["--tor-only"], ["--peer-listen", "onion:3333"]):
+            options = Options()
+            options.parseOptions(arguments)
+            self.assertTrue(options["config"].uses_tor, arguments)
+        options = Options()
+        options.parseOptions(["--peer-listen", "onion:4000"])
+        self.assertEqual(options["config"].onion_port, 4000)
+
+    def test_bad_reach_options(self) -> None:
+        for arguments, words in [
+            (["--upnp-lease", "10"], "upnp-lease"),
+            (["--upnp-lease", "long"], "upnp-lease"),
+            (["--external-address", "my.host"], "external-address"),
+            (["--tor-only", "--upnp"], "tor-only"),
+            (["--tor-only", "--external-address", "198.51.100.7"], "tor-only"),
+            (["--peer-listen", "onion:x"], "onion:PORT"),
+            (["--tor-option", "Sandbox"], "tor-option"),
+        ]:
+            error = self.assertRaises(usage.UsageError, Options().parseOptions, arguments)
+            self.assertIn(words, str(error))
+
 
 class DaemonTests(SynchronousTestCase):
     """

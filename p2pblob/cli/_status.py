@@ -25,6 +25,7 @@ def describe_status(status: dict[str, Any]) -> list[str]:
         f"peers: {_listening(peer.get('listening'))}, "
         f"{peer.get('connections', 0)} connection(s)",
         f"DHT: {_dht(dht)}",
+        *_reach(status.get("reach")),
         f"bandwidth: {format_size(bandwidth.get('uploaded', 0))} up, "
         f"{format_size(bandwidth.get('downloaded', 0))} down; limits: "
         f"upload {_rate(limits.get('max_upload'))}, download {_rate(limits.get('max_download'))}",
@@ -65,6 +66,45 @@ def _dht(dht: dict[str, Any]) -> str:
     return f"joined, {contacts} contact(s)" if dht.get("joined") else (
         f"not joined yet ({contacts} contact(s))"
     )
+
+
+def _reach(reach: dict[str, Any] | None) -> list[str]:
+    """
+    Whether and where peers reach the node: a line, and one for its port
+    mapping and its onion service if it has them.
+    """
+    if not reach:
+        return []
+    address = reach.get("external_address")
+    if reach.get("reachable"):
+        line = "reachable: yes" + (f", at {address}" if address else "")
+    else:
+        line = "reachable: no (peers cannot connect to this address; not announcing)"
+    lines = [line]
+    mapping = reach.get("port_mapping")
+    if mapping:
+        ports = ", ".join(
+            f"{m['protocol']} {m['external_port']} -> {m['internal_address']}:"
+            f"{m['internal_port']}"
+            for m in mapping.get("mappings") or []
+        )
+        text = f"port mapping ({mapping.get('method')}): {mapping.get('state')}"
+        if ports:
+            text += f", {ports}"
+        if mapping.get("gateway"):
+            text += f" on {mapping['gateway']}"
+        if mapping.get("problem"):
+            text += f"; {mapping['problem']}"
+        lines.append(text)
+    tor = reach.get("tor")
+    if tor:
+        text = f"Tor: {tor.get('state')}"
+        if tor.get("onion_address"):
+            text += f", onion service {tor['onion_address']}:{tor.get('onion_port')}"
+        if tor.get("problem"):
+            text += f"; {tor['problem']}"
+        lines.append(text)
+    return lines
 
 
 def _rate(rate: float | None) -> str:

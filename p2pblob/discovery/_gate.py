@@ -21,8 +21,8 @@ from twisted.logger import Logger
 __all__ = ["NOT_JOINED", "NOT_LISTENING", "UNREACHABLE", "Gate"]
 
 UNREACHABLE = (
-    "this node is configured as unreachable (peers could not connect to it: "
-    "no port forwarded or mapped, no onion service)"
+    "peers cannot connect to this node's address (configured as unreachable, "
+    "or its ports are not forwarded or mapped)"
 )
 NOT_LISTENING = "the peer server is not listening yet"
 NOT_JOINED = "the node has not joined the DHT yet"

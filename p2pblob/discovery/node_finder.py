@@ -50,22 +50,34 @@ class _DHT(Protocol):
 class DHTServicePeerFinder:
     """
     The peers the DHT node of a DHT service names for a blob (as
-    L{DHTPeerFinder} finds them), but never this node's own peer server on
-    loopback; none while the service has no node.
+    L{DHTPeerFinder} finds them), but never this node's own peer server (on
+    loopback, or at its external address: the DHT names the node among the
+    peers of the blobs it announced); none while the service has no node.
 
     @param dht: a L{p2pblob.dht.service.DHTService}.
     @param registry: gives the L{p2pblob.peer.peer.Peer} of an address.
+    @param external_address: gives the address peers on the internet reach
+        this node at, if known (L{p2pblob.reach.reachability.Reachability}).
     """
 
-    def __init__(self, clock: IReactorTime, dht: _DHT, registry: PeerRegistry) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        dht: _DHT,
+        registry: PeerRegistry,
+        external_address: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self._clock = clock
         self._dht = dht
         self._registry = registry
+        self._external_address = external_address
         self._finder: DHTPeerFinder | None = None
         self._node: DHTNode | None = None
 
     def _ours(self, host: str, port: int) -> bool:
-        return port == self._dht.tcp_port and is_loopback(host)
+        if port != self._dht.tcp_port:
+            return False
+        return is_loopback(host) or host == self._external_address()
 
     def find_peers_for_blob(self, blob_hash: str) -> Deferred[list[Any]]:
         try:
@@ -90,11 +102,14 @@ def node_peer_finder(
     peers: Iterable[tuple[str, int]],
     dht: _DHT | None,
     registry: PeerRegistry | None = None,
+    external_address: Callable[[], str | None] = lambda: None,
 ) -> Callable[[], IPeerFinder | None]:
     """
     What the download service of a node calls to get its peer finder: one
     that asks the configured C{peers} and the C{dht} service, if any (and
-    if it did not fail to start), or L{None} when there is neither.
+    if it did not fail to start), or L{None} when there is neither.  The
+    DHT's answers leave out this node itself (on loopback, or at its
+    C{external_address()}).
 
     One L{PeerRegistry} (C{registry}, or a new one) serves every download:
     what one learns about a peer, the others know.
@@ -103,7 +118,10 @@ def node_peer_finder(
         registry = PeerRegistry(clock)
     addresses = list(peers)
     static = StaticPeerFinder(registry, addresses) if addresses else None
-    on_dht = DHTServicePeerFinder(clock, dht, registry) if dht is not None else None
+    on_dht = (
+        DHTServicePeerFinder(clock, dht, registry, external_address)
+        if dht is not None else None
+    )
 
     def finder() -> IPeerFinder | None:
         finders: list[IPeerFinder] = []

@@ -16,7 +16,7 @@ from typing import Any
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
-from twisted.internet.interfaces import IReactorTCP, IReactorTime
+from twisted.internet.interfaces import IReactorTCP, IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -51,6 +51,7 @@ __all__ = [
     "DownloadStatus",
     "FileStreamDownloader",
     "FileStreamDownloaderFactory",
+    "Dialer",
     "get_descriptor",
     "tcp_connector",
 ]
@@ -62,19 +63,30 @@ _log = Logger()
 HELD_BLOBS = MAX_BUFFERED_BLOBS
 
 
+Dialer = Callable[[str, int], IStreamClientEndpoint]
+
+
 def tcp_connector(
     reactor: IReactorTCP,
     clock: IReactorTime,
     timeout: float = 30.0,
     connect_timeout: float = 3.0,
     rate_limiter: IRateLimiter | None = None,
+    dial: Dialer | None = None,
 ) -> Connector:
     """
     Connect to peers over TCP (host names and IPv6 included).
+
+    @param dial: gives the endpoint to reach a peer's C{host} and C{port}
+        through (Tor's, for onion peers); L{None} to connect directly.
     """
 
     def connect(peer: Peer, manager: IConnectionManager) -> Deferred[Any]:
-        endpoint = HostnameEndpoint(reactor, peer.host, peer.port, timeout=connect_timeout)
+        endpoint: IStreamClientEndpoint
+        if dial is None:
+            endpoint = HostnameEndpoint(reactor, peer.host, peer.port, timeout=connect_timeout)
+        else:
+            endpoint = dial(peer.host, peer.port)
         protocol = BlobExchangeClient(peer, manager, clock, timeout, rate_limiter)
         connected: Deferred[Any] = connectProtocol(endpoint, protocol)
         return connected

@@ -13,7 +13,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from p2pblob.download.downloader import tcp_connector
+from p2pblob.download.downloader import Dialer, tcp_connector
 from p2pblob.download.manager import Swarm, fetch_blob
 from p2pblob.errors import ConfigError
 from p2pblob.interfaces import IBlobStore, IPeerFinder, IRateLimiter
@@ -36,6 +36,8 @@ class BlobFetcher:
 
     @param peer_finder: the node's peer finder (L{None}: no peers).
     @param payments_factory: how a fetch pays, in paid mode.
+    @param dial: the endpoint to reach a peer through (Tor's), or L{None}
+        to connect directly.
     """
 
     def __init__(
@@ -47,8 +49,10 @@ class BlobFetcher:
         payments_factory: Callable[[], DownloadPayments | None] = lambda: None,
         peer_timeout: float = 30.0,
         stall_timeout: float = FETCH_STALL_TIMEOUT,
+        dial: Dialer | None = None,
     ) -> None:
         self._reactor = reactor
+        self._dial = dial
         self._store = store
         self._peer_finder = peer_finder
         self._rate_limiter = rate_limiter
@@ -79,7 +83,7 @@ class BlobFetcher:
             self._store,
             finder,
             tcp_connector(self._reactor, self._reactor, self._peer_timeout,
-                          rate_limiter=self._rate_limiter),
+                          rate_limiter=self._rate_limiter, dial=self._dial),
             stall_timeout=self._stall_timeout,
             payments=self._payments_factory(),
         )

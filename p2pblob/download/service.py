@@ -62,7 +62,12 @@ from p2pblob.download._streams import (
     read_source,
     remove_partial,
 )
-from p2pblob.download.downloader import FileStreamDownloader, get_descriptor, tcp_connector
+from p2pblob.download.downloader import (
+    Dialer,
+    FileStreamDownloader,
+    get_descriptor,
+    tcp_connector,
+)
 from p2pblob.download.manager import DEFAULT_STALL_TIMEOUT, Swarm
 from p2pblob.errors import ConfigError, StreamError, UnknownStreamError
 from p2pblob.interfaces import IPeerFinder, IRateLimiter
@@ -109,6 +114,8 @@ class DownloadService(Service):
     @param stall_timeout: a download that receives nothing for this long
         fails.
     @param peer_timeout: seconds a peer may stay silent in an exchange.
+    @param dial: the endpoint to reach a peer through (Tor's), or L{None}
+        to connect directly (L{tcp_connector}).
     @ivar failures: downloads that failed, by kind (L{failure_kind}).
     """
 
@@ -129,8 +136,10 @@ class DownloadService(Service):
         max_running: int = MAX_RUNNING,
         stall_timeout: float = DEFAULT_STALL_TIMEOUT,
         peer_timeout: float = PEER_TIMEOUT,
+        dial: Dialer | None = None,
     ) -> None:
         self._reactor = reactor
+        self._dial = dial
         self.failures: Counter[str] = Counter()
         self.config = config
         self._store = store
@@ -415,7 +424,8 @@ class DownloadService(Service):
             self._store,
             finder,
             tcp_connector(
-                self._reactor, self._reactor, self.peer_timeout, rate_limiter=self._rate_limiter
+                self._reactor, self._reactor, self.peer_timeout, rate_limiter=self._rate_limiter,
+                dial=self._dial,
             ),
             stall_timeout=self.stall_timeout,
             payments=run.payments,

@@ -122,6 +122,8 @@ class NodeParts:
         routes answer 404).
     @ivar publisher: the node's L{p2pblob.publish.manifest.ManifestPublisher}
         (served under C{/publish/}, L{p2pblob.http.publishing}), or L{None}.
+    @ivar reach: the node's L{p2pblob.reach.reachability.Reachability}
+        (whether and where peers reach it: port mapping, Tor), or L{None}.
     """
 
     config: Config
@@ -139,6 +141,7 @@ class NodeParts:
     watcher: Any = None
     mirrors: MirrorService | None = None
     publisher: Any = None
+    reach: Any = None
 
 
 # the node's prices, in points per MiB
@@ -413,6 +416,8 @@ class NodeAPI:
         }
         if parts.publisher is not None:
             body["publish"] = parts.publisher.summary()
+        if parts.reach is not None:
+            body["reach"] = parts.reach.status()
         return json_answer(request, body)
 
     @app.route("/api/v1/blobs", methods=["GET"])

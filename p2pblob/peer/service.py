@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -92,14 +92,31 @@ class PeerServerService(Service):
     name = "peer-server"
 
     def __init__(
-        self, reactor: Any, endpoint: str, factory: BlobServerFactory, ready: Deferred[Any]
+        self,
+        reactor: Any,
+        endpoint: str | IStreamServerEndpoint,
+        factory: BlobServerFactory,
+        ready: Deferred[Any],
     ) -> None:
+        """
+        @param endpoint: where to listen: an endpoint string, or an endpoint
+            (the onion service of L{p2pblob.reach.tor.TorProvider}).
+        """
         self._reactor = reactor
         self.endpoint = endpoint
         self.factory = factory
         self._ready = ready
         self._port: IListeningPort | None = None
         self.listening: Deferred[IListeningPort] = Deferred()
+
+    @property
+    def where(self) -> str:
+        """
+        The endpoint, in words for the log.
+        """
+        if isinstance(self.endpoint, str):
+            return self.endpoint
+        return str(getattr(self.endpoint, "description", "an onion service"))
 
     def address(self) -> str | None:
         """
@@ -117,20 +134,23 @@ class PeerServerService(Service):
         super().startService()
 
         async def listen(_: object) -> IListeningPort:
-            endpoint = serverFromString(self._reactor, self.endpoint)
+            endpoint = (
+                serverFromString(self._reactor, self.endpoint)
+                if isinstance(self.endpoint, str) else self.endpoint
+            )
             port: IListeningPort = await endpoint.listen(self.factory)
             self._port = port
             address = port.getHost()
             _log.info(
                 "Serving blobs to peers on {endpoint} ({address})",
-                endpoint=self.endpoint, address=address,
+                endpoint=self.where, address=address,
             )
             return port
 
         def failed(failure: Failure) -> None:
             give_up(_log, self._reactor, self.listening, failure,
                     "Cannot serve peers on {endpoint}: {error}; stopping",
-                    endpoint=self.endpoint)
+                    endpoint=self.where)
 
         def ready(result: object) -> object:
             Deferred.fromCoroutine(listen(result)).addCallbacks(self.listening.callback, failed)

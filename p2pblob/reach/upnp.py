@@ -152,7 +152,7 @@ class UPnPPortMapper(Service):
         clock: IReactorTime,
         run: BlockingRunner,
         tcp_port: int,
-        udp_port: int,
+        udp_port: int | None,
         lease: int = 3600,
         description: str = "p2pblob",
         upnp_factory: Callable[[], UPnPClient] = _default_upnp,
@@ -167,7 +167,8 @@ class UPnPPortMapper(Service):
             thread in the node); they are passed to it one at a time.
         @param tcp_port: the peer protocol's port on this host, mapped to
             the same external port.
-        @param udp_port: the DHT's port on this host, likewise.
+        @param udp_port: the DHT's port on this host, likewise; L{None} for a
+            node off the DHT (only the TCP port is mapped).
         @param lease: how long the gateway keeps a mapping, in seconds; it is
             renewed every C{lease / 2} seconds (and retried as often after a
             failure).
@@ -187,7 +188,9 @@ class UPnPPortMapper(Service):
             raise ValueError(f"a UPnP lease must be positive, not {lease}")
         self._clock = clock
         self._run = one_at_a_time(run)
-        self._ports = {"TCP": tcp_port, "UDP": udp_port}
+        self._ports = {"TCP": tcp_port}
+        if udp_port is not None:
+            self._ports["UDP"] = udp_port
         self._lease = lease
         self._description = description
         self._upnp_factory = upnp_factory
@@ -311,6 +314,13 @@ class UPnPPortMapper(Service):
                 self._rediscover = False
             gateway = self._gateway
             self._external = await self._run(self._external_address, gateway)
+            if self._external is None:
+                # (such a router refuses every mapping anyway: say why)
+                raise PortMappingError(
+                    f"the UPnP gateway at {gateway.control_url} does not know its"
+                    " internet address (is its own WAN connection up, or is its WAN"
+                    " address a private one?)"
+                )
             for protocol, port in self._ports.items():
                 mapping = await self._run(self._add, gateway, protocol, port)
                 self._held[protocol] = (mapping, self._clock.seconds() + self._lease)
@@ -321,12 +331,7 @@ class UPnPPortMapper(Service):
             _log.failure("UPnP port mapping failed unexpectedly")
             self._failed(f"UPnP port mapping failed unexpectedly: {e}")
             return
-        if self._external is None:
-            self._failed(
-                f"the UPnP gateway at {gateway.control_url} does not know its"
-                " internet address"
-            )
-        elif not _is_public(self._external):
+        if self._external is not None and not _is_public(self._external):
             self._failed(
                 f"the UPnP gateway's internet address {self._external} is a private"
                 " one: another router (your provider's NAT) sits in front of it"
@@ -374,12 +379,14 @@ class UPnPPortMapper(Service):
         if self.problem is None and self._attempted:
             return
         self.problem = None
+        ports = " and ".join(
+            f"{protocol} port {port}" for protocol, port in self._ports.items()
+        )
         _log.info(
-            "The router ({gateway}) forwards TCP port {tcp} and UDP port {udp}"
-            " to {lan}; peers reach this node at {external}.",
+            "The router ({gateway}) forwards {ports} to {lan}; peers reach this"
+            " node at {external}.",
             gateway=gateway.control_url,
-            tcp=self._ports["TCP"],
-            udp=self._ports["UDP"],
+            ports=ports,
             lan=gateway.lan_address,
             external=self.external_address,
         )

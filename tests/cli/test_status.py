@@ -92,6 +92,39 @@ class DescribeStatusTests(SynchronousTestCase):
             "wallet: 98.5 points (1 reserved)",
         ])
 
+    def test_reach(self) -> None:
+        """
+        Whether peers reach the node, its mappings on the router and its
+        onion service, each in a line.
+        """
+        lines = describe_status({"uptime": 1, "reach": {
+            "reachable": True, "external_address": "100.128.0.1",
+            "port_mapping": {
+                "method": "upnp", "state": "mapped", "gateway": "http://10.77.0.1:5555/ctl/IPConn",
+                "problem": None,
+                "mappings": [{"protocol": "TCP", "external_port": 3333,
+                              "internal_address": "10.77.0.2", "internal_port": 3333,
+                              "lease": 3600}],
+            },
+            "tor": {"state": "ready", "onion_address": "abc.onion", "onion_port": 3333,
+                    "problem": None},
+        }})
+        self.assertEqual(lines[3:6], [
+            "reachable: yes, at 100.128.0.1",
+            "port mapping (upnp): mapped, TCP 3333 -> 10.77.0.2:3333 on "
+            "http://10.77.0.1:5555/ctl/IPConn",
+            "Tor: ready, onion service abc.onion:3333",
+        ])
+        lines = describe_status({"uptime": 1, "reach": {
+            "reachable": False, "external_address": None, "tor": None,
+            "port_mapping": {"method": "upnp", "state": "unreachable", "mappings": [],
+                             "gateway": None, "problem": "no UPnP gateway answered"},
+        }})
+        self.assertEqual(lines[3:5], [
+            "reachable: no (peers cannot connect to this address; not announcing)",
+            "port mapping (upnp): unreachable; no UPnP gateway answered",
+        ])
+
     def test_dht_not_joined(self) -> None:
         lines = describe_status({"dht": {"enabled": True, "joined": False, "contacts": 0},
                                  "uptime": 5})

@@ -69,6 +69,24 @@ class DHTServicePeerFinderTests(SynchronousTestCase):
         lookup.result.callback([])
         self.assertEqual([p.address for p in self.successResultOf(d)], [("127.0.0.1", 3334)])
 
+    def test_ourselves_at_external_address(self) -> None:
+        """
+        Behind a router, the DHT names this node at its external address
+        (the one it announced from): that peer is left out too, while
+        another node at the same address but another port is not.
+        """
+        external = ["100.128.0.1"]
+        finder = DHTServicePeerFinder(self.clock, self.dht, PeerRegistry(self.clock),
+                                      external_address=lambda: external[0])
+        node = self.dht.start(tcp_port=3333)
+        d = finder.find_peers_for_blob(BLOB)
+        lookup = node.lookups[0]
+        lookup.on_peers([peer("100.128.0.1", 3333), peer("100.128.0.1", 3334),
+                         peer("100.128.0.2", 3333)])
+        lookup.result.callback([])
+        self.assertEqual(sorted(p.address for p in self.successResultOf(d)),
+                         [("100.128.0.1", 3334), ("100.128.0.2", 3333)])
+
     def test_new_node_after_restart(self) -> None:
         """
         When the service starts again with a new node, the new node is

@@ -340,13 +340,15 @@ class MapperTests(SynchronousTestCase):
         """
         A gateway that reports no internet address (miniupnpd's answer when
         its own is private, before it refuses every mapping) leaves the node
-        unreachable, saying why.
+        unreachable, saying why in those words rather than the router's
+        refusal; it does not try to map.
         """
         self.gateway.external_address = ""
         self.gateway.refuse.update(TCP="Action Failed", UDP="Action Failed")
         events = self.start()
         [warning] = self.warnings(events)
-        self.assertIn("refused to forward TCP port", warning)
+        self.assertIn("does not know its internet address", warning)
+        self.assertNotIn("addportmapping", self.h.methods())
         self.assertIsNone(self.mapper.external_address)
         self.assertFalse(self.mapper.reachable)
 
