@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -110,7 +111,7 @@ class Lab:
         self.inet = f"{tag}inet"
         self.scratch = scratch
         self.namespaces: list[str] = []
-        self.processes: list[subprocess.Popen[str]] = []
+        self.processes: list[subprocess.Popen[Any]] = []
         self.miniupnpd: subprocess.Popen[str] | None = None
 
     # -- building ----------------------------------------------------------
@@ -149,21 +150,32 @@ class Lab:
         _run(["ip", "netns", "exec", self.router, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
         _run(["ip", "netns", "exec", self.router, "nft", "-f", "-"], stdin=CHAINS)
 
-    def start_miniupnpd(self) -> None:
+    def start_miniupnpd(
+        self, ext_ip: str | None = PUBLIC_ADDRESS, secure_mode: bool = True
+    ) -> None:
         """
         Start miniupnpd in the router namespace and wait until its HTTP
         port answers.
+
+        @param ext_ip: the internet address the router reports; L{None} for
+            none configured, so that it uses its WAN interface's first
+            address, 10.78.0.1, a private one: then it reports no external
+            address and refuses every mapping (501), as a router behind
+            another NAT does.
+        @param secure_mode: whether LAN hosts may map ports only to
+            themselves; without it, one host may map a port to another
+            (how the tests make a conflicting mapping).
         """
         conf = self.scratch / "miniupnpd.conf"
         conf.write_text(
             "ext_ifname=gww0\n"
-            f"ext_ip={PUBLIC_ADDRESS}\n"
-            "listening_ip=gwl0\n"
+            + (f"ext_ip={ext_ip}\n" if ext_ip is not None else "")
+            + "listening_ip=gwl0\n"
             f"http_port={HTTP_PORT}\n"
             "enable_upnp=yes\n"
             "enable_natpmp=no\n"
             "ipv6_disable=yes\n"
-            "secure_mode=yes\n"
+            f"secure_mode={'yes' if secure_mode else 'no'}\n"
             "uuid=3b1e5d6a-9c1f-4e0e-8f1a-5c0d2b7e4a11\n"
             f"lease_file={self.scratch / 'upnp.leases'}\n"
             "allow 1024-65535 10.77.0.0/24 1024-65535\n"
@@ -217,6 +229,20 @@ class Lab:
             cwd=ROOT, env=_environment(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
             stderr=(self.scratch / f"child-{len(self.processes)}.log").open("w"), text=True,
         )
+        self.processes.append(process)
+        return process
+
+    def spawn(self, ns: str, argv: list[str], env: dict[str, str], log: Path,
+              cwd: Path | None = None) -> subprocess.Popen[bytes]:
+        """
+        Start C{argv} in namespace C{ns}, its output (both streams) into the
+        file C{log}; it is stopped by L{close} if still running.
+        """
+        with log.open("wb") as output:
+            process = subprocess.Popen(
+                ["ip", "netns", "exec", ns, *argv], cwd=cwd or self.scratch, env=env,
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+            )
         self.processes.append(process)
         return process
 

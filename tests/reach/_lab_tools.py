@@ -11,16 +11,26 @@ each prints JSON on standard output.
   list
       in the LAN namespace: the gateway's mapping table, read with miniupnpc
       (another client than the mapper's).
-  add PORT LEASE
-      in the LAN namespace: one TCP mapping to this host, never renewed.
+  add PORT LEASE [INTERNAL_ADDRESS [PROTOCOL]]
+      in the LAN namespace: one mapping (TCP unless told) to this host, or to
+      INTERNAL_ADDRESS (which needs a router not in secure mode), never
+      renewed.
   probe HOST TCP UDP
       in the internet namespace: whether a TCP connection and a UDP datagram
       to HOST come back echoed.
+  ask HOST PORT REQUEST
+      in the internet namespace: sends REQUEST (a JSON object) to an LBRY
+      blob exchange server at HOST:PORT and prints its answer, the first
+      JSON object it sends back ({"answer": ...} or {"error": ...}).
+  dhtping HOST PORT
+      in the internet namespace: a DHT ping to HOST:PORT (UDP); prints
+      {"result": "pong"} or {"error": ...}.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import socket
 import sys
 from typing import Any
@@ -108,9 +118,11 @@ def _list() -> None:
     _print(entries)
 
 
-def _add(port: int, lease: int) -> None:
+def _add(port: int, lease: int, internal: str | None, proto: str) -> None:
     upnp = _client()
-    upnp.addportmapping(port, "TCP", upnp.lanaddr, port, "never renewed", "", lease)
+    upnp.addportmapping(
+        port, proto, internal or upnp.lanaddr, port, "never renewed", "", lease
+    )
     _print({"added": port})
 
 
@@ -134,6 +146,52 @@ def _probe(host: str, tcp: int, udp: int) -> None:
     _print(result)
 
 
+def _ask(host: str, port: int, request: str) -> None:
+    result: dict[str, Any]
+    buffer = b""
+    try:
+        with socket.create_connection((host, port), timeout=3) as connection:
+            connection.sendall(request.encode())
+            while True:
+                data = connection.recv(65536)
+                if not data:
+                    result = {"error": f"closed after {buffer!r}"}
+                    break
+                buffer += data
+                try:
+                    result = {"answer": json.loads(buffer)}
+                    break
+                except ValueError:
+                    continue
+    except OSError as e:
+        result = {"error": f"{e} after {buffer!r}"}
+    _print(result)
+
+
+def _dht_ping(host: str, port: int) -> None:
+    from p2pblob.dht.messages import Response, decode_datagram, encode_datagram, ping
+
+    rpc_id = os.urandom(20)
+    result: dict[str, Any]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
+        datagram.settimeout(3)
+        try:
+            datagram.sendto(encode_datagram(ping(rpc_id, os.urandom(48))), (host, port))
+            data, source = datagram.recvfrom(2048)
+        except OSError as e:
+            result = {"error": str(e)}
+        else:
+            answer = decode_datagram(data)
+            if isinstance(answer, Response) and answer.rpc_id == rpc_id:
+                text = answer.result
+                if isinstance(text, bytes):
+                    text = text.decode("ascii", "replace")
+                result = {"result": text, "source": list(source)}
+            else:
+                result = {"error": f"unexpected answer {answer!r}"}
+    _print(result)
+
+
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "mapper":
@@ -145,9 +203,14 @@ def main(argv: list[str]) -> None:
     elif command == "list":
         _list()
     elif command == "add":
-        _add(int(args[0]), int(args[1]))
+        internal = args[2] if len(args) > 2 else None
+        _add(int(args[0]), int(args[1]), internal, args[3] if len(args) > 3 else "TCP")
     elif command == "probe":
         _probe(args[0], int(args[1]), int(args[2]))
+    elif command == "ask":
+        _ask(args[0], int(args[1]), args[2])
+    elif command == "dhtping":
+        _dht_ping(args[0], int(args[1]))
     else:
         raise SystemExit(f"unknown command {command}")
 

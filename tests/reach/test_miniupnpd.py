@@ -180,3 +180,66 @@ class MiniupnpdTests(SynchronousTestCase):
         self.assertTrue(probe["tcp"].startswith("error"), probe)
         self.assertTrue(probe["udp"].startswith("error"), probe)
         self.assertLess(mapped_after, 10)
+
+    def test_private_wan_address(self) -> None:
+        """
+        A router whose own internet address is a private one (it sits behind
+        another NAT) reports no external address and refuses every mapping
+        (501 ActionFailed): the mapper ends unreachable, with no external
+        address, says why, and leaves nothing mapped.
+        """
+        self.lab.start_miniupnpd(ext_ip=None)
+        self.assertIn(
+            f"Reserved / private IP address {_lab.ROUTER_WAN_ADDRESS}", self.lab.miniupnpd_log()
+        )
+        mapper = self.lab.spawn_python(self.lab.lan, "mapper", str(TCP), str(UDP), "60")
+        status = _read_json(mapper, 30)
+        self.assertEqual(
+            (status["state"], status["reachable"], status["external_address"],
+             status["mappings"]),
+            ("unreachable", False, None, []),
+            status,
+        )
+        self.assertEqual(
+            status["gateway"], f"http://{_lab.ROUTER_LAN_ADDRESS}:{_lab.HTTP_PORT}/ctl/IPConn"
+        )
+        self.assertIn("does not know its internet address", status["problem"])
+        self.assertEqual(self._table(), [])
+        self.assertEqual(_command(mapper, "stop")["state"], "stopped")
+        self.assertEqual(mapper.wait(10), 0)
+
+    def test_conflicting_mapping(self) -> None:
+        """
+        When the DHT port is already mapped to another LAN host, the router
+        refuses it (718 ConflictInMappingEntry): the mapper ends unreachable
+        with a problem naming the port and the router's words, and leaves
+        the other host's mapping alone, when it runs and when it stops.
+        """
+        other = "10.77.0.9"
+        # without secure mode, a LAN host may map a port to another
+        self.lab.start_miniupnpd(secure_mode=False)
+        self._json(self.lab.lan, "add", str(UDP), "60", other, "UDP")
+        theirs = ("UDP", UDP, other, UDP, "never renewed")
+
+        mapper = self.lab.spawn_python(self.lab.lan, "mapper", str(TCP), str(UDP), "60")
+        status = _read_json(mapper, 30)
+        self.assertEqual((status["state"], status["reachable"]), ("unreachable", False), status)
+        self.assertIn(f"UDP port {UDP}", status["problem"])
+        self.assertIn("ConflictInMappingEntry", status["problem"])
+        self.assertNotIn("UDP", [m["protocol"] for m in status["mappings"]])
+        table = [
+            (e["protocol"], e["external_port"], e["internal_address"], e["internal_port"],
+             e["description"])
+            for e in self._table()
+        ]
+        self.assertIn(theirs, table)
+        self.assertNotIn(("UDP", UDP, _lab.LAN_ADDRESS, UDP, "p2pblob"), table)
+
+        self.assertEqual(_command(mapper, "stop")["mappings"], [])
+        self.assertEqual(mapper.wait(10), 0)
+        self.assertEqual(
+            [(e["protocol"], e["external_port"], e["internal_address"], e["internal_port"],
+              e["description"]) for e in self._table()],
+            [theirs],
+        )
+        self.assertIn("ConflictInMappingEntry", self.lab.miniupnpd_log())

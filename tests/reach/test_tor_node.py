@@ -1,0 +1,213 @@
+"""
+Real C{twistd p2pblob} nodes on a private Tor network on 127.0.0.1
+(L{tests.reach._tornet}): a stream published by a node that serves its
+peer port as an onion service (with a tor it launches itself) is
+downloaded by a Tor-only node (through the network's client tor), byte for
+byte; the Tor-only node never opens a direct connection nor sends a
+datagram, which listeners set as its peer and its DHT bootstrap node would
+see (while a node using Tor only for onion peers does connect to them); the
+onion address survives a restart.
+
+Without tor, tor-gencert or txtorcon the tests are skipped, unless
+C{P2PBLOB_REQUIRE_TOR} is set (as C{.ci/run} sets it): then they fail.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests._process import p2pblob
+from tests.integration._nodes import Seeder, publish, random_file
+from tests.reach import _tornet
+
+ONION_PORT = 3333
+
+
+class _Trap:
+    """
+    A TCP listener and a UDP socket on 127.0.0.1 that count whatever
+    reaches them: the direct connections and datagrams a Tor-only node
+    must never send.
+    """
+
+    def __init__(self) -> None:
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(16)
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.connections: list[Any] = []
+        self.datagrams: list[Any] = []
+        self._closed = False
+        for target in (self._accept, self._receive):
+            threading.Thread(target=target, daemon=True).start()
+
+    @property
+    def tcp_address(self) -> str:
+        return f"127.0.0.1:{self.tcp.getsockname()[1]}"
+
+    @property
+    def udp_address(self) -> str:
+        return f"127.0.0.1:{self.udp.getsockname()[1]}"
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                connection, peer = self.tcp.accept()
+            except OSError:
+                return
+            self.connections.append(peer)
+            connection.close()
+
+    def _receive(self) -> None:
+        while not self._closed:
+            try:
+                _, peer = self.udp.recvfrom(65536)
+            except OSError:
+                return
+            self.datagrams.append(peer)
+
+    def close(self) -> None:
+        self._closed = True
+        for sock in (self.tcp, self.udp):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def _status(data_dir: Path) -> dict[str, Any]:
+    url = json.loads((data_dir / "api.json").read_text())["url"]
+    with urllib.request.urlopen(url + "api/v1/status", timeout=10) as answer:
+        status: dict[str, Any] = json.load(answer)
+    return status
+
+
+def _wait(what: str, check: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.2)
+
+
+class TorNodesTests(SynchronousTestCase):
+    """
+    Two nodes exchange a stream over a private Tor network.
+    """
+
+    def setUp(self) -> None:
+        reason = _tornet.cannot_run()
+        if reason is not None:
+            if os.environ.get("P2PBLOB_REQUIRE_TOR"):
+                self.fail(f"the private Tor network cannot run ({reason}) "
+                          "but P2PBLOB_REQUIRE_TOR is set")
+            raise self.skipTest(f"the private Tor network cannot run: {reason}")
+        self.top = Path(self.mktemp()).absolute()
+        self.top.mkdir(parents=True)
+        self.network = _tornet.TorNetwork(self.top / "tornet", authorities=3, relays=1,
+                                          clients=1)
+        self.addCleanup(self.network.stop)
+        self.network.start()
+
+    def _tor_options(self) -> list[str]:
+        options: list[str] = []
+        for name, value in self.network.client_options():
+            options += ["--tor-option", f"{name}={value}"]
+        return options
+
+    def _onion_seeder(self, data_dir: Path) -> tuple[Seeder, str]:
+        """
+        A node serving its blobs as an onion service (and directly), with a
+        tor it launches into the private network; its onion address.
+        """
+        # (its direct peer port is an ephemeral one; the onion service's is
+        # 3333, LBRY's, by default)
+        seeder = Seeder(data_dir, "--no-dht", "--tor", *self._tor_options())
+        self.addCleanup(seeder.kill)
+        match = seeder.wait_for(rb"onion service published: ([a-z2-7]{56}\.onion):(\d+)",
+                                timeout=120)
+        onion = match.group(1).decode("ascii")
+        self.assertEqual(int(match.group(2)), ONION_PORT)
+        return seeder, onion
+
+    def test_download_through_tor_only(self) -> None:
+        """
+        A Tor-only node downloads a stream from an onion service, byte for
+        byte, and never reaches its other peer or its bootstrap node
+        directly; the onion service has the same address after a restart.
+        (One test, so that one private network serves it all.)
+        """
+        source = random_file(self.top / "film.bin", 5_000_000)
+        sd_hash, _ = publish(self.top / "a", source, self.top / "sd")
+        seeder, onion = self._onion_seeder(self.top / "a")
+        status = _status(self.top / "a")
+        self.assertEqual(status["reach"]["tor"]["onion_address"], onion)
+        self.assertEqual(status["reach"]["tor"]["state"], "ready")
+
+        trap = _Trap()
+        self.addCleanup(trap.close)
+        client = self.network.clients[0]
+        node = Seeder(
+            self.top / "b", "--tor-only", "--tor-control", f"tcp:127.0.0.1:{client.control_port}",
+            "--peer", f"{onion}:{ONION_PORT}", "--peer", trap.tcp_address,
+            "--bootstrap", trap.udp_address,
+        )
+        self.addCleanup(node.kill)
+        status = _wait("the Tor-only node's onion service",
+                       lambda: (s := _status(self.top / "b"))["reach"]["tor"]["onion_address"]
+                       and s, 120)
+        self.assertFalse(status["dht"]["enabled"])
+        # its peer server listens only on loopback, for tor
+        self.assertTrue(status["peer"]["listening"].startswith("127.0.0.1:"), status["peer"])
+
+        began = time.monotonic()
+        result = p2pblob(self.top / "b", "download", sd_hash, "--output", str(self.top / "out"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        took = time.monotonic() - began
+        self.assertEqual((self.top / "out" / "film.bin").read_bytes(), source.read_bytes())
+        # it did try the other peer, through Tor (which will not go there)
+        self.assertIn(f"Could not connect to {trap.tcp_address}: cannot connect to "
+                      f"{trap.tcp_address} through Tor", node.output.decode())
+        self.assertEqual(trap.connections, [], "the Tor-only node connected directly")
+        self.assertEqual(trap.datagrams, [], "the Tor-only node sent a datagram directly")
+        self.assertLess(took, 120)
+        # (twistd ends a clean stop on SIGTERM with that signal)
+        self.assertEqual(node.stop(), -signal.SIGTERM, node.output.decode()[-4000:])
+
+        # the trap does catch direct connections: a node using Tor only for
+        # onion peers connects to the other peer directly
+        mixed = Seeder(
+            self.top / "c", "--no-dht", "--tor", "--tor-control",
+            f"tcp:127.0.0.1:{client.control_port}", "--peer", f"{onion}:{ONION_PORT}",
+            "--peer", trap.tcp_address,
+        )
+        self.addCleanup(mixed.kill)
+        mixed.wait_for(rb"onion service published", timeout=120)
+        result = p2pblob(self.top / "c", "download", sd_hash, "--output", str(self.top / "out-c"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual((self.top / "out-c" / "film.bin").read_bytes(), source.read_bytes())
+        self.assertNotEqual(trap.connections, [])
+        self.assertEqual(mixed.stop(), -signal.SIGTERM, mixed.output.decode()[-4000:])
+
+        # the onion service's key is kept in the data directory: restarted,
+        # the seeder has the same onion address
+        self.assertEqual(seeder.stop(), -signal.SIGTERM, seeder.output.decode()[-4000:])
+        key = self.top / "a" / "tor" / "onion_service_key"
+        self.assertEqual(key.stat().st_mode & 0o077, 0)
+        _, again = self._onion_seeder(self.top / "a")
+        self.assertEqual(again, onion)
