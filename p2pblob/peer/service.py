@@ -148,6 +148,12 @@ class PeerServerService(Service):
             return port
 
         def failed(failure: Failure) -> None:
+            if not self.running:
+                # the node stopped before the server listened (an onion
+                # service waiting for tor): nothing to give up
+                self.listening.errback(failure)
+                self.listening.addErrback(lambda _: None)
+                return
             give_up(_log, self._reactor, self.listening, failure,
                     "Cannot serve peers on {endpoint}: {error}; stopping",
                     endpoint=self.where)

@@ -365,7 +365,7 @@ class TorProvider(Service):
         self.problem = str(error)
         self._state = "failed"
         _log.error(
-            "{problem}. The node carries on without Tor; restart it to try again.",
+            "{problem}. Nothing goes through Tor until the node is restarted.",
             problem=self.problem,
         )
         waiting, self._waiting = self._waiting, []

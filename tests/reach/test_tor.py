@@ -914,7 +914,7 @@ class UnavailableTests(_ProviderTestCase):
         self.assertEqual(str(failure.value), status["problem"])
         self.assertEqual(
             [m for m in _messages(events) if "pip install" in m],
-            [f"{status['problem']}. The node carries on without Tor; restart it to try again."],
+            [f"{status['problem']}. Nothing goes through Tor until the node is restarted."],
         )
         self.assertEqual(self.reactor.getDelayedCalls(), [])
 

@@ -18,6 +18,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -26,7 +28,7 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from tests._process import p2pblob
+from tests._process import TWISTD, environment, p2pblob
 from tests.integration._nodes import Seeder, publish, random_file
 from tests.reach import _tornet
 
@@ -103,6 +105,34 @@ def _wait(what: str, check: Any, timeout: float) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.2)
+
+
+class WithoutTxtorconTests(SynchronousTestCase):
+    """
+    A node asked to use Tor where txtorcon cannot be imported stops at
+    once, saying what to install; it starts no tor.
+    """
+
+    def test_stops_in_words(self) -> None:
+        top = Path(self.mktemp()).absolute()
+        hide = top / "hide"
+        hide.mkdir(parents=True)
+        (hide / "txtorcon.py").write_text('raise ImportError("no txtorcon in this test")\n')
+        env = environment(top / "node")
+        env["PYTHONPATH"] = os.pathsep.join([str(hide), env["PYTHONPATH"]])
+        for mode in ("--tor", "--tor-only"):
+            began = time.monotonic()
+            result = subprocess.run(
+                [sys.executable, "-c", TWISTD, "-n", "--pidfile=", "--logfile=-", "p2pblob",
+                 "--data-dir", str(top / "node"), "--peer-listen", "tcp:0:interface=127.0.0.1",
+                 "--api-listen", "none", "--no-dht", mode],
+                env=env, capture_output=True, text=True, timeout=60,
+            )
+            self.assertLess(time.monotonic() - began, 30)
+            self.assertIn("Cannot serve peers on", result.stdout)
+            self.assertIn("pip install 'p2pblob[tor]'", result.stdout, result.stdout)
+            self.assertNotIn("Spawning tor", result.stdout)
+            self.assertIn("Server Shut Down", result.stdout)
 
 
 class TorNodesTests(SynchronousTestCase):
