@@ -338,8 +338,18 @@ def _dht(
     reach: Reachability,
 ) -> tuple[DHTService, Announcer]:
     """
-    The node's DHT service, and the announcer of the blobs its store holds.
+    The node's DHT service, and the announcer of the blobs its store holds;
+    both use what the node knows of its C{reach}: the announcer announces
+    only while peers can reach the node, and the DHT lists the node itself
+    at its external address among the peers of the blobs it holds.
     """
+    def own_address(key: bytes) -> tuple[str, int] | None:
+        # (where peers fetch the blob from us, as findValue answers say)
+        address, port = reach.external_address, dht.tcp_port
+        if address is None or port is None or not reach.reachable:
+            return None
+        return (address, port) if blob_store.store.has_blob(key.hex()) else None
+
     dht = DHTService(
         reactor,
         config.dht_dir,
@@ -347,6 +357,7 @@ def _dht(
         port=config.dht_port,
         bootstrap=config.bootstrap,
         allow_loopback=config.allow_loopback,
+        own_address=own_address,
     )
     announcer = Announcer(
         clock=reactor,

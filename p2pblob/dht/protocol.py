@@ -88,6 +88,10 @@ class KademliaProtocol(DatagramProtocol):
         a callable because it may only be known once the server listens.
     @param allow_loopback: accept nodes and peers on 127.0.0.0/8 (local
         swarms and tests); LBRY's public DHT refuses them.
+    @param own_address: gives, for a blob hash, where peers fetch that blob
+        from this node (its external address and TCP port) if it holds the
+        blob and peers can reach it, else L{None}: a C{findValue} answer
+        with fewer than K peers then lists this node too, as lbry-sdk's do.
     @ivar dropped: datagrams ignored because they could not be decoded.
     """
 
@@ -104,8 +108,10 @@ class KademliaProtocol(DatagramProtocol):
         allow_loopback: bool = False,
         timeout: float = RPC_TIMEOUT,
         random_bytes: Callable[[int], bytes] = os.urandom,
+        own_address: Callable[[bytes], Address | None] = lambda key: None,
     ) -> None:
         self.clock = clock
+        self.own_address = own_address
         self.node_id = node_id
         self.routing = routing
         self.peers = peers
@@ -310,6 +316,8 @@ class KademliaProtocol(DatagramProtocol):
             raise _Refusal("ValueError", "invalid page")
         page: int = asked
         found = self.peers.peers_for(key, exclude_host=address[0])
+        if len(found) < K:
+            found = self._with_ourselves(key, found, address[0])
         # (lbry-sdk counts len // (K + 1) + 1, one page short at 2K + 1
         # peers; readers only use the count to ask for more pages)
         pages = -(-len(found) // K)
@@ -323,6 +331,21 @@ class KademliaProtocol(DatagramProtocol):
             peers=found[page * K : (page + 1) * K],
             pages=pages,
         ).encode(key)
+
+    def _with_ourselves(self, key: bytes, found: list[bytes], requester: str) -> list[bytes]:
+        """
+        C{found}, and this node's own compact address after them if it
+        holds C{key}'s blob and peers can reach it (not to a requester at
+        that address).
+        """
+        own = self.own_address(key)
+        if own is None or own[0] == requester:
+            return found
+        try:
+            ours = compact_peer(own[0], own[1], self.node_id)
+        except DatagramError:
+            return found  # (an IPv6 external address has no compact form)
+        return found if ours in found else [*found, ours]
 
     def _store_request(self, request: Request, address: Address) -> object:
         if len(request.args) < 4:

@@ -8,7 +8,7 @@ bootstrap nodes.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -98,18 +98,21 @@ def start_dht(
     bootstrap: Iterable[Address],
     saved: Iterable[tuple[str, int, bytes]],
     allow_loopback: bool,
+    own_address: Callable[[bytes], Address | None] = lambda key: None,
 ) -> tuple[DHTNode, IListeningPort]:
     """
     Listen on UDP C{interface}:C{port} and start joining the DHT.
 
     @param saved: C{(host, udp_port, node_id)} of contacts from an earlier
         run; those whose address is not acceptable are skipped.
+    @param own_address: where peers fetch a blob from this node, if it
+        holds it and is reachable (L{KademliaProtocol}).
     @raise ConfigError: if the port cannot be had.
     """
     routing = RoutingTable(node_id, reactor)
     protocol = KademliaProtocol(
         reactor, node_id, routing, PeerStore(reactor), TokenKeeper(reactor),
-        allow_loopback=allow_loopback,
+        allow_loopback=allow_loopback, own_address=own_address,
     )
     try:
         listening: IListeningPort = reactor.listenUDP(port, protocol, interface=interface)
@@ -157,6 +160,9 @@ class DHTService(Service):
     unless told otherwise, and leaves it when the node stops.
 
     @ivar node: the L{DHTNode}, once started.
+    @param own_address: gives where peers fetch a blob from this node, if
+        it holds the blob and is reachable (L{KademliaProtocol}: answers
+        list the node itself).
     @param fatal: whether a DHT that cannot start stops the reactor (the
         node cannot do without it); otherwise C{ready} fails, for the
         caller to handle.
@@ -176,8 +182,10 @@ class DHTService(Service):
         bootstrap: Iterable[Address] = (),
         allow_loopback: bool = False,
         fatal: bool = True,
+        own_address: Callable[[bytes], Address | None] = lambda key: None,
     ) -> None:
         self._reactor = reactor
+        self._own_address = own_address
         self._fatal = fatal
         self.error: Failure | None = None
         self.directory = directory
@@ -255,6 +263,7 @@ class DHTService(Service):
             self.bootstrap,
             saved,
             _loopback_allowed(self.allow_loopback, saved),
+            self._own_address,
         )
         self.node = node
         host, udp_port = self._listening.getHost().host, self._listening.getHost().port  # type: ignore[attr-defined]

@@ -661,6 +661,42 @@ class AnsweringTests(ProtocolTestCase):
         self.assertEqual(self.find_value_page(0).peers, [other])
         self.assertEqual(self.find_value_page(0, source=OTHER).peers, [own])
 
+    def test_find_value_lists_ourselves(self) -> None:
+        """
+        A node that holds the blob and knows where peers reach it lists
+        itself after the stored peers while there are fewer than K (as
+        lbry-sdk does), but not to a requester at that very address, not
+        twice, and not for a blob it lacks.
+        """
+        held = {BLOB: ("46.1.2.3", TCP_PORT)}
+        self.protocol.own_address = held.get
+        ours = compact_peer("46.1.2.3", TCP_PORT, OWN_ID)
+        stored = self.store_peers(2)
+        self.assertEqual(self.find_value_page(0).peers, [*stored, ours])
+        self.assertEqual(self.find_value_page(0, source=("46.1.2.3", 4444)).peers, stored)
+        self.peers.add(BLOB, ours, OWN_ID)
+        self.assertEqual(sorted(self.find_value_page(0).peers), sorted([*stored, ours]))
+        held.clear()
+        fresh = self.store_peers(1)
+        self.assertEqual(self.find_value_page(0).peers, [*fresh, ours, *stored])
+
+    def test_find_value_ourselves_only_below_k(self) -> None:
+        """
+        With K peers stored, the answer is full: the node does not add
+        itself.
+        """
+        self.protocol.own_address = lambda key: ("46.1.2.3", TCP_PORT)
+        stored = self.store_peers(K)
+        self.assertEqual(self.find_value_page(0).peers, stored)
+
+    def test_find_value_ourselves_ipv6(self) -> None:
+        """
+        An IPv6 external address has no compact form: the node is not
+        listed, and the answer is still given.
+        """
+        self.protocol.own_address = lambda key: ("2001:db8::1", TCP_PORT)
+        self.assertEqual(self.find_value_page(0).peers, [])
+
     def test_find_value_token_per_host(self) -> None:
         """
         The token is the one made for the requester's IP.

@@ -25,6 +25,10 @@ each prints JSON on standard output.
   dhtping HOST PORT
       in the internet namespace: a DHT ping to HOST:PORT (UDP); prints
       {"result": "pong"} or {"error": ...}.
+  dhtfind HOST PORT BLOB_HASH
+      in the internet namespace: a DHT findValue for BLOB_HASH (hex) to
+      HOST:PORT (UDP); prints {"peers": [[host, tcp_port], ...]} or
+      {"error": ...}.
 """
 
 from __future__ import annotations
@@ -192,6 +196,37 @@ def _dht_ping(host: str, port: int) -> None:
     _print(result)
 
 
+def _dht_find(host: str, port: int, blob_hash: str) -> None:
+    from p2pblob.dht.messages import (
+        FindValueResult,
+        Response,
+        decode_datagram,
+        encode_datagram,
+        find_value,
+    )
+    from p2pblob.dht.peers import decode_compact_peer
+
+    rpc_id = os.urandom(20)
+    key = bytes.fromhex(blob_hash)
+    result: dict[str, Any]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as datagram:
+        datagram.settimeout(3)
+        try:
+            datagram.sendto(encode_datagram(find_value(rpc_id, os.urandom(48), key)),
+                            (host, port))
+            data, _ = datagram.recvfrom(8192)
+        except OSError as e:
+            result = {"error": str(e)}
+        else:
+            answer = decode_datagram(data)
+            if isinstance(answer, Response) and answer.rpc_id == rpc_id:
+                found = FindValueResult.decode(answer.result, key)
+                result = {"peers": [list(decode_compact_peer(p)[:2]) for p in found.peers]}
+            else:
+                result = {"error": f"unexpected answer {answer!r}"}
+    _print(result)
+
+
 def main(argv: list[str]) -> None:
     command, *args = argv
     if command == "mapper":
@@ -211,6 +246,8 @@ def main(argv: list[str]) -> None:
         _ask(args[0], int(args[1]), args[2])
     elif command == "dhtping":
         _dht_ping(args[0], int(args[1]))
+    elif command == "dhtfind":
+        _dht_find(args[0], int(args[1]), args[2])
     else:
         raise SystemExit(f"unknown command {command}")
 

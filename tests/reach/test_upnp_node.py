@@ -237,8 +237,9 @@ class UPnPNodeTests(SynchronousTestCase):
         """
         On the DHT, the node maps its DHT port (UDP) as well as its peer
         port, through the gateway it is given (no discovery); a DHT ping from
-        the internet side to the public address gets its pong; both
-        mappings go on SIGTERM.
+        the internet side to the public address gets its pong, and a
+        findValue for a blob it holds names it at its external address;
+        both mappings go on SIGTERM.
         """
         self.lab.start_miniupnpd()
         node = _Node(self.lab, self.scratch, "--dht-port", str(DHT_PORT),
@@ -262,6 +263,13 @@ class UPnPNodeTests(SynchronousTestCase):
         self.assertEqual(
             self._json(self.lab.inet, "dhtping", _lab.PUBLIC_ADDRESS, str(DHT_PORT)),
             {"result": "pong", "source": [_lab.PUBLIC_ADDRESS, DHT_PORT]},
+        )
+        # asked for a blob it holds, its DHT names the node itself at its
+        # external address, the peer port mapped there
+        self.assertEqual(
+            self._json(self.lab.inet, "dhtfind", _lab.PUBLIC_ADDRESS, str(DHT_PORT),
+                       node.blob_hash),
+            {"peers": [[_lab.PUBLIC_ADDRESS, PEER_PORT]]},
         )
         node.stop()
         self.assertEqual(self._table(), [])
