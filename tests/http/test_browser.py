@@ -98,6 +98,8 @@ class DashboardBrowserTests(SynchronousTestCase):
         driver.get(url)
         self.wait("the page to show the node", lambda: "version" in driver.find_element(
             By.ID, "node-line").text)
+        # no port mapping, no Tor: the node counts itself reachable
+        self.assertEqual(driver.find_element(By.ID, "reach-line").text, "reachable")
         driver.find_element(By.ID, "sd-hash").send_keys(sd_hash)
         driver.find_element(By.CSS_SELECTOR, "#download-form button[type=submit]").click()
 

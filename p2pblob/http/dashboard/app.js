@@ -74,6 +74,7 @@ function showStatus(status) {
     `${peer.connections} connection(s)`;
   document.getElementById("dht-line").textContent = !dht.enabled ? "DHT: off" :
     `DHT: ${dht.joined ? "joined" : "joining"}, ${dht.contacts} contact(s)`;
+  document.getElementById("reach-line").textContent = reachText(status.reach);
   document.getElementById("wallet-line").textContent = status.wallet ?
     `${status.wallet.balance} points (${status.wallet.reserved} reserved)` : "no wallet";
   const limits = status.bandwidth.limits;
@@ -84,6 +85,26 @@ function showStatus(status) {
                  down: status.bandwidth.downloaded });
   while (samples.length > CHART_POINTS) samples.shift();
   drawChart();
+}
+
+// whether peers reach the node: its address, its port mapping, its onion
+function reachText(reach) {
+  if (!reach) return "";
+  const parts = [reach.reachable
+    ? (reach.external_address ? `reachable at ${reach.external_address}` : "reachable")
+    : "not reachable: not announcing"];
+  const mapping = reach.port_mapping;
+  if (mapping) {
+    parts.push(`port mapping (${mapping.method}): ${mapping.state}` +
+               (mapping.problem ? ` (${mapping.problem})` : ""));
+  }
+  const tor = reach.tor;
+  if (tor) {
+    parts.push(`Tor: ${tor.state}` +
+               (tor.onion_address ? `, ${tor.onion_address}:${tor.onion_port}` : "") +
+               (tor.problem ? ` (${tor.problem})` : ""));
+  }
+  return parts.join(" · ");
 }
 
 function rates() {
