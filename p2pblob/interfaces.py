@@ -1430,8 +1430,9 @@ class IHashAnnouncer(Interface):
             that stored this node as its peer (C{0} if the announcement
             failed; it is then retried later, as every failed announcement
             is).  It fails with L{p2pblob.errors.NotAnnouncingError} if this
-            node does not announce (it is unreachable, or announcing is
-            stopped) or stops announcing before the blobs are announced, and
+            node does not announce (it is unreachable and has no onion
+            service, or announcing is stopped) or stops announcing before
+            the blobs are announced, and
             with L{p2pblob.errors.InvalidBlobHashError} if a name is not a
             blob hash.
         @rtype: L{Deferred}
@@ -1444,7 +1445,10 @@ class IHashAnnouncer(Interface):
         @return: a JSON-serialisable C{dict} with at least C{"policy"}
             (C{"all"} or C{"head"}), C{"announcing"} (C{bool}: whether
             announcements can be sent now), C{"blocked"} (why not, in words,
-            or C{None}), C{"scheduled"} (blobs on the schedule), C{"due"}
+            or C{None}), C{"onion"} (the onion endpoint announced with the
+            blobs, or C{None}), C{"onion_only"} (why only the onion endpoint
+            is announced, to p2pblob nodes only, in words, or C{None}),
+            C{"scheduled"} (blobs on the schedule), C{"due"}
             (as L{hash_queue_size}), C{"in_flight"}, C{"announced"} and
             C{"failed"} (announcements that succeeded and failed since the
             start) and C{"last_announce"} (the time of the last successful

@@ -5,6 +5,7 @@ a L{Config}.  Nothing else constructs services.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -26,7 +27,7 @@ from p2pblob.http.metrics import DownloadStats, MetricsResource, metrics_registr
 from p2pblob.http.publishing import APIRoot, PublishResource
 from p2pblob.http.service import APIService
 from p2pblob.interfaces import IBlobStore
-from p2pblob.node_reach import peer_servers, port_mapper_of, tor_dialer, tor_provider
+from p2pblob.node_reach import onion_of, peer_servers, port_mapper_of, tor_dialer, tor_provider
 from p2pblob.peer.handlers import BlobRequestHandlerFactory
 from p2pblob.peer.peer import PeerRegistry
 from p2pblob.peer.server import BlobServerFactory
@@ -199,7 +200,7 @@ def make_node(reactor: Any, config: Config) -> Node:
     dht, announcer, port_mapper = None, None, None
     reach = Reachability(config.reachable, config.external_address, tor=tor)
     if config.dht and not config.tor_only:
-        dht, announcer = _dht(reactor, config, blob_store, peer_server, reach)
+        dht, announcer = _dht(reactor, config, blob_store, peer_server, reach, onion_of(tor))
     if config.upnp:
         port_mapper = reach.mapper = port_mapper_of(reactor, config, peer_server, dht)
     registry = PeerRegistry(reactor)
@@ -336,12 +337,15 @@ def _dht(
     blob_store: BlobStoreService,
     peer_server: PeerServerService,
     reach: Reachability,
+    onion: Callable[[], str | None],
 ) -> tuple[DHTService, Announcer]:
     """
     The node's DHT service, and the announcer of the blobs its store holds;
-    both use what the node knows of its C{reach}: the announcer announces
-    only while peers can reach the node, and the DHT lists the node itself
-    at its external address among the peers of the blobs it holds.
+    both use what the node knows of its C{reach} and its C{onion} endpoint:
+    the announcer announces the node's address while peers can reach it,
+    and its onion endpoint if it has one (to p2pblob nodes only, when that
+    is all peers can reach); the DHT lists the node itself at its external
+    address and its onion endpoint among the peers of the blobs it holds.
     """
     def own_address(key: bytes) -> tuple[str, int] | None:
         # (where peers fetch the blob from us, as findValue answers say)
@@ -349,6 +353,10 @@ def _dht(
         if address is None or port is None or not reach.reachable:
             return None
         return (address, port) if blob_store.store.has_blob(key.hex()) else None
+
+    def own_onion(key: bytes) -> str | None:
+        endpoint = onion()
+        return endpoint if endpoint and blob_store.store.has_blob(key.hex()) else None
 
     dht = DHTService(
         reactor,
@@ -358,6 +366,7 @@ def _dht(
         bootstrap=config.bootstrap,
         allow_loopback=config.allow_loopback,
         own_address=own_address,
+        own_onion=own_onion,
     )
     announcer = Announcer(
         clock=reactor,
@@ -365,6 +374,7 @@ def _dht(
         holdings=store_holdings(blob_store.store),
         tcp_port=lambda: dht.tcp_port,
         reachable=lambda: reach.reachable,
+        onion=onion,
         policy=config.announce,
         rate=config.announce_rate,
         max_concurrent=config.announce_concurrency,
@@ -397,7 +407,7 @@ def _downloads(
     from the configured peers and those the DHT names (downloads into
     C{DATA_DIR/downloads} unless told otherwise), paying at the node's
     price in paid mode.  With Tor, onion peers (with C{--tor-only}, all
-    peers) are reached through it.
+    peers) are reached through it, and the DHT is asked for onion peers.
     """
 
     def payments() -> DownloadPayments | None:
@@ -405,7 +415,8 @@ def _downloads(
         return DownloadPayments(wallet, rates.price) if rates.price > 0 else None
 
     finder = node_peer_finder(reactor, config.peers, dht, registry,
-                              external_address=lambda: reach.external_address)
+                              external_address=lambda: reach.external_address,
+                              onions=tor is not None, own_onion=onion_of(tor))
     dial = None if tor is None else tor_dialer(reactor, tor, config.tor_only)
     downloads = DownloadService(
         reactor,

@@ -1,11 +1,13 @@
 """
 The parts of L{p2pblob.node.make_node} that decide how peers reach the node
 and how it reaches them: the Tor provider, the peer server and its onion
-service, the UPnP port mapper, and the dialer of peer connections.
+service, the UPnP port mapper, the dialer of peer connections, and the
+onion endpoint the DHT announces.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -21,7 +23,7 @@ from p2pblob.peer.server import BlobServerFactory
 from p2pblob.peer.service import PeerServerService
 from p2pblob.reach.reachability import MappingWhenListening
 
-__all__ = ["peer_servers", "port_mapper_of", "tor_dialer", "tor_provider"]
+__all__ = ["onion_of", "peer_servers", "port_mapper_of", "tor_dialer", "tor_provider"]
 
 
 def tor_provider(reactor: Any, config: Config) -> Any:
@@ -122,3 +124,19 @@ def tor_dialer(reactor: Any, tor: Any, only: bool) -> Dialer:
         return HostnameEndpoint(reactor, host, port, timeout=3.0)
 
     return dial
+
+
+def onion_of(tor: Any) -> Callable[[], str | None]:
+    """
+    What gives the node's onion endpoint, C{"<address>.onion:<port>"},
+    while C{tor} (the Tor provider, or L{None}) publishes its onion
+    service, and L{None} otherwise: the DHT announces it, and lists it
+    among the peers of the blobs the node holds.
+    """
+
+    def onion() -> str | None:
+        if tor is None or tor.onion_address is None or tor.onion_port is None:
+            return None
+        return f"{tor.onion_address}:{tor.onion_port}"
+
+    return onion

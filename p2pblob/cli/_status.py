@@ -25,7 +25,7 @@ def describe_status(status: dict[str, Any]) -> list[str]:
         f"peers: {_listening(peer.get('listening'))}, "
         f"{peer.get('connections', 0)} connection(s)",
         f"DHT: {_dht(dht)}",
-        *_reach(status.get("reach")),
+        *_reach(status.get("reach"), on_dht=bool(dht.get("enabled"))),
         f"bandwidth: {format_size(bandwidth.get('uploaded', 0))} up, "
         f"{format_size(bandwidth.get('downloaded', 0))} down; limits: "
         f"upload {_rate(limits.get('max_upload'))}, download {_rate(limits.get('max_download'))}",
@@ -68,16 +68,20 @@ def _dht(dht: dict[str, Any]) -> str:
     )
 
 
-def _reach(reach: dict[str, Any] | None) -> list[str]:
+def _reach(reach: dict[str, Any] | None, on_dht: bool = False) -> list[str]:
     """
     Whether and where peers reach the node: a line, and one for its port
-    mapping and its onion service if it has them.
+    mapping and its onion service if it has them.  An unreachable node
+    C{on_dht} with an onion service announces that only.
     """
     if not reach:
         return []
     address = reach.get("external_address")
     if reach.get("reachable"):
         line = "reachable: yes" + (f", at {address}" if address else "")
+    elif on_dht and (reach.get("tor") or {}).get("onion_address"):
+        line = ("reachable: no (peers cannot connect to this address; announcing the onion "
+                "service only, to p2pblob nodes that use Tor)")
     else:
         line = "reachable: no (peers cannot connect to this address; not announcing)"
     lines = [line]

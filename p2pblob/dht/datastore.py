@@ -1,9 +1,10 @@
 """
 What a DHT node stores for others: for each blob hash, the peers that
-announced it with C{store} (spec section 7.4), for L{DATA_EXPIRATION}
-seconds after their last announcement.
+announced it with C{store} (spec section 7.4), and the onion endpoints that
+p2pblob nodes announced with it (L{p2pblob.dht.messages.ONION_KEY}), for
+L{DATA_EXPIRATION} seconds after their last announcement.
 
-The store lives in memory and is bounded: per blob and in total.
+The stores live in memory and are bounded: per blob and in total.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from twisted.internet.interfaces import IReactorTime
 
 from p2pblob.dht.constants import COMPACT_PEER_SIZE, DATA_EXPIRATION
 from p2pblob.dht.ids import check_id
+from p2pblob.dht.peers import decode_onion_endpoint
+from p2pblob.errors import DatagramError
 
-__all__ = ["PeerStore"]
+__all__ = ["OnionStore", "PeerStore"]
 
 _ENDPOINT_LENGTH = 6  # IPv4 address and TCP port at the head of a compact address
 
@@ -25,34 +28,33 @@ class _Record:
     """
     One announcement: a peer holds a blob.
 
-    @ivar compact_address: the peer's 54-byte compact address.
-    @ivar publisher_id: the publisher node id given in the C{store} request.
+    @ivar value: what is handed out: the peer's 54-byte compact address, or
+        its onion endpoint.
+    @ivar node_id: the publisher node id given in the C{store} request (of
+        a peer), or the node id of the node that stored it (of an onion).
     @ivar stored_at: when it was last announced to us.
     """
 
-    __slots__ = ("compact_address", "publisher_id", "stored_at")
+    __slots__ = ("node_id", "stored_at", "value")
 
-    def __init__(self, compact_address: bytes, publisher_id: bytes, stored_at: float) -> None:
-        self.compact_address = compact_address
-        self.publisher_id = publisher_id
+    def __init__(self, value: bytes, node_id: bytes, stored_at: float) -> None:
+        self.value = value
+        self.node_id = node_id
         self.stored_at = stored_at
 
 
-class PeerStore:
+class _AnnouncementStore:
     """
-    The peers announced to us, by blob hash.
-
-    A peer is identified by its endpoint, the IPv4 address and TCP port at
-    the head of its compact address: an announcement from an endpoint
-    already recorded for the blob replaces that record (refreshing its time,
-    and taking the new node id if the peer restarted with another one), so
-    no endpoint is listed twice.
+    Announcements by blob hash, each under an endpoint: an announcement
+    from an endpoint already recorded for the blob replaces that record
+    (refreshing its time), so no endpoint is listed twice.
 
     Records are kept in the order they were last stored, which is the
-    order of their age as long as the times given to L{add} do not go
+    order of their age as long as the times given to L{_put} do not go
     backwards.  When a blob already has C{max_per_blob} records, a new
-    peer for it pushes out that blob's oldest record; when the store holds
-    C{max_total} records, a new one pushes out the oldest record of all.
+    endpoint for it pushes out that blob's oldest record; when the store
+    holds C{max_total} records, a new one pushes out the oldest record of
+    all.
     """
 
     def __init__(
@@ -63,7 +65,7 @@ class PeerStore:
     ) -> None:
         """
         @param clock: tells the time records are stored and expire at.
-        @param max_per_blob: the most peers kept for one blob.
+        @param max_per_blob: the most records kept for one blob.
         @param max_total: the most records kept in all.
         @raise ValueError: if a bound is not positive.
         """
@@ -89,38 +91,21 @@ class PeerStore:
         """
         return len(self._blobs)
 
-    def add(
-        self,
-        blob_hash: bytes,
-        compact_address: bytes,
-        publisher_id: bytes,
-        now: float | None = None,
+    def _put(
+        self, blob_hash: bytes, endpoint: bytes, value: bytes, node_id: bytes, now: float | None
     ) -> bool:
         """
-        Record that the peer at C{compact_address} holds C{blob_hash}.
-
-        @param blob_hash: the 48-byte hash announced.
-        @param compact_address: the peer's 54-byte compact address (IPv4,
-            TCP port, node id).
-        @param publisher_id: the 48-byte publisher id of the C{store}.
-        @param now: the time of the announcement; the clock's by default.
-        @return: C{True} if the peer is new for this blob, C{False} if an
-            existing record was refreshed.
-        @raise ValueError: if an argument has the wrong length or type.
+        Record C{value} for C{blob_hash} under C{endpoint}; C{True} if the
+        endpoint is new for this blob.
         """
-        check_id(blob_hash)
-        check_id(publisher_id)
-        if not isinstance(compact_address, bytes) or len(compact_address) != COMPACT_PEER_SIZE:
-            raise ValueError(f"a compact address must be {COMPACT_PEER_SIZE} bytes")
         if now is None:
             now = self._clock.seconds()
-        endpoint = compact_address[:_ENDPOINT_LENGTH]
         key = (blob_hash, endpoint)
         records = self._blobs.get(blob_hash)
         if records is not None and endpoint in records:
             record = records[endpoint]
-            record.compact_address = compact_address
-            record.publisher_id = publisher_id
+            record.value = value
+            record.node_id = node_id
             record.stored_at = now
             records.move_to_end(endpoint)
             self._age.move_to_end(key)
@@ -130,28 +115,22 @@ class PeerStore:
         if len(self._age) >= self._max_total:
             self._forget(*next(iter(self._age)))
         records = self._blobs.setdefault(blob_hash, OrderedDict())
-        records[endpoint] = _Record(compact_address, publisher_id, now)
+        records[endpoint] = _Record(value, node_id, now)
         self._age[key] = None
         return True
 
-    def peers_for(self, blob_hash: bytes, exclude_host: str | None = None) -> list[bytes]:
+    def _live(self, blob_hash: bytes) -> list[tuple[bytes, _Record]]:
         """
-        @param blob_hash: the blob searched for.
-        @param exclude_host: an IPv4 address whose records to leave out,
-            typically the requester's own.
-        @return: the compact addresses of the peers that announced
-            C{blob_hash} less than L{DATA_EXPIRATION} seconds ago, the most
-            recently announced first.
+        The endpoints and records of C{blob_hash} stored less than
+        L{DATA_EXPIRATION} seconds ago, the most recently stored first.
         """
         records = self._blobs.get(blob_hash)
         if not records:
             return []
-        excluded = _packed(exclude_host) if exclude_host is not None else None
         oldest = self._clock.seconds() - DATA_EXPIRATION
         return [
-            record.compact_address
-            for endpoint, record in reversed(records.items())
-            if record.stored_at > oldest and endpoint[:4] != excluded
+            (endpoint, record) for endpoint, record in reversed(records.items())
+            if record.stored_at > oldest
         ]
 
     def expire(self) -> int:
@@ -177,6 +156,116 @@ class PeerStore:
         if not records:
             del self._blobs[blob_hash]
         del self._age[(blob_hash, endpoint)]
+
+
+class PeerStore(_AnnouncementStore):
+    """
+    The peers announced to us, by blob hash.
+
+    A peer is identified by its endpoint, the IPv4 address and TCP port at
+    the head of its compact address: an announcement from an endpoint
+    already recorded for the blob replaces that record (refreshing its time,
+    and taking the new node id if the peer restarted with another one), so
+    no endpoint is listed twice.
+
+    Records are kept in the order they were last stored, which is the
+    order of their age as long as the times given to L{add} do not go
+    backwards.  When a blob already has C{max_per_blob} records, a new
+    peer for it pushes out that blob's oldest record; when the store holds
+    C{max_total} records, a new one pushes out the oldest record of all.
+    """
+
+    def add(
+        self,
+        blob_hash: bytes,
+        compact_address: bytes,
+        publisher_id: bytes,
+        now: float | None = None,
+    ) -> bool:
+        """
+        Record that the peer at C{compact_address} holds C{blob_hash}.
+
+        @param blob_hash: the 48-byte hash announced.
+        @param compact_address: the peer's 54-byte compact address (IPv4,
+            TCP port, node id).
+        @param publisher_id: the 48-byte publisher id of the C{store}.
+        @param now: the time of the announcement; the clock's by default.
+        @return: C{True} if the peer is new for this blob, C{False} if an
+            existing record was refreshed.
+        @raise ValueError: if an argument has the wrong length or type.
+        """
+        check_id(blob_hash)
+        check_id(publisher_id)
+        if not isinstance(compact_address, bytes) or len(compact_address) != COMPACT_PEER_SIZE:
+            raise ValueError(f"a compact address must be {COMPACT_PEER_SIZE} bytes")
+        return self._put(
+            blob_hash, compact_address[:_ENDPOINT_LENGTH], compact_address, publisher_id, now
+        )
+
+    def peers_for(self, blob_hash: bytes, exclude_host: str | None = None) -> list[bytes]:
+        """
+        @param blob_hash: the blob searched for.
+        @param exclude_host: an IPv4 address whose records to leave out,
+            typically the requester's own.
+        @return: the compact addresses of the peers that announced
+            C{blob_hash} less than L{DATA_EXPIRATION} seconds ago, the most
+            recently announced first.
+        """
+        excluded = _packed(exclude_host) if exclude_host is not None else None
+        return [
+            record.value for endpoint, record in self._live(blob_hash)
+            if endpoint[:4] != excluded
+        ]
+
+
+class OnionStore(_AnnouncementStore):
+    """
+    The onion endpoints announced to us, by blob hash: those p2pblob nodes
+    gave in their C{store} requests (L{p2pblob.dht.messages.ONION_KEY}),
+    with the node id of the node that stored each.
+
+    Expiry and bounds are those of L{PeerStore}, an onion endpoint taking
+    the place of a peer's IPv4 address and port: storing an endpoint
+    already recorded for the blob refreshes that record (and takes the new
+    node id).
+    """
+
+    def add(
+        self, blob_hash: bytes, onion: bytes, node_id: bytes, now: float | None = None
+    ) -> bool:
+        """
+        Record that the peer serving at onion endpoint C{onion} holds
+        C{blob_hash}.
+
+        @param blob_hash: the 48-byte hash announced.
+        @param onion: C{b"<56 base32 characters>.onion:<port>"}.
+        @param node_id: the 48-byte node id of the node that stored it.
+        @param now: the time of the announcement; the clock's by default.
+        @return: C{True} if the endpoint is new for this blob, C{False} if
+            an existing record was refreshed.
+        @raise ValueError: if an argument is malformed.
+        """
+        check_id(blob_hash)
+        check_id(node_id)
+        try:
+            decode_onion_endpoint(onion)
+        except DatagramError as e:
+            raise ValueError(e.reason) from None
+        return self._put(blob_hash, onion, onion, node_id, now)
+
+    def onions_for(self, blob_hash: bytes, exclude_node: bytes | None = None) -> list[bytes]:
+        """
+        @param blob_hash: the blob searched for.
+        @param exclude_node: a node id whose records to leave out,
+            typically the requester's own.
+        @return: the onion endpoints announced for C{blob_hash} less than
+            L{DATA_EXPIRATION} seconds ago, the most recently announced
+            first.
+        """
+        return [
+            record.value for _, record in self._live(blob_hash)
+            if record.node_id != exclude_node
+        ]
 
 
 def _packed(host: str) -> bytes | None:

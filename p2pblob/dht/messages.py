@@ -18,6 +18,23 @@ lbry-sdk's decoder loses everything that follows a nested dictionary, so
 L{encode_datagram} refuses a message with a dictionary anywhere but at its
 very end, rather than send something LBRY nodes would silently misread.
 
+p2pblob extends the protocol where LBRY nodes do not look (lbry-sdk reads
+only C{protocolVersion} and C{p} of a request's version dictionary, and
+only C{token}, C{contacts}, C{p} and the key of a C{findValue} result):
+
+  - every C{findValue} result a p2pblob node sends holds L{P2PBLOB_KEY}
+    C{: 1}, which tells an announcer that the node is a p2pblob node;
+  - a C{store}'s version dictionary may hold L{ONION_KEY}, the onion
+    endpoint (L{p2pblob.dht.peers.onion_endpoint}) the announcer also
+    serves the blob at, and L{ONION_ONLY_KEY} C{: 1}, which asks the node
+    to record that onion endpoint only, not the announcer's IP address;
+  - a C{findValue}'s version dictionary may hold L{ONIONS_KEY} C{: 1},
+    which asks for the onion endpoints of the blob: the result then lists
+    them under L{ONIONS_KEY}.
+
+Requests and results without those keys are LBRY's, unchanged; our
+readers ignore keys they do not know, in requests and results alike.
+
 Decoding is total: whatever the bytes, L{decode_datagram} and the result
 readers (L{decode_contacts}, L{FindValueResult.decode}) return a value or
 raise L{DatagramError}.
@@ -30,8 +47,18 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from p2pblob.dht.bencode import bdecode, bencode
-from p2pblob.dht.constants import MAX_DATAGRAM_SIZE, PROTOCOL_VERSION, RPC_ID_LENGTH
-from p2pblob.dht.peers import check_hash, check_port, compact_ip, decode_compact_peer
+from p2pblob.dht.constants import (
+    MAX_DATAGRAM_SIZE,
+    PROTOCOL_VERSION,
+    RPC_ID_LENGTH,
+)
+from p2pblob.dht.peers import (
+    check_hash,
+    check_port,
+    compact_ip,
+    decode_compact_peer,
+    decode_onion_endpoint,
+)
 from p2pblob.errors import BencodeError, DatagramError
 
 __all__ = [
@@ -40,6 +67,10 @@ __all__ = [
     "ErrorResponse",
     "FindValueResult",
     "Message",
+    "ONIONS_KEY",
+    "ONION_KEY",
+    "ONION_ONLY_KEY",
+    "P2PBLOB_KEY",
     "PAGE_KEY",
     "PROTOCOL_VERSION_KEY",
     "Request",
@@ -75,6 +106,31 @@ The key of the store token in a C{findValue} result.
 CONTACTS_KEY = b"contacts"
 """
 The key of the closest contacts in a C{findValue} result.
+"""
+
+P2PBLOB_KEY = b"p2pblob"
+"""
+The key, mapping to 1, that marks a C{findValue} result as a p2pblob
+node's (an extension; LBRY nodes ignore it).
+"""
+
+ONION_KEY = b"p2pblob_onion"
+"""
+The key of the announcer's onion endpoint in a C{store}'s version
+dictionary (an extension).
+"""
+
+ONION_ONLY_KEY = b"p2pblob_onion_only"
+"""
+The key, mapping to 1, that asks a node to record a C{store}'s onion
+endpoint only, not the announcer's IP address (an extension).
+"""
+
+ONIONS_KEY = b"p2pblob_onions"
+"""
+In a C{findValue}'s version dictionary, mapping to 1: a request for the
+onion endpoints of the blob; in its result, the list of those endpoints (an
+extension).
 """
 
 _REQUEST = 0
@@ -206,7 +262,9 @@ def find_node(rpc_id: bytes, node_id: bytes, key: bytes) -> Request:
     return _request(rpc_id, node_id, b"findNode", (check_hash(key, "key"),))
 
 
-def find_value(rpc_id: bytes, node_id: bytes, key: bytes, page: int = 0) -> Request:
+def find_value(
+    rpc_id: bytes, node_id: bytes, key: bytes, page: int = 0, onions: bool = False
+) -> Request:
     """
     Ask a node for the peers holding blob C{key} (page C{page} of them), a
     store token, and (on page 0) the contacts closest to C{key}.
@@ -215,12 +273,17 @@ def find_value(rpc_id: bytes, node_id: bytes, key: bytes, page: int = 0) -> Requ
     @param node_id: our node id.
     @param key: the 48-byte blob hash.
     @param page: which page of peers, from 0.
+    @param onions: ask a p2pblob node for the onion endpoints of the blob
+        too (L{ONIONS_KEY}); LBRY nodes ignore the request.
     @raise DatagramError: if an id or the key has the wrong length, or the
         page is negative.
     """
     if not isinstance(page, int) or isinstance(page, bool) or page < 0:
         raise DatagramError(f"page {page!r:.30} is not a non-negative integer")
-    return _request(rpc_id, node_id, b"findValue", (check_hash(key, "key"),), {PAGE_KEY: page})
+    version: dict[bytes, object] = {PAGE_KEY: page}
+    if onions:
+        version[ONIONS_KEY] = 1
+    return _request(rpc_id, node_id, b"findValue", (check_hash(key, "key"),), version)
 
 
 def store(
@@ -231,6 +294,8 @@ def store(
     tcp_port: int,
     publisher_id: bytes,
     age: int = 0,
+    onion: bytes | None = None,
+    onion_only: bool = False,
 ) -> Request:
     """
     Announce that the peer at our address and C{tcp_port} holds blob
@@ -244,10 +309,24 @@ def store(
     @param tcp_port: the port we serve blobs on.
     @param publisher_id: the 48-byte node id of the announcer.
     @param age: seconds since the announcement was first made.
-    @raise DatagramError: if a value is malformed.
+    @param onion: the onion endpoint we serve the blob at too, for p2pblob
+        nodes (L{ONION_KEY}); LBRY nodes ignore it.
+    @param onion_only: ask p2pblob nodes to record C{onion} only, not our
+        IP address (L{ONION_ONLY_KEY}); LBRY nodes would record the IP
+        address, so such a store is for p2pblob nodes only.
+    @raise DatagramError: if a value is malformed, or C{onion_only} is set
+        without an C{onion}.
     """
     if not isinstance(age, int) or isinstance(age, bool) or age < 0:
         raise DatagramError(f"age {age!r:.30} is not a non-negative integer")
+    version: dict[bytes, object] = {}
+    if onion is not None:
+        decode_onion_endpoint(onion)
+        version[ONION_KEY] = onion
+    if onion_only:
+        if onion is None:
+            raise DatagramError("an onion-only store needs an onion endpoint")
+        version[ONION_ONLY_KEY] = 1
     args = (
         check_hash(blob_hash, "blob hash"),
         check_hash(token, "token"),
@@ -255,7 +334,7 @@ def store(
         check_hash(publisher_id, "publisher id"),
         age,
     )
-    return _request(rpc_id, node_id, b"store", args)
+    return _request(rpc_id, node_id, b"store", args, version)
 
 
 def decode_datagram(data: bytes) -> Message:
@@ -454,7 +533,9 @@ class FindValueResult:
     On the wire it is a dictionary with byte-string keys: C{token};
     C{contacts} (on page 0 only); C{protocolVersion}; C{p}, the number of
     pages of peers; and, if the node knows peers on the page asked for, the
-    raw 48-byte key itself mapping to their compact addresses.
+    raw 48-byte key itself mapping to their compact addresses.  A p2pblob
+    node adds L{P2PBLOB_KEY} and, when asked for them, the onion endpoints
+    of the page under L{ONIONS_KEY} (C{p} then counts their pages too).
 
     @ivar token: the 48-byte token to echo in a C{store} to this node.
     @ivar contacts: the responder's contacts closest to the key, or L{None}
@@ -463,12 +544,18 @@ class FindValueResult:
     @ivar peers: compact addresses (see L{p2pblob.dht.peers}) of peers
         holding the blob, on the page asked for.
     @ivar pages: how many pages of peers the node has.
+    @ivar marked: whether the result carries the p2pblob marker: the
+        responder is a p2pblob node.
+    @ivar onions: onion endpoints (L{p2pblob.dht.peers.onion_endpoint}) of
+        peers holding the blob, on the page asked for.
     """
 
     token: bytes
     contacts: Sequence[Contact] | None = None
     peers: Sequence[bytes] = ()
     pages: int = 0
+    marked: bool = False
+    onions: Sequence[bytes] = ()
 
     def encode(self, key: bytes) -> dict[bytes, object]:
         """
@@ -490,6 +577,12 @@ class FindValueResult:
             for peer in self.peers:
                 decode_compact_peer(peer)
             result[key] = list(self.peers)
+        if self.marked:
+            result[P2PBLOB_KEY] = 1
+        if self.onions:
+            for onion in self.onions:
+                decode_onion_endpoint(onion)
+            result[ONIONS_KEY] = list(self.onions)
         return result
 
     @classmethod
@@ -497,12 +590,15 @@ class FindValueResult:
         """
         Read the result of a C{findValue} for C{key} (the argument order
         suits C{Deferred.addCallback(FindValueResult.decode, key)}).
-        Entries other than those LBRY nodes send are ignored; a missing
-        C{p} or C{contacts} reads, as lbry-sdk reads it, as 0 pages or
-        L{None}.  Contacts and peers come back as lists.
+        Entries other than those LBRY nodes send and p2pblob's are
+        ignored; a missing C{p} or C{contacts} reads, as lbry-sdk reads it,
+        as 0 pages or L{None}.  Contacts and peers come back as lists,
+        onions as a tuple.  p2pblob's entries never make a result unreadable: a marker
+        other than 1 reads as none, and onion endpoints that are malformed
+        (or not in a list) are left out.
 
         @raise DatagramError: if C{result} is not a dictionary with a
-            48-byte token, or a field has the wrong shape.
+            48-byte token, or a field LBRY nodes send has the wrong shape.
         """
         check_hash(key, "key")
         if not isinstance(result, dict):
@@ -525,7 +621,8 @@ class FindValueResult:
             raise DatagramError("the page count is not a non-negative integer")
         if not isinstance(result.get(PROTOCOL_VERSION_KEY, PROTOCOL_VERSION), int):
             raise DatagramError("the protocol version is not an integer")
-        return cls(token, contacts, peers, pages)
+        marked = result.get(P2PBLOB_KEY) == 1
+        return cls(token, contacts, peers, pages, marked, _readable_onions(result.get(ONIONS_KEY)))
 
     def peer_addresses(self) -> list[tuple[str, int, bytes]]:
         """
@@ -534,3 +631,29 @@ class FindValueResult:
         @raise DatagramError: if an address is malformed.
         """
         return [decode_compact_peer(peer) for peer in self.peers]
+
+    def onion_addresses(self) -> list[tuple[str, int]]:
+        """
+        The onion endpoints decoded: C{(host, port)} each, the host
+        C{"<56 characters>.onion"}.
+
+        @raise DatagramError: if an endpoint is malformed.
+        """
+        return [decode_onion_endpoint(onion) for onion in self.onions]
+
+
+def _readable_onions(value: object) -> tuple[bytes, ...]:
+    """
+    The well-formed onion endpoints of C{value}, a result's L{ONIONS_KEY}
+    entry (none unless it is a list).
+    """
+    if not isinstance(value, list):
+        return ()
+    readable = []
+    for onion in value:
+        try:
+            decode_onion_endpoint(onion)
+        except DatagramError:
+            continue
+        readable.append(onion)
+    return tuple(readable)

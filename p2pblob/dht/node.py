@@ -7,7 +7,14 @@ contacts we know, keep up to C{ALPHA} requests in flight, add every contact
 the answers name to a shortlist ordered by distance to the key, and stop
 once the C{K} closest contacts of the shortlist have all answered (or
 failed).  A value lookup also collects the peers each answer carries,
-asking a node that has more pages of peers for the rest.
+asking a node that has more pages of peers for the rest, and, if asked to,
+the onion endpoints p2pblob nodes list (L{p2pblob.dht.messages.ONIONS_KEY}).
+
+Announcing stores this node at the C{K} closest nodes, with its onion
+endpoint if it has one; a node whose IP address peers cannot reach
+announces its onion endpoint only, and only to the p2pblob nodes among
+them (those whose C{findValue} answer carried the p2pblob marker): an LBRY
+node would record the unreachable IP address instead.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from p2pblob.dht.constants import ALPHA, TOKEN_SECRET_REFRESH, K
 from p2pblob.dht.contact import Contact
 from p2pblob.dht.ids import distance, random_id_in_range
 from p2pblob.dht.messages import FindValueResult
+from p2pblob.dht.peers import onion_endpoint
 from p2pblob.dht.protocol import Address, KademliaProtocol
 
 __all__ = ["DHTNode", "Lookup"]
@@ -49,8 +57,14 @@ class Lookup:
     One iterative lookup of C{key}: for nodes (C{find_value=False}) or for
     the peers of a blob.
 
+    A value lookup given C{on_onions} asks the nodes for onion endpoints
+    too, and calls it with those it finds, as C{on_peers} with peers.
+
     @ivar result: fires with the C{K} closest contacts that answered.
     @ivar peers: the compact peer addresses found, in the order found.
+    @ivar onions: the onion endpoints found, in the order found.
+    @ivar marked: the node ids of the nodes whose answer carried the
+        p2pblob marker (p2pblob nodes).
     @ivar rpcs: how many requests the lookup sent.
     @ivar hops: the longest chain of answers that led to a contact queried.
     """
@@ -63,6 +77,7 @@ class Lookup:
         *,
         find_value: bool = False,
         on_peers: Callable[[list[bytes]], None] | None = None,
+        on_onions: Callable[[list[bytes]], None] | None = None,
         k: int = K,
         alpha: int = ALPHA,
     ) -> None:
@@ -70,6 +85,7 @@ class Lookup:
         self.key = key
         self._find_value = find_value
         self._on_peers = on_peers
+        self._on_onions = on_onions
         self._k = k
         self._alpha = alpha
         self._shortlist: dict[bytes, Contact] = {}
@@ -80,6 +96,9 @@ class Lookup:
         self.tokens: dict[bytes, bytes] = {}
         self.peers: list[bytes] = []
         self._seen_peers: set[bytes] = set()
+        self.onions: list[bytes] = []
+        self._seen_onions: set[bytes] = set()
+        self.marked: set[bytes] = set()
         self.rpcs = 0
         self.hops = 0
         self.result: Deferred[list[Contact]] = Deferred()
@@ -122,7 +141,9 @@ class Lookup:
         self.hops = max(self.hops, depth + 1)
         asked: Deferred[Any]
         if self._find_value:
-            asked = self._protocol.find_value(contact.address, self.key)
+            asked = self._protocol.find_value(
+                contact.address, self.key, onions=self._on_onions is not None
+            )
             asked.addCallback(self._value_answer, contact, depth)
         else:
             asked = self._protocol.find_node(contact.address, self.key)
@@ -138,11 +159,13 @@ class Lookup:
     def _value_answer(self, result: FindValueResult, contact: Contact, depth: int) -> Deferred[None] | None:
         self._answered[contact.node_id] = contact
         self.tokens[contact.node_id] = result.token
+        if result.marked:
+            self.marked.add(contact.node_id)
         for triple in result.contacts or ():
             node_id, host, port = triple
             if node_id != self._protocol.node_id and self._protocol._valid(host, port):
                 self._offer(Contact(host, port, node_id), depth + 1)
-        self._add_peers(result.peers)
+        self._add_page(result)
         if result.pages > 1:
             return self._more_pages(contact, min(result.pages, MAX_PAGES))
         return None
@@ -151,10 +174,17 @@ class Lookup:
         asked = []
         for page in range(1, pages):
             self.rpcs += 1
-            d = self._protocol.find_value(contact.address, self.key, page)
-            d.addCallbacks(lambda r: self._add_peers(r.peers), lambda f: None)
+            d = self._protocol.find_value(
+                contact.address, self.key, page, onions=self._on_onions is not None
+            )
+            d.addCallbacks(self._add_page, lambda f: None)
             asked.append(d)
         return DeferredList(asked).addCallback(lambda _: None)
+
+    def _add_page(self, result: FindValueResult) -> None:
+        self._add_peers(result.peers)
+        if self._on_onions is not None:
+            self._add_onions(result.onions)
 
     def _add_peers(self, peers: Sequence[bytes]) -> None:
         new = [p for p in peers if p not in self._seen_peers]
@@ -164,6 +194,15 @@ class Lookup:
         self.peers.extend(new)
         if self._on_peers is not None:
             self._on_peers(new)
+
+    def _add_onions(self, onions: Sequence[bytes]) -> None:
+        new = [o for o in dict.fromkeys(onions) if o not in self._seen_onions]
+        if not new:
+            return
+        self._seen_onions.update(new)
+        self.onions.extend(new)
+        if self._on_onions is not None:
+            self._on_onions(new)
 
     def _failed(self, failure: Failure, contact: Contact) -> None:
         self._shortlist.pop(contact.node_id, None)
@@ -217,8 +256,9 @@ class DHTNode:
         self._joining: Deferred[None] | None = None
         self._maintenance = LoopingCall(self._maintain)
         self._maintenance.clock = clock
-        # node id -> (token, when it was given)
-        self._tokens: dict[bytes, tuple[bytes, float]] = {}
+        # node id -> (token, when it was given, whether the node is a
+        # p2pblob node: its answer carried the marker)
+        self._tokens: dict[bytes, tuple[bytes, float, bool]] = {}
         # whether the table was filled since it was last empty
         self._filled = False
         self._running = False
@@ -353,13 +393,18 @@ class DHTNode:
         return self._lookup(key).start()
 
     def find_value(
-        self, key: bytes, on_peers: Callable[[list[bytes]], None] | None = None
+        self,
+        key: bytes,
+        on_peers: Callable[[list[bytes]], None] | None = None,
+        on_onions: Callable[[list[bytes]], None] | None = None,
     ) -> Lookup:
         """
         Start a lookup of the peers of blob C{key}; C{on_peers} is called
-        with the compact addresses as they are found.
+        with the compact addresses as they are found.  Given C{on_onions},
+        the lookup asks p2pblob nodes for the blob's onion endpoints too,
+        and calls it with them as they are found.
         """
-        lookup = self._lookup(key, find_value=True, on_peers=on_peers)
+        lookup = self._lookup(key, find_value=True, on_peers=on_peers, on_onions=on_onions)
         lookup.start()
         return lookup
 
@@ -368,6 +413,7 @@ class DHTNode:
         key: bytes,
         find_value: bool = False,
         on_peers: Callable[[list[bytes]], None] | None = None,
+        on_onions: Callable[[list[bytes]], None] | None = None,
     ) -> Lookup:
         """
         A lookup of C{key} from the C{K} closest contacts we know, counted
@@ -376,34 +422,55 @@ class DHTNode:
         self.lookups += 1
         return Lookup(
             self.protocol, key, self.routing.closest(key, K), find_value=find_value,
-            on_peers=on_peers,
+            on_peers=on_peers, on_onions=on_onions,
         )
 
     # announcing
 
-    async def announce(self, blob_hash: bytes, tcp_port: int) -> int:
+    async def announce(
+        self, blob_hash: bytes, tcp_port: int, onion: str | None = None, onion_only: bool = False
+    ) -> int:
         """
         Store ourselves as a peer of C{blob_hash} at the C{K} closest nodes;
         return at how many it was stored.
+
+        @param tcp_port: the TCP port of our peer server.
+        @param onion: our onion endpoint, C{"<address>.onion:<port>"}, if
+            we serve blobs as an onion service too: p2pblob nodes record it
+            besides our address (LBRY nodes ignore it).
+        @param onion_only: peers cannot reach our IP address: store the
+            C{onion} endpoint only, and only at the p2pblob nodes among the
+            closest.
+        @raise DatagramError: if C{onion} is not an onion endpoint.
+        @raise ValueError: if C{onion_only} is set without an C{onion}.
         """
+        wire = None if onion is None else onion_endpoint(onion)
+        if onion_only and wire is None:
+            raise ValueError("an onion-only announcement needs an onion endpoint")
         lookup = self._lookup(blob_hash, find_value=True)
         closest = await lookup.start()
         now = self.clock.seconds()
         for node_id, token in lookup.tokens.items():
-            self._tokens[node_id] = (token, now)
+            self._tokens[node_id] = (token, now, node_id in lookup.marked)
         stores = []
         for contact in closest:
-            given = self._token_for(contact, now)
-            if given is not None:
-                stores.append(self.protocol.store(contact.address, blob_hash, given, tcp_port))
+            entry = self._tokens.get(contact.node_id)
+            if entry is None or now - entry[1] > TOKEN_SECRET_REFRESH:
+                continue
+            token, _, p2pblob = entry
+            if onion_only and not p2pblob:
+                continue  # (an LBRY node would record our IP address)
+            stores.append(self.protocol.store(
+                contact.address, blob_hash, token, tcp_port, onion=wire, onion_only=onion_only
+            ))
+        if onion_only:
+            _log.debug(
+                "Announcing {blob} by onion endpoint only, to the {count} p2pblob node(s) "
+                "of the {closest} closest", blob=blob_hash.hex()[:12], count=len(stores),
+                closest=len(closest),
+            )
         results = await DeferredList(stores, consumeErrors=True)
         return sum(1 for ok, _ in results if ok)
-
-    def _token_for(self, contact: Contact, now: float) -> bytes | None:
-        entry = self._tokens.get(contact.node_id)
-        if entry is None or now - entry[1] > TOKEN_SECRET_REFRESH:
-            return None
-        return entry[0]
 
     # upkeep
 
@@ -415,6 +482,7 @@ class DHTNode:
         """
         now = self.clock.seconds()
         self.protocol.peers.expire()
+        self.protocol.onions.expire()
         self._tokens = {
             node_id: entry for node_id, entry in self._tokens.items()
             if now - entry[1] <= TOKEN_SECRET_REFRESH

@@ -4,16 +4,32 @@ Compact addresses: how DHT replies name the peers that hold a blob.
 A compact peer address is 54 bytes: the peer's IPv4 address (4 bytes), its
 B{TCP} (blob exchange) port, 2 bytes big-endian, and its 48-byte DHT node id
 (C{spec/lbry-wire.md} section 7.3).  Only IPv4 exists in LBRY's DHT.
+
+p2pblob nodes also name peers by their onion service (an extension LBRY
+nodes never see, L{p2pblob.dht.messages}): an onion endpoint is the ASCII
+text C{<56 base32 characters>.onion:<port>}, a Tor v3 onion address and a
+port.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ipaddress
+import re
 
 from p2pblob.dht.constants import COMPACT_PEER_SIZE, HASH_LENGTH
 from p2pblob.errors import DatagramError
 
-__all__ = ["check_hash", "check_port", "compact_ip", "compact_peer", "decode_compact_peer"]
+__all__ = [
+    "check_hash",
+    "check_port",
+    "compact_ip",
+    "compact_peer",
+    "decode_compact_peer",
+    "decode_onion_endpoint",
+    "onion_endpoint",
+]
 
 _IP_LENGTH = 4
 _PORT_END = _IP_LENGTH + 2
@@ -88,3 +104,56 @@ def decode_compact_peer(data: bytes) -> tuple[str, int, bytes]:
     host = str(ipaddress.IPv4Address(data[:_IP_LENGTH]))
     port = check_port(int.from_bytes(data[_IP_LENGTH:_PORT_END], "big"), "TCP port")
     return host, port, data[_PORT_END:]
+
+
+# <56 base32 characters>.onion:<port, no leading zero>
+_ONION_ENDPOINT = re.compile(rb"([a-z2-7]{56})\.onion:([1-9][0-9]{0,4})")
+_ONION_VERSION = 3
+_ONION_KEY_LENGTH = 32
+_ONION_CHECKSUM = b".onion checksum"
+# the longest endpoint: 56 + len(".onion:") + 5 digits
+_ONION_ENDPOINT_MAX = 68
+
+
+def decode_onion_endpoint(data: object) -> tuple[str, int]:
+    """
+    Read an onion endpoint, C{b"<56 base32 characters>.onion:<port>"}.
+
+    Only a Tor v3 onion address is accepted (lower-case base32 of a 32-byte
+    public key, its 2-byte checksum and the version byte 3, as tor writes
+    it), with a port from 1 to 65535 written without leading zeros.
+
+    @return: C{(host, port)}, the host C{"<56 characters>.onion"}.
+    @raise DatagramError: otherwise.
+    """
+    if not isinstance(data, bytes):
+        raise DatagramError(f"an onion endpoint is a {type(data).__name__}, not bytes")
+    match = _ONION_ENDPOINT.fullmatch(data) if len(data) <= _ONION_ENDPOINT_MAX else None
+    if match is None:
+        raise DatagramError(f"{data[:80]!r} is not <v3 onion address>.onion:<port>")
+    name, digits = match.groups()
+    port = int(digits)
+    if port > 65535:
+        raise DatagramError(f"onion endpoint port {port} is not a port number (1 to 65535)")
+    decoded = base64.b32decode(name.upper())
+    key, checksum, version = (
+        decoded[:_ONION_KEY_LENGTH], decoded[_ONION_KEY_LENGTH:-1], decoded[-1]
+    )
+    expected = hashlib.sha3_256(_ONION_CHECKSUM + key + bytes([version])).digest()[:2]
+    if version != _ONION_VERSION or checksum != expected:
+        raise DatagramError(f"{name.decode()}.onion is not a valid v3 onion address")
+    return f"{name.decode()}.onion", port
+
+
+def onion_endpoint(text: str) -> bytes:
+    """
+    The onion endpoint written C{"<56 base32 characters>.onion:<port>"}, as
+    bytes, once checked (see L{decode_onion_endpoint}).
+
+    @raise DatagramError: if it is not one.
+    """
+    if not isinstance(text, str) or not text.isascii():
+        raise DatagramError(f"{text!r:.80} is not <v3 onion address>.onion:<port>")
+    data = text.encode("ascii")
+    decode_onion_endpoint(data)
+    return data

@@ -8,6 +8,12 @@ token keeper are given to it.  A node that answers one of our requests is
 admitted to the routing table; a node that only sends us requests is pinged
 first (never more than one such ping a second) and admitted if it answers,
 as LBRY does, so that a node cannot fill our table by talking to us.
+
+Besides LBRY's protocol, it speaks p2pblob's extension of it (see
+L{p2pblob.dht.messages}): its C{findValue} results carry the p2pblob
+marker, it records the onion endpoints of C{store} requests (and, when
+asked to, not the requester's IP address), and it lists them to the
+requesters that ask for them.
 """
 
 from __future__ import annotations
@@ -33,8 +39,11 @@ from p2pblob.dht.constants import (
     K,
 )
 from p2pblob.dht.contact import Contact
-from p2pblob.dht.datastore import PeerStore
+from p2pblob.dht.datastore import OnionStore, PeerStore
 from p2pblob.dht.messages import (
+    ONION_KEY,
+    ONION_ONLY_KEY,
+    ONIONS_KEY,
     PAGE_KEY,
     ErrorResponse,
     FindValueResult,
@@ -49,7 +58,8 @@ from p2pblob.dht.messages import (
     ping,
     store,
 )
-from p2pblob.dht.peers import compact_peer
+from p2pblob.dht.onion_pages import onion_pages
+from p2pblob.dht.peers import compact_peer, decode_onion_endpoint, onion_endpoint
 from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import DatagramError, DHTError, RemoteDHTError, RPCTimeoutError
@@ -92,6 +102,12 @@ class KademliaProtocol(DatagramProtocol):
         from this node (its external address and TCP port) if it holds the
         blob and peers can reach it, else L{None}: a C{findValue} answer
         with fewer than K peers then lists this node too, as lbry-sdk's do.
+    @param onions: where the onion endpoints stored at this node are kept
+        (a new L{OnionStore} by default).
+    @param own_onion: gives, for a blob hash, this node's onion endpoint
+        (C{"<address>.onion:<port>"}) if it holds the blob and has an onion
+        service, else L{None}: a C{findValue} answer that lists onions and
+        has fewer than K lists this node's too.
     @ivar dropped: datagrams ignored because they could not be decoded.
     """
 
@@ -109,9 +125,13 @@ class KademliaProtocol(DatagramProtocol):
         timeout: float = RPC_TIMEOUT,
         random_bytes: Callable[[int], bytes] = os.urandom,
         own_address: Callable[[bytes], Address | None] = lambda key: None,
+        onions: OnionStore | None = None,
+        own_onion: Callable[[bytes], str | None] = lambda key: None,
     ) -> None:
         self.clock = clock
         self.own_address = own_address
+        self.own_onion = own_onion
+        self.onions = onions if onions is not None else OnionStore(clock)
         self.node_id = node_id
         self.routing = routing
         self.peers = peers
@@ -145,22 +165,36 @@ class KademliaProtocol(DatagramProtocol):
         d = self._send(address, find_node(self._rpc_id(), self.node_id, key))
         return d.addCallback(self._contacts)
 
-    def find_value(self, address: Address, key: bytes, page: int = 0) -> Deferred[FindValueResult]:
+    def find_value(
+        self, address: Address, key: bytes, page: int = 0, onions: bool = False
+    ) -> Deferred[FindValueResult]:
         """
         Ask a node for the peers of blob C{key} (one page of them) and for a
-        token to store at it.
+        token to store at it; with C{onions}, for the onion endpoints of
+        the blob too (a p2pblob node has them; an LBRY node ignores that).
         """
-        d = self._send(address, find_value(self._rpc_id(), self.node_id, key, page))
+        d = self._send(address, find_value(self._rpc_id(), self.node_id, key, page, onions))
         return d.addCallback(FindValueResult.decode, key)
 
     def store(
-        self, address: Address, blob_hash: bytes, token: bytes, tcp_port: int
+        self,
+        address: Address,
+        blob_hash: bytes,
+        token: bytes,
+        tcp_port: int,
+        onion: bytes | None = None,
+        onion_only: bool = False,
     ) -> Deferred[bytes]:
         """
         Announce to a node that we hold blob C{blob_hash} and serve it on
-        C{tcp_port}; fires with C{b"OK"}.
+        C{tcp_port} (and at onion endpoint C{onion}, for p2pblob nodes;
+        only there, with C{onion_only}: for p2pblob nodes only); fires with
+        C{b"OK"}.
         """
-        request = store(self._rpc_id(), self.node_id, blob_hash, token, tcp_port, self.node_id)
+        request = store(
+            self._rpc_id(), self.node_id, blob_hash, token, tcp_port, self.node_id,
+            onion=onion, onion_only=onion_only,
+        )
         return self._send(address, request)
 
     def _rpc_id(self) -> bytes:
@@ -311,7 +345,8 @@ class KademliaProtocol(DatagramProtocol):
 
     def _find_value_request(self, request: Request, address: Address) -> object:
         key = _key_arg(request)
-        asked = request.version.get(PAGE_KEY, 0) if request.version is not None else 0
+        version = request.version if request.version is not None else {}
+        asked = version.get(PAGE_KEY, 0)
         if type(asked) is not int or asked < 0:
             raise _Refusal("ValueError", "invalid page")
         page: int = asked
@@ -321,6 +356,13 @@ class KademliaProtocol(DatagramProtocol):
         # (lbry-sdk counts len // (K + 1) + 1, one page short at 2K + 1
         # peers; readers only use the count to ask for more pages)
         pages = -(-len(found) // K)
+        onions: list[bytes] = []
+        if version.get(ONIONS_KEY) == 1:
+            # (a p2pblob requester that asks: the page count covers the
+            # onions' pages too)
+            shared = onion_pages(key, found, self._onions_of(key, request.node_id), K)
+            pages = max(pages, len(shared))
+            onions = shared[page] if page < len(shared) else []
         contacts = None
         if page == 0:
             closest = self.routing.closest(key, K, exclude=request.node_id, include_bad=False)
@@ -330,7 +372,25 @@ class KademliaProtocol(DatagramProtocol):
             contacts=contacts,
             peers=found[page * K : (page + 1) * K],
             pages=pages,
+            marked=True,
+            onions=onions,
         ).encode(key)
+
+    def _onions_of(self, key: bytes, requester: bytes) -> list[bytes]:
+        """
+        The onion endpoints stored for C{key} (not those the requester
+        stored), the most recent first, and this node's own after them
+        while there are fewer than K, if it holds the blob and has one.
+        """
+        onions = self.onions.onions_for(key, exclude_node=requester)
+        own = self.own_onion(key) if len(onions) < K else None
+        if own is None:
+            return onions
+        try:
+            ours = onion_endpoint(own)
+        except DatagramError:
+            return onions
+        return onions if ours in onions else [*onions, ours]
 
     def _with_ourselves(self, key: bytes, found: list[bytes], requester: str) -> list[bytes]:
         """
@@ -351,20 +411,32 @@ class KademliaProtocol(DatagramProtocol):
         if len(request.args) < 4:
             raise _Refusal("ValueError", "not enough values to unpack")
         blob_hash, token, port, publisher = request.args[:4]
+        version = request.version if request.version is not None else {}
+        onion, only = version.get(ONION_KEY), version.get(ONION_ONLY_KEY)
+        # (an onion-only store names no peer at its IP address, which need
+        # not be one peers are accepted at)
+        onion_only = type(only) is int and only == 1
         if not (isinstance(blob_hash, bytes) and len(blob_hash) == HASH_LENGTH):
             raise _Refusal("ValueError", "Invalid blob hash")
         if not (isinstance(token, bytes) and self.tokens.verify(token, address[0])):
             raise _Refusal("ValueError", "Invalid token")
         if type(port) is not int or not MIN_PEER_PORT <= port <= 65535:
             raise _Refusal("ValueError", f"Invalid port {port!r}")
-        if not self._valid(address[0], port):
+        if not onion_only and not self._valid(address[0], port):
             raise _Refusal("ValueError", f"Peers at {address[0]} are not accepted")
         if not (isinstance(publisher, bytes) and len(publisher) == HASH_LENGTH):
             raise _Refusal("ValueError", "Invalid publisher id")
-        self.peers.add(
-            blob_hash, compact_peer(address[0], port, request.node_id), publisher,
-            self.clock.seconds(),
-        )
+        if only is not None and not onion_only:
+            raise _Refusal("ValueError", f"Invalid onion-only flag {only!r:.30}")
+        if onion is not None and not (isinstance(onion, bytes) and _is_onion(onion)):
+            raise _Refusal("ValueError", f"Invalid onion endpoint {onion!r:.80}")
+        if onion is None and onion_only:
+            raise _Refusal("ValueError", "An onion-only store needs an onion endpoint")
+        now = self.clock.seconds()
+        if not onion_only:
+            self.peers.add(blob_hash, compact_peer(address[0], port, request.node_id), publisher, now)
+        if isinstance(onion, bytes):
+            self.onions.add(blob_hash, onion, request.node_id, now)
         return b"OK"
 
     _handlers: dict[bytes, Callable[[KademliaProtocol, Request, Address], object]] = {
@@ -424,6 +496,14 @@ class _Refusal(Exception):
         super().__init__(text)
         self.kind = kind
         self.text = text
+
+
+def _is_onion(data: bytes) -> bool:
+    try:
+        decode_onion_endpoint(data)
+    except DatagramError:
+        return False
+    return True
 
 
 def _key_arg(request: Request) -> bytes:

@@ -26,7 +26,7 @@ from p2pblob.config import is_loopback
 from p2pblob.dht.addresses import is_valid_address
 from p2pblob.dht.constants import HASH_LENGTH
 from p2pblob.dht.contacts_file import load_contacts, save_contacts
-from p2pblob.dht.datastore import PeerStore
+from p2pblob.dht.datastore import OnionStore, PeerStore
 from p2pblob.dht.ids import random_id
 from p2pblob.dht.node import DHTNode
 from p2pblob.dht.protocol import Address, KademliaProtocol
@@ -99,6 +99,7 @@ def start_dht(
     saved: Iterable[tuple[str, int, bytes]],
     allow_loopback: bool,
     own_address: Callable[[bytes], Address | None] = lambda key: None,
+    own_onion: Callable[[bytes], str | None] = lambda key: None,
 ) -> tuple[DHTNode, IListeningPort]:
     """
     Listen on UDP C{interface}:C{port} and start joining the DHT.
@@ -107,12 +108,15 @@ def start_dht(
         run; those whose address is not acceptable are skipped.
     @param own_address: where peers fetch a blob from this node, if it
         holds it and is reachable (L{KademliaProtocol}).
+    @param own_onion: this node's onion endpoint, for a blob it holds, if
+        it has one (L{KademliaProtocol}).
     @raise ConfigError: if the port cannot be had.
     """
     routing = RoutingTable(node_id, reactor)
     protocol = KademliaProtocol(
         reactor, node_id, routing, PeerStore(reactor), TokenKeeper(reactor),
         allow_loopback=allow_loopback, own_address=own_address,
+        onions=OnionStore(reactor), own_onion=own_onion,
     )
     try:
         listening: IListeningPort = reactor.listenUDP(port, protocol, interface=interface)
@@ -163,6 +167,9 @@ class DHTService(Service):
     @param own_address: gives where peers fetch a blob from this node, if
         it holds the blob and is reachable (L{KademliaProtocol}: answers
         list the node itself).
+    @param own_onion: gives this node's onion endpoint for a blob it
+        holds, if it has an onion service (answers that list onions list
+        it too).
     @param fatal: whether a DHT that cannot start stops the reactor (the
         node cannot do without it); otherwise C{ready} fails, for the
         caller to handle.
@@ -183,9 +190,11 @@ class DHTService(Service):
         allow_loopback: bool = False,
         fatal: bool = True,
         own_address: Callable[[bytes], Address | None] = lambda key: None,
+        own_onion: Callable[[bytes], str | None] = lambda key: None,
     ) -> None:
         self._reactor = reactor
         self._own_address = own_address
+        self._own_onion = own_onion
         self._fatal = fatal
         self.error: Failure | None = None
         self.directory = directory
@@ -211,13 +220,15 @@ class DHTService(Service):
         """
         return self.node is not None and self.node.joined
 
-    async def announce(self, blob_hash: bytes, tcp_port: int) -> int:
+    async def announce(
+        self, blob_hash: bytes, tcp_port: int, onion: str | None = None, onion_only: bool = False
+    ) -> int:
         """
         L{DHTNode.announce}, once the node runs (0 before).
         """
         if self.node is None:
             return 0
-        return await self.node.announce(blob_hash, tcp_port)
+        return await self.node.announce(blob_hash, tcp_port, onion, onion_only)
 
     @property
     def udp_address(self) -> Address | None:
@@ -264,6 +275,7 @@ class DHTService(Service):
             saved,
             _loopback_allowed(self.allow_loopback, saved),
             self._own_address,
+            self._own_onion,
         )
         self.node = node
         host, udp_port = self._listening.getHost().host, self._listening.getHost().port  # type: ignore[attr-defined]

@@ -22,6 +22,13 @@ stream lists them.
 The schedule lives in memory: after a restart every blob is announced again,
 the sd blob and first data blob of every stream before the rest.
 
+A node that serves as an onion service too announces its onion endpoint
+with every blob (p2pblob nodes record it; LBRY nodes ignore it).  While
+peers cannot reach its IP address, such a node still announces, its onion
+endpoint only and to p2pblob nodes only (L{p2pblob.dht.node.DHTNode.announce});
+a node that peers cannot reach and that has no onion service announces
+nothing.
+
 This module decides what to announce, when, and what to say about it.  The
 machinery is elsewhere: the queue of due times and the token bucket in
 L{p2pblob.discovery._schedule}, the announcements in flight in
@@ -49,7 +56,7 @@ from zope.interface import implementer
 from p2pblob.blob.hashing import check_blob_hash, is_blob_hash
 from p2pblob.dht.constants import DATA_EXPIRATION
 from p2pblob.discovery._flights import Flights
-from p2pblob.discovery._gate import UNREACHABLE, Gate
+from p2pblob.discovery._gate import ONION_ONLY, UNREACHABLE, Gate
 from p2pblob.discovery._requests import AnnounceRequests
 from p2pblob.discovery._schedule import DueQueue, TokenBucket
 from p2pblob.discovery.holdings import POLICIES, blobs_to_announce
@@ -117,11 +124,15 @@ class AnnouncingDHT(Protocol):
         pointless).
         """
 
-    def announce(self, blob_hash: bytes, tcp_port: int) -> Awaitable[int]:
+    def announce(
+        self, blob_hash: bytes, tcp_port: int, onion: str | None = None, onion_only: bool = False
+    ) -> Awaitable[int]:
         """
-        Store this node, listening on TCP C{tcp_port}, as a peer of
-        C{blob_hash} at the closest DHT nodes; give at how many it was
-        stored.
+        Store this node, listening on TCP C{tcp_port} (and at onion
+        endpoint C{onion}, C{"<address>.onion:<port>"}, if given), as a
+        peer of C{blob_hash} at the closest DHT nodes; give at how many it
+        was stored.  With C{onion_only}, store the onion endpoint only,
+        and only at p2pblob nodes.
         """
 
 
@@ -144,8 +155,12 @@ class Announcer(Service):
         itself is accepted too).
     @param tcp_port: gives the TCP port of our peer server, or L{None} while
         it is not listening (nothing is announced then).
-    @param reachable: says whether peers can connect to this node; nothing
-        is announced while it says C{False}.
+    @param reachable: says whether peers can connect to this node's IP
+        address; while it says C{False}, only the onion endpoint is
+        announced, if there is one, and nothing otherwise.
+    @param onion: gives this node's onion endpoint
+        (C{"<address>.onion:<port>"}) while its onion service is published,
+        else L{None}.
     @param policy: C{"all"} or C{"head"} (see L{POLICIES}).
     @param max_concurrent: most announcements in flight at once.
     @param rate: most announcements started per second, on average.
@@ -172,6 +187,7 @@ class Announcer(Service):
         holdings: Callable[[], Iterable[tuple[str, Sequence[str]]]],
         tcp_port: Callable[[], int | None],
         reachable: Callable[[], bool] = lambda: True,
+        onion: Callable[[], str | None] = lambda: None,
         policy: str = "all",
         max_concurrent: int = 4,
         rate: float = 5.0,
@@ -200,6 +216,7 @@ class Announcer(Service):
         self._holdings = holdings
         self._tcp_port = tcp_port
         self._reachable = reachable
+        self._onion = onion
         self.policy = policy
         self.max_concurrent = max_concurrent
         self._bucket = TokenBucket(rate, float(max_concurrent))
@@ -226,7 +243,7 @@ class Announcer(Service):
 
         self._gate = Gate(
             reachable=reachable, tcp_port=tcp_port, joined=lambda: dht.joined, log=_log,
-            overdue=OVERDUE,
+            overdue=OVERDUE, onion=onion,
         )
         self._reported_at: float | None = None
         self._unreported_announced = 0
@@ -291,7 +308,7 @@ class Announcer(Service):
     def immediate_announce(self, blob_hashes: Sequence[str]) -> Deferred[dict[str, int]]:
         if not self.running:
             return fail(NotAnnouncingError("announcing is stopped"))
-        if not self._reachable():
+        if not self._reachable() and self._onion() is None:
             return fail(NotAnnouncingError(UNREACHABLE))
         try:
             hashes = [check_blob_hash(h) for h in dict.fromkeys(blob_hashes)]
@@ -306,10 +323,13 @@ class Announcer(Service):
 
     def status(self) -> dict[str, Any]:
         blocked = self._gate.reason() if self.running else "announcing is stopped"
+        onion_only = blocked is None and self._gate.onion_only()
         return {
             "policy": self.policy,
             "announcing": blocked is None,
             "blocked": blocked,
+            "onion": self._onion(),
+            "onion_only": ONION_ONLY if onion_only else None,
             "held": len(self._held),
             "scheduled": len(self._due),
             "due": self.hash_queue_size(),
@@ -465,7 +485,12 @@ class Announcer(Service):
         self._pump()
 
     async def _announce(self, blob_hash: str, port: int) -> int:
-        return int(await self._dht.announce(bytes.fromhex(blob_hash), port))
+        onion, onion_only = self._onion(), not self._reachable()
+        if onion_only and onion is None:
+            # (it became unreachable since the gate let it start)
+            raise NotAnnouncingError(UNREACHABLE)
+        stored = await self._dht.announce(bytes.fromhex(blob_hash), port, onion, onion_only)
+        return int(stored)
 
     def _finished(self, blob_hash: str, result: int | Failure) -> None:
         now = self._clock.seconds()

@@ -7,6 +7,11 @@ second or so.  L{DHTPeerFinder} therefore runs at most one lookup per blob at
 a time, hands its peers over as soon as some are found (a download should
 not wait for the slowest node of the lookup), and remembers the result for a
 while.
+
+A finder told that the node can reach onion services (through Tor) asks
+p2pblob nodes for the onion endpoints of the blob too, and hands them out as
+peers whose host is C{"<address>.onion"}; the download's dialer reaches
+them through Tor.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from zope.interface import implementer
 
 from p2pblob.blob.hashing import check_blob_hash
 from p2pblob.dht.addresses import is_valid_address
-from p2pblob.dht.peers import decode_compact_peer
+from p2pblob.dht.peers import decode_compact_peer, decode_onion_endpoint
 from p2pblob.errors import DatagramError, InvalidBlobHashError
 from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import Peer, PeerRegistry
@@ -49,7 +54,10 @@ class _Lookup(Protocol):
 
 class _Node(Protocol):
     def find_value(
-        self, key: bytes, on_peers: Callable[[list[bytes]], None] | None = None
+        self,
+        key: bytes,
+        on_peers: Callable[[list[bytes]], None] | None = None,
+        on_onions: Callable[[list[bytes]], None] | None = None,
     ) -> _Lookup: ...
 
 
@@ -76,8 +84,11 @@ class DHTPeerFinder:
     @param registry: gives the L{Peer} of an address, so that what the
         downloads learn about a peer is kept whoever found it.
     @param allow_loopback: accept peers on 127.0.0.0/8 (local swarms).
-    @param ignore: addresses never returned (our own peer server).
+    @param ignore: addresses never returned (our own peer server, and our
+        own onion service).
     @param timeout: the longest a caller waits for the first peers.
+    @param onions: whether to ask for the onion endpoints of blobs too and
+        return them as peers (only for a node that reaches onion services).
     """
 
     def __init__(
@@ -89,9 +100,11 @@ class DHTPeerFinder:
         allow_loopback: bool = False,
         ignore: Callable[[str, int], bool] = lambda host, port: False,
         timeout: float = DEFAULT_TIMEOUT,
+        onions: bool = False,
     ) -> None:
         self._clock = clock
         self._node = node
+        self._onions = onions
         self._registry = registry
         self._allow_loopback = allow_loopback
         self._ignore = ignore
@@ -131,9 +144,14 @@ class DHTPeerFinder:
         self._forget_old(now)
         search = self._searches[blob_hash] = _Search(now)
         self.lookups += 1
-        lookup = self._node.find_value(
-            bytes.fromhex(blob_hash), lambda found: self._found(search, found)
-        )
+        key = bytes.fromhex(blob_hash)
+        if self._onions:
+            lookup = self._node.find_value(
+                key, lambda found: self._found(search, found),
+                on_onions=lambda found: self._found_onions(search, found),
+            )
+        else:
+            lookup = self._node.find_value(key, lambda found: self._found(search, found))
 
         def ended(result: object) -> None:
             search.ended = self._clock.seconds()
@@ -148,15 +166,29 @@ class DHTPeerFinder:
         return search
 
     def _found(self, search: _Search, found: list[bytes]) -> None:
-        known = {peer.address for peer in search.peers}
+        addresses = []
         for compact in found:
             try:
                 host, port, _ = decode_compact_peer(compact)
             except DatagramError:
                 continue
-            if (host, port) in known or self._ignore(host, port):
+            if is_valid_address(host, port, self._allow_loopback):
+                addresses.append((host, port))
+        self._add(search, addresses)
+
+    def _found_onions(self, search: _Search, found: list[bytes]) -> None:
+        addresses = []
+        for onion in found:
+            try:
+                addresses.append(decode_onion_endpoint(onion))
+            except DatagramError:
                 continue
-            if not is_valid_address(host, port, self._allow_loopback):
+        self._add(search, addresses)
+
+    def _add(self, search: _Search, addresses: list[tuple[str, int]]) -> None:
+        known = {peer.address for peer in search.peers}
+        for host, port in addresses:
+            if (host, port) in known or self._ignore(host, port):
                 continue
             known.add((host, port))
             search.peers.append(self._registry.get(host, port))

@@ -51,13 +51,18 @@ class DHTServicePeerFinder:
     """
     The peers the DHT node of a DHT service names for a blob (as
     L{DHTPeerFinder} finds them), but never this node's own peer server (on
-    loopback, or at its external address: the DHT names the node among the
-    peers of the blobs it announced); none while the service has no node.
+    loopback, at its external address, or at its onion endpoint: the DHT
+    names the node among the peers of the blobs it announced); none while
+    the service has no node.
 
     @param dht: a L{p2pblob.dht.service.DHTService}.
     @param registry: gives the L{p2pblob.peer.peer.Peer} of an address.
     @param external_address: gives the address peers on the internet reach
         this node at, if known (L{p2pblob.reach.reachability.Reachability}).
+    @param onions: whether the node reaches onion services: the DHT is
+        then asked for the onion endpoints of blobs too.
+    @param own_onion: gives this node's onion endpoint
+        (C{"<address>.onion:<port>"}), if it has one.
     """
 
     def __init__(
@@ -66,15 +71,21 @@ class DHTServicePeerFinder:
         dht: _DHT,
         registry: PeerRegistry,
         external_address: Callable[[], str | None] = lambda: None,
+        onions: bool = False,
+        own_onion: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._clock = clock
         self._dht = dht
         self._registry = registry
         self._external_address = external_address
+        self._onions = onions
+        self._own_onion = own_onion
         self._finder: DHTPeerFinder | None = None
         self._node: DHTNode | None = None
 
     def _ours(self, host: str, port: int) -> bool:
+        if host.endswith(".onion"):
+            return f"{host}:{port}" == self._own_onion()
         if port != self._dht.tcp_port:
             return False
         return is_loopback(host) or host == self._external_address()
@@ -93,6 +104,7 @@ class DHTServicePeerFinder:
             self._finder = DHTPeerFinder(
                 self._clock, node, self._registry,
                 allow_loopback=node.protocol.allow_loopback, ignore=self._ours,
+                onions=self._onions,
             )
         return self._finder.find_peers_for_blob(blob_hash)
 
@@ -103,13 +115,17 @@ def node_peer_finder(
     dht: _DHT | None,
     registry: PeerRegistry | None = None,
     external_address: Callable[[], str | None] = lambda: None,
+    onions: bool = False,
+    own_onion: Callable[[], str | None] = lambda: None,
 ) -> Callable[[], IPeerFinder | None]:
     """
     What the download service of a node calls to get its peer finder: one
     that asks the configured C{peers} and the C{dht} service, if any (and
     if it did not fail to start), or L{None} when there is neither.  The
-    DHT's answers leave out this node itself (on loopback, or at its
-    C{external_address()}).
+    DHT's answers leave out this node itself (on loopback, at its
+    C{external_address()} or at C{own_onion()}); with C{onions} (a node
+    that reaches onion services), they include the onion endpoints p2pblob
+    nodes know.
 
     One L{PeerRegistry} (C{registry}, or a new one) serves every download:
     what one learns about a peer, the others know.
@@ -119,7 +135,7 @@ def node_peer_finder(
     addresses = list(peers)
     static = StaticPeerFinder(registry, addresses) if addresses else None
     on_dht = (
-        DHTServicePeerFinder(clock, dht, registry, external_address)
+        DHTServicePeerFinder(clock, dht, registry, external_address, onions, own_onion)
         if dht is not None else None
     )
 

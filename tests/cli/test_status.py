@@ -125,6 +125,28 @@ class DescribeStatusTests(SynchronousTestCase):
             "port mapping (upnp): unreachable; no UPnP gateway answered",
         ])
 
+    def test_unreachable_with_onion(self) -> None:
+        """
+        An unreachable node with an onion service on the DHT says that it
+        announces that only.
+        """
+        reach = {
+            "reachable": False, "external_address": None, "port_mapping": None,
+            "tor": {"state": "ready", "onion_address": "abc.onion", "onion_port": 3333,
+                    "problem": None},
+        }
+        lines = describe_status({"uptime": 1, "reach": reach, "dht": {"enabled": True}})
+        self.assertEqual(lines[3:5], [
+            "reachable: no (peers cannot connect to this address; announcing the onion "
+            "service only, to p2pblob nodes that use Tor)",
+            "Tor: ready, onion service abc.onion:3333",
+        ])
+        # (off the DHT, it announces nothing)
+        lines = describe_status({"uptime": 1, "reach": reach, "dht": {"enabled": False}})
+        self.assertEqual(
+            lines[3], "reachable: no (peers cannot connect to this address; not announcing)"
+        )
+
     def test_dht_not_joined(self) -> None:
         lines = describe_status({"dht": {"enabled": True, "joined": False, "contacts": 0},
                                  "uptime": 5})

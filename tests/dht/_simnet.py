@@ -29,6 +29,7 @@ from p2pblob.dht.node import DHTNode
 from p2pblob.dht.protocol import Address, KademliaProtocol
 from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
+from tests.dht._lbry import LBRYLikeProtocol
 
 UDP_PORT = 4444
 TCP_PORT = 3333
@@ -152,12 +153,19 @@ class SimNetwork:
     def address(self, number: int) -> Address:
         return (f"127.{number // 62500 % 256}.{number // 250 % 250}.{number % 250 + 1}", UDP_PORT)
 
-    def add_node(self, number: int, bootstrap: list[Address] | None = None) -> DHTNode:
+    def add_node(
+        self, number: int, bootstrap: list[Address] | None = None, lbry: bool = False
+    ) -> DHTNode:
+        """
+        Node C{number} (one that answers as LBRY nodes do, with C{lbry}),
+        joining through C{bootstrap}.
+        """
         address = self.address(number)
         node_id = self.rng.randbytes(48)
         routing = RoutingTable(node_id, self.clock)
         tokens = TokenKeeper(self.clock, secret_source=self.rng.randbytes)
-        protocol = KademliaProtocol(
+        kind = LBRYLikeProtocol if lbry else KademliaProtocol
+        protocol = kind(
             self.clock, node_id, routing, PeerStore(self.clock), tokens,
             allow_loopback=True, random_bytes=self.rng.randbytes,
         )
@@ -221,6 +229,7 @@ def build_network(
     seed: int = 1,
     batch: int = 50,
     progress: Callable[[SimNetwork], None] | None = None,
+    lbry: Callable[[int], bool] = lambda number: False,
 ) -> SimNetwork:
     """
     A network of C{size} nodes that all joined through node 0, C{batch} at
@@ -228,11 +237,13 @@ def build_network(
 
     @param progress: called with the network after every batch (for long
         runs to tell how far they got).
+    @param lbry: says which nodes (by number, from 1) answer as LBRY nodes
+        do (L{LBRYLikeProtocol}).
     """
     network = SimNetwork(seed)
     network.add_node(0)
     for number in range(1, size):
-        network.add_node(number, [network.address(0)])
+        network.add_node(number, [network.address(0)], lbry=lbry(number))
         if number % batch == 0:
             network.run(2)
             if progress is not None:

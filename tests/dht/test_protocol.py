@@ -647,7 +647,9 @@ class AnsweringTests(ProtocolTestCase):
         result = FindValueResult.decode(reply.result, BLOB)
         self.assertEqual(
             result,
-            FindValueResult(self.tokens.token_for(REMOTE[0]), [(OTHER_ID, *OTHER)], [], 0),
+            FindValueResult(
+                self.tokens.token_for(REMOTE[0]), [(OTHER_ID, *OTHER)], [], 0, marked=True
+            ),
         )
 
     def test_find_value_hides_requesters_own_peers(self) -> None:

@@ -18,7 +18,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from p2pblob.dht.constants import DATA_EXPIRATION
-from p2pblob.discovery.announcer import ANNOUNCE_TIMEOUT, Announcer
+from p2pblob.discovery._gate import ONION_ONLY, UNREACHABLE
+from p2pblob.discovery.announcer import ANNOUNCE_TIMEOUT, BLOCKED_POLL, Announcer
 from p2pblob.errors import (
     ConfigError,
     InvalidBlobHashError,
@@ -27,6 +28,8 @@ from p2pblob.errors import (
     StorageError,
 )
 from p2pblob.interfaces import IHashAnnouncer
+from tests.dht._lbry import LBRYLikeProtocol
+from tests.dht._onions import onion_address
 from tests.dht._simnet import TCP_PORT, build_network
 
 HOUR = 3600.0
@@ -80,6 +83,8 @@ class FakeDHT:
 
     @ivar calls: C{(time started, blob hash, TCP port)} of every
         announcement, in order.
+    @ivar onions: C{(onion endpoint, onion only)} of every announcement,
+        in order.
     @ivar stored: C{(time started, blob hash)} of the successful ones.
     """
 
@@ -90,16 +95,20 @@ class FakeDHT:
         self.hang = False
         self.outcome: Callable[[str], int] = lambda blob: 3
         self.calls: list[tuple[float, str, int]] = []
+        self.onions: list[tuple[str | None, bool]] = []
         self.stored: list[tuple[float, str]] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._ending: dict[float, list[Deferred[None]]] = {}
 
-    async def announce(self, blob_hash: bytes, tcp_port: int) -> int:
+    async def announce(
+        self, blob_hash: bytes, tcp_port: int, onion: str | None = None, onion_only: bool = False
+    ) -> int:
         assert len(blob_hash) == 48
         name = blob_hash.hex()
         started = self.clock.seconds()
         self.calls.append((started, name, tcp_port))
+        self.onions.append((onion, onion_only))
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         d: Deferred[None] = Deferred()
@@ -139,6 +148,7 @@ class AnnouncerTestsMixin:
         self.streams = streams
         self.port: int | None = 3333
         self.reachable = True
+        self.onion: str | None = None
         kwargs.setdefault("rng", random.Random(7))
         self.announcer = Announcer(
             clock=self.clock,
@@ -146,6 +156,7 @@ class AnnouncerTestsMixin:
             holdings=lambda: self.streams,
             tcp_port=lambda: self.port,
             reachable=lambda: self.reachable,
+            onion=lambda: self.onion,
             **kwargs,
         )
         return self.announcer
@@ -744,6 +755,84 @@ class StopTests(AnnouncerTestsMixin, SynchronousTestCase):
         self.assertEqual(len(set(self.dht.announced())), 20)
 
 
+ONION = f"{onion_address(1)}:3333"
+
+
+class OnionTests(AnnouncerTestsMixin, SynchronousTestCase):
+    """
+    A node with an onion service announces it with every blob; while its
+    IP address is unreachable, it announces it only (to p2pblob nodes).
+    """
+
+    def test_reachable_with_onion(self) -> None:
+        announcer = self.make(make_streams(1, 3))
+        self.onion = ONION
+        announcer.startService()
+        self.addCleanup(self.stop)
+        run(self.clock, 10)
+        self.assertEqual(len(self.dht.calls), 3)
+        self.assertEqual(self.dht.onions, [(ONION, False)] * 3)
+        self.assertIsNone(announcer.status()["onion_only"])
+        self.assertEqual(announcer.status()["onion"], ONION)
+
+    def test_without_onion(self) -> None:
+        """
+        Without an onion service, announcements name none.
+        """
+        self.start(make_streams(1, 2))
+        run(self.clock, 10)
+        self.assertEqual(self.dht.onions, [(None, False)] * 2)
+
+    def test_unreachable_with_onion(self) -> None:
+        """
+        Unreachable with an onion service: every blob is announced, onion
+        only; the log and the status say so.
+        """
+        announcer = self.make(make_streams(2, 3))
+        self.reachable, self.onion = False, ONION
+        with capturedLogs() as events:
+            announcer.startService()
+            self.addCleanup(self.stop)
+            run(self.clock, 10)
+        self.assertEqual(len(set(self.dht.announced())), 6)
+        self.assertEqual(set(self.dht.onions), {(ONION, True)})
+        self.assertEqual(announcer.announced, 6)
+        status = announcer.status()
+        self.assertEqual((status["announcing"], status["blocked"], status["onion_only"]),
+                         (True, None, ONION_ONLY))
+        said = [formatEvent(e) for e in events if e["log_level"] == LogLevel.info]
+        self.assertIn(f"Announcing blobs on the DHT by onion service only: {ONION_ONLY}", said)
+        self.assertFalse([line for line in said if "Not announcing" in line])
+
+    def test_unreachable_until_onion(self) -> None:
+        """
+        Unreachable and without an onion service, nothing is announced and
+        the status says why; once the onion service is published, the
+        blobs are announced, onion only.
+        """
+        announcer = self.make(make_streams(1, 2))
+        self.reachable = False
+        announcer.startService()
+        self.addCleanup(self.stop)
+        run(self.clock, HOUR)
+        self.assertEqual(self.dht.calls, [])
+        self.assertEqual(announcer.status()["blocked"], UNREACHABLE)
+        self.assertIn("no onion service", announcer.status()["blocked"])
+        self.failureResultOf(announcer.immediate_announce([h(0)]), NotAnnouncingError)
+        self.onion = ONION
+        run(self.clock, BLOCKED_POLL + 1)
+        self.assertEqual(sorted(self.dht.announced()), [h(0), h(1)])
+        self.assertEqual(set(self.dht.onions), {(ONION, True)})
+
+    def test_immediate_announce_onion_only(self) -> None:
+        announcer = self.start([])
+        self.reachable, self.onion = False, ONION
+        d = announcer.immediate_announce([h(5)])
+        run(self.clock, 1)
+        self.assertEqual(self.successResultOf(d), {h(5): 3})
+        self.assertEqual(self.dht.onions, [(ONION, True)])
+
+
 class RealDHTTests(SynchronousTestCase):
     def test_simulated_network(self) -> None:
         """
@@ -770,3 +859,44 @@ class RealDHTTests(SynchronousTestCase):
         d = announcer.immediate_announce([h(1)])
         network.run(30)
         self.assertGreaterEqual(self.successResultOf(d)[h(1)], 1)
+
+    def test_onion_only_on_a_mixed_network(self) -> None:
+        """
+        On a simulated network where half the nodes answer as LBRY nodes
+        do, an unreachable node with an onion service announces it to
+        p2pblob nodes only: no node records its IP address, no LBRY node
+        hears of it, and another p2pblob node's lookup finds the onion.
+        Reachable, it is stored at the closest nodes, LBRY's included.
+        """
+        network = build_network(30, lbry=lambda number: number % 2 == 0)
+        nodes = list(network.nodes.values())
+        ours, other = nodes[7], nodes[21]
+        reachable = [False]
+        announcer = Announcer(
+            clock=network.clock, dht=ours, holdings=lambda: make_streams(1, 3),
+            tcp_port=lambda: TCP_PORT, reachable=lambda: reachable[0], onion=lambda: ONION,
+            rng=random.Random(3),
+        )
+        announcer.startService()
+        self.addCleanup(announcer.stopService)
+        network.run(30)
+        self.assertEqual((announcer.announced, announcer.failed), (3, 0))
+        self.assertEqual(announcer.status()["onion_only"], ONION_ONLY)
+        key = bytes.fromhex(h(1))
+        holders = [node for node in nodes if node.protocol.onions.onions_for(key)]
+        self.assertTrue(holders)
+        self.assertFalse([n for n in holders if isinstance(n.protocol, LBRYLikeProtocol)])
+        self.assertFalse([n for n in nodes if n.protocol.peers.peers_for(key)])
+        found: list[bytes] = []
+        other.find_value(key, on_onions=found.extend)
+        network.run(30)
+        self.assertEqual(found, [ONION.encode()])
+
+        reachable[0] = True
+        d = announcer.immediate_announce([h(1)])
+        network.run(30)
+        self.assertGreaterEqual(self.successResultOf(d)[h(1)], 1)
+        listing = [n for n in nodes if n.protocol.peers.peers_for(key)]
+        self.assertTrue([n for n in listing if isinstance(n.protocol, LBRYLikeProtocol)])
+        self.assertEqual({p[6:] for n in listing for p in n.protocol.peers.peers_for(key)},
+                         {ours.node_id})

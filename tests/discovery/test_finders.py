@@ -25,6 +25,7 @@ from p2pblob.discovery.static import StaticPeerFinder
 from p2pblob.errors import DHTError, InvalidBlobHashError
 from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import PeerRegistry
+from tests.dht._onions import onion, onion_address
 from tests.dht._simnet import TCP_PORT, build_network
 
 BLOB = "ab" * 48
@@ -37,9 +38,10 @@ def peer(host: str, port: int) -> bytes:
 
 
 class _Lookup:
-    def __init__(self, key: bytes, on_peers: Any) -> None:
+    def __init__(self, key: bytes, on_peers: Any, on_onions: Any = None) -> None:
         self.key = key
         self.on_peers = on_peers
+        self.on_onions = on_onions
         self.result: Deferred[list[Any]] = Deferred()
 
 
@@ -52,10 +54,62 @@ class ScriptedNode:
     def __init__(self) -> None:
         self.lookups: list[_Lookup] = []
 
-    def find_value(self, key: bytes, on_peers: Any = None) -> _Lookup:
-        lookup = _Lookup(key, on_peers)
+    def find_value(self, key: bytes, on_peers: Any = None, on_onions: Any = None) -> _Lookup:
+        lookup = _Lookup(key, on_peers, on_onions)
         self.lookups.append(lookup)
         return lookup
+
+
+class OnionPeersTests(SynchronousTestCase):
+    """
+    A finder told that the node reaches onion services asks for onion
+    endpoints and hands them out as peers; otherwise it does not ask.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.node = ScriptedNode()
+        self.registry = PeerRegistry(self.clock)
+
+    def test_not_asked(self) -> None:
+        finder = DHTPeerFinder(self.clock, self.node, self.registry, allow_loopback=True)
+        d = finder.find_peers_for_blob(BLOB)
+        [lookup] = self.node.lookups
+        self.assertIsNone(lookup.on_onions)
+        lookup.on_peers([peer("127.0.0.2", 3333)])
+        lookup.result.callback([])
+        self.assertEqual([p.address for p in self.successResultOf(d)], [("127.0.0.2", 3333)])
+
+    def test_onion_peers(self) -> None:
+        """
+        Onion endpoints come out as peers whose host is the onion address,
+        the registry's, besides the others; malformed ones, repeats and
+        those to ignore are left out.
+        """
+        ignored = (onion_address(3), 3333)
+        finder = DHTPeerFinder(self.clock, self.node, self.registry, allow_loopback=True,
+                               onions=True, ignore=lambda host, port: (host, port) == ignored)
+        d = finder.find_peers_for_blob(BLOB)
+        [lookup] = self.node.lookups
+        lookup.on_peers([peer("127.0.0.2", 3333)])
+        lookup.on_onions([onion(1), b"bad.onion:1", onion(2, 80), onion(3)])
+        lookup.on_onions([onion(1)])
+        lookup.result.callback([])
+        found = self.successResultOf(d)
+        self.assertEqual([p.address for p in found], [
+            ("127.0.0.2", 3333), (onion_address(1), 3333), (onion_address(2), 80),
+        ])
+        self.assertIs(found[1], self.registry.get(onion_address(1), 3333))
+
+    def test_onions_alone(self) -> None:
+        """
+        Onions found first are given out as soon as any peers are.
+        """
+        finder = DHTPeerFinder(self.clock, self.node, self.registry, onions=True)
+        d = finder.find_peers_for_blob(BLOB)
+        self.node.lookups[0].on_onions([onion(1)])
+        self.clock.advance(SETTLE)
+        self.assertEqual([p.address for p in self.successResultOf(d)], [(onion_address(1), 3333)])
 
 
 class DHTPeerFinderTests(SynchronousTestCase):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from twisted.logger import Logger, LogLevel, capturedLogs, formatEvent
 from twisted.trial.unittest import SynchronousTestCase
 
-from p2pblob.discovery._gate import NOT_JOINED, NOT_LISTENING, UNREACHABLE, Gate
+from p2pblob.discovery._gate import NOT_JOINED, NOT_LISTENING, ONION_ONLY, UNREACHABLE, Gate
 
 OVERDUE = 100.0
 
@@ -108,3 +108,66 @@ class GateTests(SynchronousTestCase):
         self.assertEqual(events, [])
         self.assertIsNone(self.gate.overdue(6 * OVERDUE, 0.0))
         self.assertEqual(self.gate.overdue(6 * OVERDUE + 1, 0.0), OVERDUE + 1)
+
+
+class OnionGateTests(SynchronousTestCase):
+    """
+    A node whose IP address peers cannot reach but that has an onion
+    service announces that only; without one it announces nothing; the
+    gate says which.
+    """
+
+    def setUp(self) -> None:
+        self.reachable = False
+        self.onion: str | None = None
+        self.gate = Gate(
+            reachable=lambda: self.reachable, tcp_port=lambda: 3333, joined=lambda: True,
+            log=Logger(namespace="announcer"), overdue=OVERDUE, onion=lambda: self.onion,
+        )
+        self.gate.open(0.0)
+
+    def test_reasons(self) -> None:
+        self.assertEqual(self.gate.reason(), UNREACHABLE)
+        self.assertFalse(self.gate.onion_only())
+        self.assertIn("no onion service", UNREACHABLE)
+        self.onion = "abc.onion:3333"
+        self.assertIsNone(self.gate.reason())
+        self.assertTrue(self.gate.onion_only())
+        self.assertIn("only its onion service is announced", ONION_ONLY)
+        self.reachable = True
+        self.assertIsNone(self.gate.reason())
+        self.assertFalse(self.gate.onion_only())
+
+    def test_logged_when_changed(self) -> None:
+        """
+        The log says when announcing turns to the onion service only, and
+        back to the node's address, or stops for want of both.
+        """
+        with capturedLogs() as events:
+            self.assertEqual(self.gate.check(1.0), UNREACHABLE)
+            self.onion = "abc.onion:3333"
+            self.assertIsNone(self.gate.check(2.0))
+            self.gate.check(3.0)
+            self.reachable = True
+            self.assertIsNone(self.gate.check(4.0))
+            self.reachable = False
+            self.gate.check(5.0)
+            self.onion = None
+            self.assertEqual(self.gate.check(6.0), UNREACHABLE)
+        said = [(e["log_level"], formatEvent(e)) for e in events]
+        self.assertEqual(said, [
+            (LogLevel.info, f"Not announcing blobs on the DHT: {UNREACHABLE}"),
+            (LogLevel.info, f"Announcing blobs on the DHT by onion service only: {ONION_ONLY}"),
+            (LogLevel.info, "Announcing blobs on the DHT at this node's address again"),
+            (LogLevel.info, f"Announcing blobs on the DHT by onion service only: {ONION_ONLY}"),
+            (LogLevel.info, f"Not announcing blobs on the DHT: {UNREACHABLE}"),
+        ])
+
+    def test_onion_only_is_open(self) -> None:
+        """
+        Announcing by onion only is announcing: waits count for overdue
+        warnings.
+        """
+        self.onion = "abc.onion:3333"
+        self.gate.check(0.0)
+        self.assertEqual(self.gate.overdue(OVERDUE + 1, 0.0), OVERDUE + 1)

@@ -19,6 +19,7 @@ from p2pblob.discovery.static import StaticPeerFinder
 from p2pblob.errors import DHTError, InvalidBlobHashError
 from p2pblob.interfaces import IPeerFinder
 from p2pblob.peer.peer import PeerRegistry
+from tests.dht._onions import onion, onion_address
 from tests.discovery.test_finders import BLOB, ScriptedNode, peer
 
 
@@ -87,6 +88,27 @@ class DHTServicePeerFinderTests(SynchronousTestCase):
         self.assertEqual(sorted(p.address for p in self.successResultOf(d)),
                          [("100.128.0.1", 3334), ("100.128.0.2", 3333)])
 
+    def test_onions(self) -> None:
+        """
+        A node that reaches onion services asks the DHT for onion peers,
+        but never gets its own onion service.
+        """
+        ours = f"{onion_address(1)}:3333"
+        finder = DHTServicePeerFinder(self.clock, self.dht, PeerRegistry(self.clock),
+                                      onions=True, own_onion=lambda: ours)
+        node = self.dht.start(tcp_port=3333)
+        d = finder.find_peers_for_blob(BLOB)
+        lookup = node.lookups[0]
+        lookup.on_onions([onion(1), onion(1, 3334), onion(2)])
+        lookup.result.callback([])
+        self.assertEqual([p.address for p in self.successResultOf(d)],
+                         [(onion_address(1), 3334), (onion_address(2), 3333)])
+
+    def test_no_onions(self) -> None:
+        node = self.dht.start()
+        self.finder.find_peers_for_blob(BLOB)
+        self.assertIsNone(node.lookups[0].on_onions)
+
     def test_new_node_after_restart(self) -> None:
         """
         When the service starts again with a new node, the new node is
@@ -121,6 +143,18 @@ class NodePeerFinderTests(SynchronousTestCase):
     def test_both(self) -> None:
         finder = node_peer_finder(self.clock, [("10.0.0.1", 3333)], FakeDHTService())()
         self.assertIsInstance(finder, CombinedPeerFinder)
+
+    def test_onions_passed_on(self) -> None:
+        """
+        C{onions} (a node with Tor) reaches the DHT's finder.
+        """
+        for onions in (False, True):
+            dht = FakeDHTService()
+            node = dht.start()
+            finder = node_peer_finder(self.clock, [], dht, onions=onions)()
+            assert finder is not None
+            finder.find_peers_for_blob(BLOB)
+            self.assertEqual(node.lookups[0].on_onions is not None, onions)
 
     def test_failed_dht_left_out(self) -> None:
         """

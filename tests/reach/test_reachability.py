@@ -5,6 +5,7 @@ and the mapper that starts once the node's ports are known.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -14,6 +15,7 @@ from zope.interface.verify import verifyObject
 
 from p2pblob._threads import run_inline
 from p2pblob.interfaces import IPortMapper
+from p2pblob.node_reach import onion_of
 from p2pblob.reach import PortMapping, UPnPPortMapper
 from p2pblob.reach.reachability import MappingWhenListening, Reachability
 from p2pblob.reach.testing import FakeGateway
@@ -169,3 +171,20 @@ class MappingWhenListeningTests(SynchronousTestCase):
         self.assertTrue(service.reachable)
         self.assertEqual(service.external_address, "198.51.100.7")
         self.assertEqual(service.status()["configured_address"], "198.51.100.7")
+
+
+class OnionOfTests(SynchronousTestCase):
+    """
+    L{onion_of} gives the node's onion endpoint while the Tor provider
+    publishes its onion service, for the DHT to announce.
+    """
+
+    def test_onion_of(self) -> None:
+        self.assertIsNone(onion_of(None)())
+        tor = SimpleNamespace(onion_address=None, onion_port=None)
+        onion = onion_of(tor)
+        self.assertIsNone(onion())
+        tor.onion_address, tor.onion_port = "abc.onion", 3333
+        self.assertEqual(onion(), "abc.onion:3333")
+        tor.onion_address = tor.onion_port = None
+        self.assertIsNone(onion())

@@ -6,7 +6,10 @@ downloaded by a Tor-only node (through the network's client tor), byte for
 byte; the Tor-only node never opens a direct connection nor sends a
 datagram, which listeners set as its peer and its DHT bootstrap node would
 see (while a node using Tor only for onion peers does connect to them); the
-onion address survives a restart.
+onion address survives a restart; and, restarted on a loopback DHT as a
+node whose IP address peers cannot reach, the onion service node announces
+its onion address only, to p2pblob nodes, so that a node using Tor finds it
+through the DHT alone and downloads the stream through Tor.
 
 Without tor, tor-gencert or txtorcon the tests are skipped, unless
 C{P2PBLOB_REQUIRE_TOR} is set (as C{.ci/run} sets it): then they fail.
@@ -28,11 +31,27 @@ from typing import Any
 
 from twisted.trial.unittest import SynchronousTestCase
 
+from p2pblob.dht.messages import (
+    ONIONS_KEY,
+    P2PBLOB_KEY,
+    FindValueResult,
+    Response,
+    decode_datagram,
+    encode_datagram,
+    find_value,
+)
 from tests._process import TWISTD, environment, p2pblob
 from tests.integration._nodes import Seeder, publish, random_file
 from tests.reach import _tornet
 
 ONION_PORT = 3333
+_UDP = rb"DHT node \w+\S* on UDP ([\d.]+:\d+)"
+# the loopback DHT: a node to store at, the onion service node and the
+# downloader, each on an address of its own (a DHT node never names peers
+# on the asking node's own host); the test asks the DHT from a fourth
+DHT_HOST, SEEDER_HOST, DOWNLOADER_HOST, ASKING_HOST = (
+    "127.0.0.20", "127.0.0.21", "127.0.0.22", "127.0.0.23"
+)
 
 
 class _Trap:
@@ -94,6 +113,32 @@ def _status(data_dir: Path) -> dict[str, Any]:
     with urllib.request.urlopen(url + "api/v1/status", timeout=10) as answer:
         status: dict[str, Any] = json.load(answer)
     return status
+
+
+def _ask_for_peers(udp: str, key: bytes, onions: bool) -> dict[bytes, Any]:
+    """
+    Ask the DHT node at C{udp} (C{host:port}) for the peers of C{key},
+    from L{ASKING_HOST}, as an LBRY node asks (or, with C{onions}, as a
+    p2pblob node with Tor asks); its raw result dictionary.
+    """
+    host, port = udp.rsplit(":", 1)
+    request = find_value(os.urandom(20), os.urandom(48), key, onions=onions)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((ASKING_HOST, 0))
+        sock.settimeout(10)
+        sock.sendto(encode_datagram(request), (host, int(port)))
+        while True:
+            reply = decode_datagram(sock.recvfrom(65536)[0])
+            if isinstance(reply, Response) and reply.rpc_id == request.rpc_id:
+                assert isinstance(reply.result, dict), reply
+                return reply.result
+
+
+def _peers(data_dir: Path) -> dict[str, Any]:
+    url = json.loads((data_dir / "api.json").read_text())["url"]
+    with urllib.request.urlopen(url + "api/v1/peers", timeout=10) as answer:
+        peers: dict[str, Any] = json.load(answer)
+    return peers
 
 
 def _wait(what: str, check: Any, timeout: float) -> Any:
@@ -160,14 +205,15 @@ class TorNodesTests(SynchronousTestCase):
             options += ["--tor-option", f"{name}={value}"]
         return options
 
-    def _onion_seeder(self, data_dir: Path) -> tuple[Seeder, str]:
+    def _onion_seeder(self, data_dir: Path, *extra: str) -> tuple[Seeder, str]:
         """
         A node serving its blobs as an onion service (and directly), with a
-        tor it launches into the private network; its onion address.
+        tor it launches into the private network, off the DHT unless
+        C{extra} says otherwise; its onion address.
         """
         # (its direct peer port is an ephemeral one; the onion service's is
         # 3333, LBRY's, by default)
-        seeder = Seeder(data_dir, "--no-dht", "--tor", *self._tor_options())
+        seeder = Seeder(data_dir, "--tor", *self._tor_options(), *(extra or ["--no-dht"]))
         self.addCleanup(seeder.kill)
         match = seeder.wait_for(rb"onion service published: ([a-z2-7]{56}\.onion):(\d+)",
                                 timeout=120)
@@ -239,5 +285,64 @@ class TorNodesTests(SynchronousTestCase):
         self.assertEqual(seeder.stop(), -signal.SIGTERM, seeder.output.decode()[-4000:])
         key = self.top / "a" / "tor" / "onion_service_key"
         self.assertEqual(key.stat().st_mode & 0o077, 0)
-        _, again = self._onion_seeder(self.top / "a")
+        self._onion_on_the_dht(sd_hash, source, onion)
+
+    def _onion_on_the_dht(self, sd_hash: str, source: Path, onion: str) -> None:
+        """
+        The seeder, restarted on a loopback DHT with C{--unreachable}, has
+        the same onion address and announces it, only it, to the DHT's
+        p2pblob nodes; a node using Tor, given no peer, finds it there and
+        downloads the stream through Tor.  Nobody learns the seeder's IP
+        address: the DHT node answers an LBRY request with no peer, and the
+        downloader fetched from the onion service only.
+        """
+        began = time.monotonic()
+        dht = Seeder(self.top / "dht", "--dht-allow-loopback",
+                     "--peer-listen", f"tcp:0:interface={DHT_HOST}")
+        self.addCleanup(dht.kill)
+        udp = dht.wait_for(_UDP).group(1).decode()
+        seeder, again = self._onion_seeder(
+            self.top / "a", "--unreachable", "--bootstrap", udp,
+            "--peer-listen", f"tcp:0:interface={SEEDER_HOST}",
+        )
+        self.addCleanup(seeder.kill)
         self.assertEqual(again, onion)
+        seeder.wait_for(rb"Announcing blobs on the DHT by onion service only", timeout=60)
+        announced = seeder.wait_for(rb"Announced (\d+) blob", timeout=120)
+        self.assertGreater(int(announced.group(1)), 0)
+        # (before the onion service was published, it did not announce)
+        self.assertIn(b"Not announcing blobs on the DHT", seeder.output)
+
+        key = bytes.fromhex(sd_hash)
+        endpoint = f"{onion}:{ONION_PORT}".encode()
+        lbry = _ask_for_peers(udp, key, onions=False)
+        self.assertEqual(lbry[P2PBLOB_KEY], 1)
+        self.assertNotIn(key, lbry, "the DHT node names a peer at an IP address")
+        self.assertNotIn(ONIONS_KEY, lbry)
+        asked = FindValueResult.decode(_ask_for_peers(udp, key, onions=True), key)
+        self.assertEqual((asked.peers, asked.onions), ([], (endpoint,)))
+
+        client = self.network.clients[0]
+        downloader = Seeder(
+            self.top / "d", "--tor", "--tor-control", f"tcp:127.0.0.1:{client.control_port}",
+            "--bootstrap", udp, "--peer-listen", f"tcp:0:interface={DOWNLOADER_HOST}",
+        )
+        self.addCleanup(downloader.kill)
+        downloader.wait_for(rb"Joined the DHT", timeout=60)
+        downloader.wait_for(rb"onion service published", timeout=120)
+        took = time.monotonic()
+        result = p2pblob(self.top / "d", "download", sd_hash, "--output", str(self.top / "out-d"))
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr
+                         + downloader.output.decode()[-4000:])
+        took = time.monotonic() - took
+        self.assertEqual((self.top / "out-d" / "film.bin").read_bytes(), source.read_bytes())
+        sources = {s["address"]: s for s in _peers(self.top / "d")["sources"]}
+        self.assertGreater(sources[f"{onion}:{ONION_PORT}"]["bytes_served"], 0, sources)
+        self.assertFalse([a for a in sources if a.startswith(f"{SEEDER_HOST}:")], sources)
+        # (the downloader announces what it now holds, at its own address)
+        listed = FindValueResult.decode(_ask_for_peers(udp, key, onions=False), key)
+        self.assertNotIn(SEEDER_HOST, [host for host, _, _ in listed.peer_addresses()])
+        for node in (downloader, seeder, dht):
+            self.assertEqual(node.stop(), -signal.SIGTERM, node.output.decode()[-4000:])
+        self.assertLess(took, 120)
+        self.assertLess(time.monotonic() - began, 300)
