@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from p2pblob._durable import fsync_dir
 from p2pblob.blob.hashing import MAX_BLOB_SIZE, is_blob_hash
 from p2pblob.errors import BlobHashMismatchError
 
@@ -49,17 +50,6 @@ def new_temp_file(blob_dir: Path, blob_hash: str) -> tuple[Path, BinaryIO]:
     """
     fd, name = tempfile.mkstemp(dir=blob_dir, prefix=f"{TEMP_PREFIX}{blob_hash[:16]}-")
     return Path(name), os.fdopen(fd, "wb")
-
-
-def fsync_dir(directory: Path) -> None:
-    """
-    Make a directory's entries (a rename, a new file) durable.
-    """
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def commit_temp_file(file: BinaryIO, temp: Path, final: Path, durable: bool = True) -> None:

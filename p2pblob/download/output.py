@@ -24,8 +24,8 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from p2pblob._buffers import Buffer, BufferPool
+from p2pblob._durable import fsync_dir
 from p2pblob._threads import BlockingRunner
-from p2pblob.blob._files import fsync_dir
 from p2pblob.blob.hashing import MAX_BLOB_SIZE
 from p2pblob.blob.staged import HeldBlobs
 from p2pblob.errors import BlobHashMismatchError, StorageError, StreamError

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from p2pblob._durable import write_private_file
 from p2pblob.errors import OnionKeyError, OnionServiceError
 
 __all__ = [
@@ -107,27 +107,9 @@ def save_key(path: Path, key: str) -> None:
     problem = _check_key(key)
     if problem is not None:
         raise OnionServiceError(f"tor gave an onion service key that is unusable: {problem}")
-    temporary = path.with_name(path.name + ".tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(descriptor, 0o600)
-            os.write(descriptor, (key + "\n").encode("ascii"))
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        write_private_file(path, (key + "\n").encode("ascii"))
     except OSError as e:
-        try:
-            temporary.unlink(missing_ok=True)
-        except OSError:
-            pass
         raise OnionServiceError(
             f"could not save its key in {path}: {e.strerror or e}"
         ) from e

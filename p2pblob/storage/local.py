@@ -21,6 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 from zope.interface.verify import verifyClass
 
+from p2pblob._durable import fsync_dir
 from p2pblob.errors import DriverError, ServiceError, StorageKeyNotFoundError
 from p2pblob.interfaces import IStorageBackend
 from p2pblob.storage.keys import split_key
@@ -149,11 +150,7 @@ class LocalBackend:
         finally:
             os.close(fd)
         os.replace(staging, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        fsync_dir(path.parent)
 
     @_errors
     def end_upload(self, key: str) -> None:

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from twisted.logger import Logger
 
+from p2pblob._durable import fsync_dir
 from p2pblob.errors import WalletKeyError
 
 __all__ = [
@@ -204,17 +205,9 @@ def _create(path: Path) -> NodeKey:
             return _parse(path, path.read_bytes())
         finally:
             temporary.unlink()
-        _sync_directory(path.parent)
+        fsync_dir(path.parent)
     except OSError as e:
         raise WalletKeyError(f"cannot create the wallet key {path}: {e.strerror}") from None
     _log.info("Created the wallet key {path} (public key {public})",
               path=str(path), public=key.public_hex)
     return key
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
