@@ -26,15 +26,15 @@ from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import connectProtocol
 from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.wire import Echo
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from p2pblob.reach.tor import TorProvider
 from tests.reach import _tornet
+from tests.reach._tor_testing import Collector, need_tor
 
 _log = Logger()
 
@@ -47,49 +47,6 @@ ATTEMPT_SECONDS = 30.0
 RETRY_SECONDS = 1.0
 
 
-def _need_tor(case: TestCase) -> None:
-    reason = _tornet.cannot_run()
-    if reason is None:
-        return
-    if os.environ.get("P2PBLOB_REQUIRE_TOR"):
-        case.fail(f"the private Tor network cannot run ({reason}) but P2PBLOB_REQUIRE_TOR is set")
-    raise case.skipTest(f"the private Tor network cannot run: {reason}")
-
-
-class _Collector(Protocol):
-    """
-    Collects what the peer sends; L{expect} says how much to wait for, and
-    L{closed} fires once the connection is gone.
-    """
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self.closed: Deferred[None] = Deferred()
-        self._wanted = 0
-        self._waiting: Deferred[bytes] | None = None
-
-    def expect(self, count: int) -> Deferred[bytes]:
-        self._wanted = count
-        self._waiting = waiting = Deferred()
-        self._check()
-        return waiting
-
-    def _check(self) -> None:
-        if self._waiting is not None and len(self.received) >= self._wanted:
-            waiting, self._waiting = self._waiting, None
-            waiting.callback(bytes(self.received))
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        self._check()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.errback(reason)
-        self.closed.callback(None)
-
-
 class TorProviderNetworkTests(TestCase):
     """
     Two Tor providers on the private network: one launching its own tor
@@ -99,7 +56,7 @@ class TorProviderNetworkTests(TestCase):
     timeout = 400
 
     def setUp(self) -> None:
-        _need_tor(self)
+        need_tor(self)
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
         self.network = _tornet.TorNetwork(directory, authorities=3, relays=1, clients=1)
@@ -154,7 +111,7 @@ class TorProviderNetworkTests(TestCase):
         while True:
             attempts += 1
             try:
-                collector = await connectProtocol(endpoint, _Collector()).addTimeout(
+                collector = await connectProtocol(endpoint, Collector()).addTimeout(
                     ATTEMPT_SECONDS, reactor
                 )
             except (SocksError, ConnectError, ConnectionClosed, TimeoutError) as error:
@@ -166,7 +123,7 @@ class TorProviderNetworkTests(TestCase):
                 continue
             break
         self.timings[step] = time.monotonic() - began
-        assert isinstance(collector, _Collector)
+        assert isinstance(collector, Collector)
         transport = collector.transport
         assert transport is not None
         try:

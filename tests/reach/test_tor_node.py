@@ -43,6 +43,7 @@ from p2pblob.dht.messages import (
 from tests._process import TWISTD, environment, p2pblob
 from tests.integration._nodes import Seeder, publish, random_file
 from tests.reach import _tornet
+from tests.reach._tor_testing import need_tor
 
 ONION_PORT = 3333
 _UDP = rb"DHT node \w+\S* on UDP ([\d.]+:\d+)"
@@ -186,12 +187,7 @@ class TorNodesTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        reason = _tornet.cannot_run()
-        if reason is not None:
-            if os.environ.get("P2PBLOB_REQUIRE_TOR"):
-                self.fail(f"the private Tor network cannot run ({reason}) "
-                          "but P2PBLOB_REQUIRE_TOR is set")
-            raise self.skipTest(f"the private Tor network cannot run: {reason}")
+        need_tor(self)
         self.top = Path(self.mktemp()).absolute()
         self.top.mkdir(parents=True)
         self.network = _tornet.TorNetwork(self.top / "tornet", authorities=3, relays=1,

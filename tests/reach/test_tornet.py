@@ -20,14 +20,14 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred, TimeoutError
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.error import ConnectError, ConnectionClosed
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.wire import Echo
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from tests.reach import _tornet
+from tests.reach._tor_testing import Collector, need_tor
 
 _log = Logger()
 
@@ -39,51 +39,6 @@ ATTEMPT_SECONDS = 30.0
 RETRY_SECONDS = 1.0
 
 
-def _need_tor(case: TestCase) -> None:
-    reason = _tornet.cannot_run()
-    if reason is None:
-        return
-    if os.environ.get("P2PBLOB_REQUIRE_TOR"):
-        case.fail(f"the private Tor network cannot run ({reason}) but P2PBLOB_REQUIRE_TOR is set")
-    raise case.skipTest(f"the private Tor network cannot run: {reason}")
-
-
-class _Collector(Protocol):
-    """
-    Collects what the peer sends; L{expect} says how much to wait for.
-    """
-
-    def __init__(self) -> None:
-        self.received = bytearray()
-        self._wanted = 0
-        self._waiting: Deferred[bytes] | None = None
-
-    def expect(self, count: int) -> Deferred[bytes]:
-        """
-        @return: a L{Deferred} firing with all bytes received so far once
-            there are at least C{count}, or failing if the connection ends.
-        """
-        self._wanted = count
-        self._waiting = Deferred()
-        waiting = self._waiting
-        self._check()
-        return waiting
-
-    def _check(self) -> None:
-        if self._waiting is not None and len(self.received) >= self._wanted:
-            waiting, self._waiting = self._waiting, None
-            waiting.callback(bytes(self.received))
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        self._check()
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        if self._waiting is not None:
-            waiting, self._waiting = self._waiting, None
-            waiting.errback(reason)
-
-
 class OnionRoundTripTests(TestCase):
     """
     An onion service on the private network, reached through Tor.
@@ -92,7 +47,7 @@ class OnionRoundTripTests(TestCase):
     timeout = 300
 
     def setUp(self) -> None:
-        _need_tor(self)
+        need_tor(self)
         directory = Path(self.mktemp())
         directory.mkdir(parents=True)
         self.network = _tornet.TorNetwork(directory, authorities=3, relays=1, clients=1)
@@ -163,9 +118,9 @@ class OnionRoundTripTests(TestCase):
             connected=connected, published=published, reached=reached, attempts=attempts,
         )
 
-    async def _connect(self, endpoint: Any) -> tuple[_Collector, int]:
+    async def _connect(self, endpoint: Any) -> tuple[Collector, int]:
         """
-        Connect a L{_Collector} through C{endpoint}, retrying failures
+        Connect a L{Collector} through C{endpoint}, retrying failures
         (SOCKS errors, lost or refused connections, slow attempts) until
         L{CONNECT_SECONDS} have passed.
 
@@ -178,7 +133,7 @@ class OnionRoundTripTests(TestCase):
         while True:
             attempts += 1
             try:
-                collector = await connectProtocol(endpoint, _Collector()).addTimeout(
+                collector = await connectProtocol(endpoint, Collector()).addTimeout(
                     ATTEMPT_SECONDS, reactor
                 )
             except (SocksError, ConnectError, ConnectionClosed, TimeoutError) as error:
@@ -188,5 +143,5 @@ class OnionRoundTripTests(TestCase):
                           attempts=attempts, error=error)
                 await deferLater(reactor, RETRY_SECONDS, lambda: None)
                 continue
-            assert isinstance(collector, _Collector)
+            assert isinstance(collector, Collector)
             return collector, attempts

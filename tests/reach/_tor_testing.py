@@ -1,0 +1,69 @@
+"""
+What the tests on the private Tor network (L{tests.reach._tornet}) share:
+the rule for when they run, and a protocol that collects what it receives.
+"""
+
+from __future__ import annotations
+
+import os
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from tests.reach import _tornet
+
+__all__ = ["Collector", "need_tor"]
+
+
+def need_tor(case: SynchronousTestCase) -> None:
+    """
+    Skip C{case} when the private Tor network cannot be built here, saying
+    why; fail it instead when C{P2PBLOB_REQUIRE_TOR} is set (as C{.ci/run}
+    sets it).
+    """
+    reason = _tornet.cannot_run()
+    if reason is None:
+        return
+    if os.environ.get("P2PBLOB_REQUIRE_TOR"):
+        case.fail(f"the private Tor network cannot run ({reason}) but P2PBLOB_REQUIRE_TOR is set")
+    raise case.skipTest(f"the private Tor network cannot run: {reason}")
+
+
+class Collector(Protocol):
+    """
+    Collects what the peer sends; L{expect} says how much to wait for, and
+    L{closed} fires once the connection is gone.
+    """
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.closed: Deferred[None] = Deferred()
+        self._wanted = 0
+        self._waiting: Deferred[bytes] | None = None
+
+    def expect(self, count: int) -> Deferred[bytes]:
+        """
+        @return: a L{Deferred} firing with all bytes received so far once
+            there are at least C{count}, or failing if the connection ends.
+        """
+        self._wanted = count
+        self._waiting = waiting = Deferred()
+        self._check()
+        return waiting
+
+    def _check(self) -> None:
+        if self._waiting is not None and len(self.received) >= self._wanted:
+            waiting, self._waiting = self._waiting, None
+            waiting.callback(bytes(self.received))
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+        self._check()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._waiting is not None:
+            waiting, self._waiting = self._waiting, None
+            waiting.errback(reason)
+        self.closed.callback(None)
