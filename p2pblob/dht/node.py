@@ -33,9 +33,9 @@ from twisted.python.failure import Failure
 from p2pblob.dht.constants import ALPHA, TOKEN_SECRET_REFRESH, K
 from p2pblob.dht.contact import Contact
 from p2pblob.dht.ids import distance, random_id_in_range
-from p2pblob.dht.messages import FindValueResult
 from p2pblob.dht.peers import onion_endpoint
 from p2pblob.dht.protocol import Address, KademliaProtocol
+from p2pblob.dht.results import FindValueResult
 
 __all__ = ["DHTNode", "Lookup"]
 

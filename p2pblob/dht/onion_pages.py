@@ -10,7 +10,8 @@ from collections.abc import Sequence
 
 from p2pblob.dht.bencode import bencode
 from p2pblob.dht.constants import HASH_LENGTH, MAX_DATAGRAM_SIZE, RPC_ID_LENGTH, K
-from p2pblob.dht.messages import ONIONS_KEY, FindValueResult
+from p2pblob.dht.messages import ONIONS_KEY
+from p2pblob.dht.results import FindValueResult
 
 __all__ = ["onion_pages"]
 

@@ -46,12 +46,9 @@ from p2pblob.dht.messages import (
     ONIONS_KEY,
     PAGE_KEY,
     ErrorResponse,
-    FindValueResult,
     Request,
     Response,
-    decode_contacts,
     decode_datagram,
-    encode_contacts,
     encode_datagram,
     find_node,
     find_value,
@@ -60,6 +57,7 @@ from p2pblob.dht.messages import (
 )
 from p2pblob.dht.onion_pages import onion_pages
 from p2pblob.dht.peers import compact_peer, decode_onion_endpoint, onion_endpoint
+from p2pblob.dht.results import FindValueResult, decode_contacts, encode_contacts
 from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import DatagramError, DHTError, RemoteDHTError, RPCTimeoutError

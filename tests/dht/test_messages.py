@@ -21,12 +21,9 @@ from p2pblob.dht.bencode import bencode
 from p2pblob.dht.constants import MAX_DATAGRAM_SIZE
 from p2pblob.dht.messages import (
     ErrorResponse,
-    FindValueResult,
     Request,
     Response,
-    decode_contacts,
     decode_datagram,
-    encode_contacts,
     encode_datagram,
     find_node,
     find_value,
@@ -34,6 +31,7 @@ from p2pblob.dht.messages import (
     store,
 )
 from p2pblob.dht.peers import compact_ip, compact_peer, decode_compact_peer
+from p2pblob.dht.results import FindValueResult, decode_contacts, encode_contacts
 from p2pblob.dht.tokens import make_token
 from p2pblob.errors import DatagramError, DHTError
 from tests._vectors import load_json, typed_value

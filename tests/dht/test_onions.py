@@ -25,7 +25,6 @@ from p2pblob.dht.messages import (
     P2PBLOB_KEY,
     PAGE_KEY,
     PROTOCOL_VERSION_KEY,
-    FindValueResult,
     Request,
     Response,
     decode_datagram,
@@ -35,6 +34,7 @@ from p2pblob.dht.messages import (
 )
 from p2pblob.dht.onion_pages import onion_pages
 from p2pblob.dht.peers import compact_peer, decode_onion_endpoint, onion_endpoint
+from p2pblob.dht.results import FindValueResult
 from p2pblob.errors import DatagramError
 from tests.dht._onions import onion, onion_address
 

@@ -37,12 +37,10 @@ from p2pblob.dht.messages import (
     PAGE_KEY,
     PROTOCOL_VERSION_KEY,
     ErrorResponse,
-    FindValueResult,
     Message,
     Request,
     Response,
     decode_datagram,
-    encode_contacts,
     encode_datagram,
     find_node,
     find_value,
@@ -57,6 +55,7 @@ from p2pblob.dht.protocol import (
     Address,
     KademliaProtocol,
 )
+from p2pblob.dht.results import FindValueResult, encode_contacts
 from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from p2pblob.errors import DatagramError, DHTError, RemoteDHTError, RPCTimeoutError

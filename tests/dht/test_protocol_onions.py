@@ -24,7 +24,6 @@ from p2pblob.dht.messages import (
     P2PBLOB_KEY,
     PAGE_KEY,
     PROTOCOL_VERSION_KEY,
-    FindValueResult,
     Request,
     Response,
     decode_datagram,
@@ -33,6 +32,7 @@ from p2pblob.dht.messages import (
 )
 from p2pblob.dht.peers import compact_peer
 from p2pblob.dht.protocol import Address, KademliaProtocol
+from p2pblob.dht.results import FindValueResult
 from p2pblob.dht.routing import RoutingTable
 from p2pblob.dht.tokens import TokenKeeper
 from tests.dht._lbry import LBRYLikeProtocol

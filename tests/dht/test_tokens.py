@@ -14,7 +14,8 @@ from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
 from p2pblob.dht.constants import HASH_LENGTH, TOKEN_SECRET_REFRESH
-from p2pblob.dht.messages import FindValueResult, Response, decode_datagram
+from p2pblob.dht.messages import Response, decode_datagram
+from p2pblob.dht.results import FindValueResult
 from p2pblob.dht.tokens import TokenKeeper, make_token
 from p2pblob.errors import DatagramError
 from tests._vectors import load_json

@@ -197,14 +197,9 @@ def _dht_ping(host: str, port: int) -> None:
 
 
 def _dht_find(host: str, port: int, blob_hash: str) -> None:
-    from p2pblob.dht.messages import (
-        FindValueResult,
-        Response,
-        decode_datagram,
-        encode_datagram,
-        find_value,
-    )
+    from p2pblob.dht.messages import Response, decode_datagram, encode_datagram, find_value
     from p2pblob.dht.peers import decode_compact_peer
+    from p2pblob.dht.results import FindValueResult
 
     rpc_id = os.urandom(20)
     key = bytes.fromhex(blob_hash)

@@ -34,12 +34,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from p2pblob.dht.messages import (
     ONIONS_KEY,
     P2PBLOB_KEY,
-    FindValueResult,
     Response,
     decode_datagram,
     encode_datagram,
     find_value,
 )
+from p2pblob.dht.results import FindValueResult
 from tests._process import TWISTD, environment, p2pblob
 from tests.integration._nodes import Seeder, publish, random_file
 from tests.reach import _tornet
