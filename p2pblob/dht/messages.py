@@ -173,8 +173,8 @@ class Response:
     @ivar rpc_id: the request's rpc id.
     @ivar node_id: the responder's 48-byte node id.
     @ivar result: what the method returned: C{b"pong"}, C{b"OK"}, a list of
-        contacts (see L{p2pblob.dht.results.encode_contacts}) or a C{findValue} dictionary (see
-        L{p2pblob.dht.results.FindValueResult}).
+        contacts (see L{p2pblob.dht.results.encode_contacts}) or a
+        C{findValue} dictionary (see L{p2pblob.dht.results.FindValueResult}).
     """
 
     rpc_id: bytes
