@@ -321,6 +321,11 @@ class Config:
                 raise ConfigError(
                     f"external-address: {self.external_address!r} is not an IP address"
                 ) from None
+        if self.onion_port is not None and (self.upnp or self.external_address is not None):
+            raise ConfigError(
+                f"peer-listen {self.peer_listen}: a peer server that is an onion service only "
+                "has no port to map or forward: --upnp and --external-address do not apply"
+            )
         if self.tor_only and (self.upnp or self.external_address is not None):
             raise ConfigError(
                 "tor-only keeps this node's IP address to itself: it cannot be used with "

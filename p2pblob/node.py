@@ -14,7 +14,7 @@ from twisted.web.resource import IResource
 from p2pblob.blob._files import ScanResult
 from p2pblob.blob.service import BlobStoreService
 from p2pblob.config import Config
-from p2pblob.dht.service import DHTService
+from p2pblob.dht.service import DHTService, guessed_udp_port
 from p2pblob.discovery.announcer import Announcer
 from p2pblob.discovery.holdings import store_holdings
 from p2pblob.discovery.node_finder import node_peer_finder
@@ -198,7 +198,10 @@ def make_node(reactor: Any, config: Config) -> Node:
     tor = tor_provider(reactor, config)
     peer_server, onion_server = peer_servers(reactor, config, factory, blob_store, tor)
     dht, announcer, port_mapper = None, None, None
-    reach = Reachability(config.reachable, config.external_address, tor=tor)
+    # (a peer server listening as an onion service only has no address
+    # peers could connect to directly)
+    reach = Reachability(config.reachable and config.onion_port is None,
+                         config.external_address, tor=tor)
     if config.dht and not config.tor_only:
         dht, announcer = _dht(reactor, config, blob_store, peer_server, reach, onion_of(tor))
     if config.upnp:
@@ -362,10 +365,15 @@ def _dht(
         reactor,
         config.dht_dir,
         peer_server.listening,
-        port=config.dht_port,
+        port=(config.dht_port if config.dht_port is not None or config.onion_port is None
+              else guessed_udp_port(config.onion_port)),
         bootstrap=config.bootstrap,
         allow_loopback=config.allow_loopback,
         own_address=own_address,
+        # with the peer server an onion service only (its local port on
+        # loopback, for tor), the DHT still listens on every interface, on
+        # the UDP port that goes with the onion service's
+        interface="" if config.onion_port is not None else None,
         own_onion=own_onion,
     )
     announcer = Announcer(

@@ -176,6 +176,7 @@ class PluginTests(SynchronousTestCase):
             (["--tor-only", "--upnp"], "tor-only"),
             (["--tor-only", "--external-address", "198.51.100.7"], "tor-only"),
             (["--peer-listen", "onion:x"], "onion:PORT"),
+            (["--peer-listen", "onion:3333", "--upnp"], "onion service only"),
             (["--tor-option", "Sandbox"], "tor-option"),
         ]:
             error = self.assertRaises(usage.UsageError, Options().parseOptions, arguments)

@@ -173,6 +173,8 @@ class DHTService(Service):
     @param fatal: whether a DHT that cannot start stops the reactor (the
         node cannot do without it); otherwise C{ready} fails, for the
         caller to handle.
+    @param interface: the address to listen on (C{""}: all); L{None} for
+        the peer server's.
     @ivar ready: fires with the node once it listens; fails if it cannot.
     @ivar error: why the DHT could not start, if it could not.
     """
@@ -191,8 +193,10 @@ class DHTService(Service):
         fatal: bool = True,
         own_address: Callable[[bytes], Address | None] = lambda key: None,
         own_onion: Callable[[bytes], str | None] = lambda key: None,
+        interface: str | None = None,
     ) -> None:
         self._reactor = reactor
+        self._interface = interface
         self._own_address = own_address
         self._own_onion = own_onion
         self._fatal = fatal
@@ -263,7 +267,9 @@ class DHTService(Service):
                 "its UDP port with --dht-port"
             )
         self.tcp_port = address.port
-        interface = "" if address.host in ("0.0.0.0", "::") else address.host
+        interface = self._interface
+        if interface is None:
+            interface = "" if address.host in ("0.0.0.0", "::") else address.host
         port = guessed_udp_port(self.tcp_port) if self._port_number is None else self._port_number
         saved = load_contacts(self.contacts_path)
         node, self._listening = start_dht(
