@@ -6,15 +6,30 @@ the rule for when they run, and a protocol that collects what it receives.
 from __future__ import annotations
 
 import os
+import time
+from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import connectProtocol
+from twisted.internet.error import ConnectError, ConnectionClosed
 from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from tests.reach import _tornet
 
-__all__ = ["Collector", "need_tor"]
+__all__ = ["ATTEMPT_SECONDS", "Collector", "connect_with_retries", "need_tor"]
+
+_log = Logger()
+
+# The first connections to a fresh onion service may fail while its
+# descriptor and the circuits settle: each attempt may take this long, and
+# they are retried a second apart until CONNECT_SECONDS have passed.
+CONNECT_SECONDS = 90.0
+ATTEMPT_SECONDS = 30.0
+RETRY_SECONDS = 1.0
 
 
 def need_tor(case: SynchronousTestCase) -> None:
@@ -67,3 +82,32 @@ class Collector(Protocol):
             waiting, self._waiting = self._waiting, None
             waiting.errback(reason)
         self.closed.callback(None)
+
+
+async def connect_with_retries(reactor: Any, endpoint: Any) -> tuple[Collector, int]:
+    """
+    Connect a L{Collector} through C{endpoint}, retrying failures (SOCKS
+    errors, lost or refused connections, slow attempts) until
+    L{CONNECT_SECONDS} have passed.
+
+    @return: the connected collector and the number of attempts made.
+    """
+    from txtorcon.socks import SocksError
+
+    deadline = time.monotonic() + CONNECT_SECONDS
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            collector = await connectProtocol(endpoint, Collector()).addTimeout(
+                ATTEMPT_SECONDS, reactor
+            )
+        except (SocksError, ConnectError, ConnectionClosed, TimeoutError) as error:
+            if time.monotonic() + RETRY_SECONDS >= deadline:
+                raise
+            _log.info("connection attempt {attempts} failed: {error!r}",
+                      attempts=attempts, error=error)
+            await deferLater(reactor, RETRY_SECONDS, lambda: None)
+            continue
+        assert isinstance(collector, Collector)
+        return collector, attempts

@@ -22,29 +22,21 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.endpoints import connectProtocol
-from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IListeningPort, IStreamClientEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.wire import Echo
 from twisted.trial.unittest import TestCase
 
 from p2pblob.reach.tor import TorProvider
 from tests.reach import _tornet
-from tests.reach._tor_testing import Collector, need_tor
+from tests.reach._tor_testing import ATTEMPT_SECONDS, connect_with_retries, need_tor
 
 _log = Logger()
 
 ONION_PORT = 3333
 START_TIMEOUT = 120.0
-# The first connections to a fresh service may fail while its descriptor
-# and the circuits settle; they are retried until this many seconds passed.
-CONNECT_SECONDS = 90.0
-ATTEMPT_SECONDS = 30.0
-RETRY_SECONDS = 1.0
 
 
 class TorProviderNetworkTests(TestCase):
@@ -103,27 +95,9 @@ class TorProviderNetworkTests(TestCase):
 
         @return: the number of connection attempts.
         """
-        from txtorcon.socks import SocksError
-
         began = time.monotonic()
-        deadline = began + CONNECT_SECONDS
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                collector = await connectProtocol(endpoint, Collector()).addTimeout(
-                    ATTEMPT_SECONDS, reactor
-                )
-            except (SocksError, ConnectError, ConnectionClosed, TimeoutError) as error:
-                if time.monotonic() + RETRY_SECONDS >= deadline:
-                    raise
-                _log.info("connection attempt {attempts} failed: {error!r}",
-                          attempts=attempts, error=error)
-                await deferLater(reactor, RETRY_SECONDS, lambda: None)
-                continue
-            break
+        collector, attempts = await connect_with_retries(reactor, endpoint)
         self.timings[step] = time.monotonic() - began
-        assert isinstance(collector, Collector)
         transport = collector.transport
         assert transport is not None
         try:

@@ -14,29 +14,21 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
 
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred, TimeoutError
-from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
-from twisted.internet.error import ConnectError, ConnectionClosed
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint
 from twisted.internet.protocol import Factory
-from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from twisted.protocols.wire import Echo
 from twisted.trial.unittest import TestCase
 
 from tests.reach import _tornet
-from tests.reach._tor_testing import Collector, need_tor
+from tests.reach._tor_testing import ATTEMPT_SECONDS, connect_with_retries, need_tor
 
 _log = Logger()
 
 ONION_PORT = 80
-# The first connections to a fresh service may fail while its descriptor
-# and the circuits settle; retry until this many seconds have passed.
-CONNECT_SECONDS = 90.0
-ATTEMPT_SECONDS = 30.0
-RETRY_SECONDS = 1.0
 
 
 class OnionRoundTripTests(TestCase):
@@ -93,11 +85,12 @@ class OnionRoundTripTests(TestCase):
         self.assertEqual(len(onion.hostname), 56 + len(".onion"))
 
         began = time.monotonic()
-        collector, attempts = await self._connect(
+        collector, attempts = await connect_with_retries(
+            reactor,
             txtorcon.TorClientEndpoint(
                 onion.hostname, ONION_PORT,
                 socks_endpoint=TCP4ClientEndpoint(reactor, "127.0.0.1", client.socks_port),
-            )
+            ),
         )
         reached = time.monotonic() - began
         transport = collector.transport
@@ -117,31 +110,3 @@ class OnionRoundTripTests(TestCase):
             "reached in {reached:.2f} s ({attempts} attempts)",
             connected=connected, published=published, reached=reached, attempts=attempts,
         )
-
-    async def _connect(self, endpoint: Any) -> tuple[Collector, int]:
-        """
-        Connect a L{Collector} through C{endpoint}, retrying failures
-        (SOCKS errors, lost or refused connections, slow attempts) until
-        L{CONNECT_SECONDS} have passed.
-
-        @return: the connected collector and the number of attempts made.
-        """
-        from txtorcon.socks import SocksError
-
-        deadline = time.monotonic() + CONNECT_SECONDS
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                collector = await connectProtocol(endpoint, Collector()).addTimeout(
-                    ATTEMPT_SECONDS, reactor
-                )
-            except (SocksError, ConnectError, ConnectionClosed, TimeoutError) as error:
-                if time.monotonic() + RETRY_SECONDS >= deadline:
-                    raise
-                _log.info("connection attempt {attempts} failed: {error!r}",
-                          attempts=attempts, error=error)
-                await deferLater(reactor, RETRY_SECONDS, lambda: None)
-                continue
-            assert isinstance(collector, Collector)
-            return collector, attempts
