@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from tests.reach import _tornet
 
-__all__ = ["ATTEMPT_SECONDS", "Collector", "connect_with_retries", "need_tor"]
+__all__ = ["ATTEMPT_SECONDS", "Collector", "connect_with_retries", "echo_round_trip", "need_tor"]
 
 _log = Logger()
 
@@ -111,3 +111,23 @@ async def connect_with_retries(reactor: Any, endpoint: Any) -> tuple[Collector, 
             continue
         assert isinstance(collector, Collector)
         return collector, attempts
+
+
+async def echo_round_trip(case: SynchronousTestCase, reactor: Any, collector: Collector) -> None:
+    """
+    Send 1, 1,000 and 100,000 random bytes through C{collector}'s
+    connection to an echo server, check each comes back whole, and close
+    the connection.
+    """
+    transport = collector.transport
+    assert transport is not None
+    try:
+        sent = b""
+        for size in (1, 1000, 100_000):
+            chunk = os.urandom(size)
+            transport.write(chunk)
+            sent += chunk
+            echoed = await collector.expect(len(sent)).addTimeout(ATTEMPT_SECONDS, reactor)
+            case.assertEqual(echoed, sent)
+    finally:
+        transport.loseConnection()

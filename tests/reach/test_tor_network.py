@@ -14,7 +14,6 @@ it fails.
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -31,7 +30,11 @@ from twisted.trial.unittest import TestCase
 
 from p2pblob.reach.tor import TorProvider
 from tests.reach import _tornet
-from tests.reach._tor_testing import ATTEMPT_SECONDS, connect_with_retries, need_tor
+from tests.reach._tor_testing import (
+    connect_with_retries,
+    echo_round_trip,
+    need_tor,
+)
 
 _log = Logger()
 
@@ -98,19 +101,8 @@ class TorProviderNetworkTests(TestCase):
         began = time.monotonic()
         collector, attempts = await connect_with_retries(reactor, endpoint)
         self.timings[step] = time.monotonic() - began
-        transport = collector.transport
-        assert transport is not None
-        try:
-            sent = b""
-            for size in (1, 1000, 100_000):
-                chunk = os.urandom(size)
-                transport.write(chunk)
-                sent += chunk
-                echoed = await collector.expect(len(sent)).addTimeout(ATTEMPT_SECONDS, reactor)
-                self.assertEqual(echoed, sent)
-        finally:
-            transport.loseConnection()
-            await collector.closed
+        await echo_round_trip(self, reactor, collector)
+        await collector.closed
         return attempts
 
     def test_onion_round_trip_and_restart(self) -> Deferred[None]:

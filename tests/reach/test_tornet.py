@@ -11,7 +11,6 @@ set (as CI sets it): then it fails.
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
@@ -24,7 +23,11 @@ from twisted.protocols.wire import Echo
 from twisted.trial.unittest import TestCase
 
 from tests.reach import _tornet
-from tests.reach._tor_testing import ATTEMPT_SECONDS, connect_with_retries, need_tor
+from tests.reach._tor_testing import (
+    connect_with_retries,
+    echo_round_trip,
+    need_tor,
+)
 
 _log = Logger()
 
@@ -93,18 +96,7 @@ class OnionRoundTripTests(TestCase):
             ),
         )
         reached = time.monotonic() - began
-        transport = collector.transport
-        assert transport is not None
-        try:
-            sent = b""
-            for size in (1, 1000, 100_000):
-                chunk = os.urandom(size)
-                transport.write(chunk)
-                sent += chunk
-                echoed = await collector.expect(len(sent)).addTimeout(ATTEMPT_SECONDS, reactor)
-                self.assertEqual(echoed, sent)
-        finally:
-            transport.loseConnection()
+        await echo_round_trip(self, reactor, collector)
         _log.info(
             "txtorcon.connect {connected:.2f} s, onion service published in {published:.2f} s, "
             "reached in {reached:.2f} s ({attempts} attempts)",
